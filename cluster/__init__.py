@@ -1,0 +1,1 @@
+"""Shared by every part of a node: config, wire format, connections, server, commands, logs."""

@@ -1,0 +1,124 @@
+"""The node's TCP server: one listening socket, one thread per connection.
+
+Like CPython's socketserver, the server owns accepting and concurrency; handlers only handle.
+A connection carries a sequence of requests; each request is a message whose type selects a
+handler registered with `route(type, handler)`. A handler gets the `Connection` and the
+message and writes its own reply (which may be followed by a bulk payload, streamed).
+
+Anything malformed, oversized or unauthenticated is logged (rate-limited) and the connection
+is closed; an exception inside a handler is logged and reported to the client as an
+``error`` message. Neither ever stops the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+from cluster import wire
+from cluster.connection import Connection, ConnectionClosed
+from cluster.logs import BadInputLog
+
+log = logging.getLogger("server")
+
+IDLE_TIMEOUT = 600.0       # seconds a connection may sit idle between requests
+MAX_CONNECTIONS = 512      # beyond this, new connections are refused (closed at once)
+
+
+class HandlerError(Exception):
+    """Raised by a handler to answer the request with an error message, not a crash log."""
+
+
+class MessageServer:
+    def __init__(self, host: str, port: int, key: bytes | None):
+        self.key = key
+        self._routes = {}
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self._sock.listen(128)
+        self._stop = threading.Event()
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self.bad_input = BadInputLog(log)
+        self._thread = threading.Thread(target=self._accept_loop, name="tcp-accept", daemon=True)
+
+    def route(self, message_type: str, handler) -> None:
+        self._routes[message_type] = handler
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, peer = self._sock.accept()
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            with self._active_lock:
+                if self._active >= MAX_CONNECTIONS:
+                    sock.close()
+                    self.bad_input.reject("tcp", peer, "too many connections")
+                    continue
+                self._active += 1
+            threading.Thread(target=self._serve, args=(sock, peer), daemon=True,
+                             name=f"tcp-{peer[0]}:{peer[1]}").start()
+
+    def _serve(self, sock: socket.socket, peer) -> None:
+        sock.settimeout(IDLE_TIMEOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(sock, self.key)
+        source = f"{peer[0]}:{peer[1]}"
+        try:
+            while not self._stop.is_set():
+                message = conn.recv()
+                if not self._dispatch(conn, message, source):
+                    return
+        except ConnectionClosed:
+            pass
+        except wire.ProtocolError as exc:
+            self.bad_input.reject("tcp", source, str(exc))
+            _try_send(conn, {"t": "error", "error": f"protocol error: {exc}"})
+        except (socket.timeout, OSError):
+            pass
+        finally:
+            conn.close()
+            with self._active_lock:
+                self._active -= 1
+
+    def _dispatch(self, conn: Connection, message: dict, source: str) -> bool:
+        """Run the handler; False when the connection must be closed."""
+        handler = self._routes.get(message["t"])
+        if handler is None:
+            self.bad_input.reject("tcp", source, f"unknown message type {message['t']!r}")
+            _try_send(conn, {"t": "error", "error": f"unknown message type {message['t']!r}"})
+            return False
+        try:
+            handler(conn, message)
+        except HandlerError as exc:
+            conn.send({"t": "error", "error": str(exc)})
+        except (wire.ProtocolError, OSError):
+            raise
+        except Exception as exc:  # a bug in one handler must not take the node down
+            log.exception("handler for %r failed", message["t"])
+            _try_send(conn, {"t": "error", "error": f"internal error: {exc}"})
+            return False
+        return True
+
+
+def _try_send(conn: Connection, message: dict) -> None:
+    try:
+        conn.send(message)
+    except OSError:
+        pass

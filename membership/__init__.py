@@ -1,0 +1,1 @@
+"""Group membership: SWIM-style Ping-Ack failure detection, with optional suspicion."""

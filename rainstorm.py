@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""RainStorm: group membership, the HyDFS file system and stream processing in one node.
+
+    python rainstorm.py introducer [--config FILE]
+    python rainstorm.py node --vm NN [--config FILE]
+    python rainstorm.py ctl --vm NN [--config FILE] [--json] COMMAND [ARGS...]
+
+--config defaults to $RAINSTORM_CONFIG, then ./config.ini. See README.md and INTERFACE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cluster.config import ConfigError, load_config, normalize_vm
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rainstorm.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'python rainstorm.py ctl --vm 01 help' for the REPL commands.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{introducer,node,ctl}")
+
+    def with_config(p):
+        p.add_argument("--config", help="config file (default: $RAINSTORM_CONFIG, then ./config.ini)")
+        return p
+
+    with_config(sub.add_parser("introducer", help="start the introducer node ([cluster] introducer)"))
+    node = with_config(sub.add_parser("node", help="start node NN and join through the introducer"))
+    node.add_argument("--vm", required=True, help="node number, e.g. 03 or 3")
+    ctl = with_config(sub.add_parser(
+        "ctl", help="run one REPL command on a running node",
+        description="Exit status: 0 ok, 1 command failed, 2 usage error, 3 node unreachable."))
+    ctl.add_argument("--vm", required=True, help="node number, e.g. 03 or 3")
+    ctl.add_argument("--json", action="store_true", help="print one JSON document")
+    ctl.add_argument("--timeout", type=float, default=None,
+                     help="seconds to wait for the answer (default: no limit)")
+    ctl.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        vm = config.introducer if args.command == "introducer" else normalize_vm(args.vm)
+        config.address(vm)
+    except ConfigError as exc:
+        print(f"rainstorm: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "ctl":
+        from cluster.ctl import run_ctl
+        if not args.argv:
+            print("rainstorm: ctl needs a COMMAND", file=sys.stderr)
+            return 2
+        return run_ctl(config, vm, args.argv, args.json, args.timeout)
+    from cluster.node import run_node
+    return run_node(config, vm)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
