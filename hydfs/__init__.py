@@ -1,0 +1,1 @@
+"""HyDFS: the hybrid distributed file system on the consistent-hash ring."""
