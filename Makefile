@@ -1,0 +1,73 @@
+# RainStorm: common tasks. The core needs only python3 (3.10+); tests use a local venv.
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+CONFIG ?= config.ini
+VM     ?= 02
+RUN    := run
+
+.PHONY: help venv test test-unit test-integration demo demo-membership cluster stop \
+        introducer node status data clean
+
+help:
+	@echo "make test              create .venv and run the whole test suite"
+	@echo "make demo              membership demo on a local 10-node cluster (scratch dir)"
+	@echo "make cluster / stop    start / stop the 10 nodes of $(CONFIG) in the background"
+	@echo "make status            list_mem as node 01 sees it"
+	@echo "make introducer        run the introducer in the foreground (as on a course VM)"
+	@echo "make node VM=03        run node 03 in the foreground (as on a course VM)"
+	@echo "make data              traffic-signs CSV files in datasets/"
+
+$(VPY): requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(VPY)
+
+venv: $(VPY)
+
+test: $(VPY)
+	$(VPY) -m pytest -q
+
+test-unit: $(VPY)
+	$(VPY) -m pytest -q tests/unit
+
+test-integration: $(VPY)
+	$(VPY) -m pytest -q tests/integration
+
+demo: demo-membership
+
+demo-membership:
+	$(PYTHON) -m demos.membership_demo
+
+# The ten nodes of $(CONFIG), each in the background with its pid in run/; logs per config.
+cluster:
+	@mkdir -p $(RUN)
+	@$(PYTHON) rainstorm.py introducer --config $(CONFIG) </dev/null >$(RUN)/vm01.out 2>&1 & echo $$! >$(RUN)/vm01.pid
+	@sleep 0.5
+	@for vm in 02 03 04 05 06 07 08 09 10; do \
+	  $(PYTHON) rainstorm.py node --vm $$vm --config $(CONFIG) </dev/null >$(RUN)/vm$$vm.out 2>&1 & \
+	  echo $$! >$(RUN)/vm$$vm.pid; \
+	done
+	@echo "started 10 nodes (pids in $(RUN)/); 'make status' lists members, 'make stop' stops them"
+
+stop:
+	@for f in $(RUN)/vm*.pid; do [ -f $$f ] && kill $$(cat $$f) 2>/dev/null; rm -f $$f; done; true
+	@echo "stopped"
+
+status:
+	$(PYTHON) rainstorm.py ctl --vm 01 --config $(CONFIG) list_mem
+
+introducer:
+	$(PYTHON) rainstorm.py introducer --config $(CONFIG)
+
+node:
+	$(PYTHON) rainstorm.py node --vm $(VM) --config $(CONFIG)
+
+data:
+	@mkdir -p datasets
+	@for n in 1000 5000 10000; do \
+	  $(PYTHON) bench/gen_traffic_signs.py $$n datasets/TrafficSigns_$$n; done
+	@ls -l datasets
+
+clean:
+	rm -rf $(RUN) data logs datasets .pytest_cache

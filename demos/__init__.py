@@ -1,0 +1,1 @@
+"""Scripted demonstrations on a local cluster (`make demo-*`)."""

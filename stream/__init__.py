@@ -1,0 +1,1 @@
+"""RainStorm: stream processing with exactly-once results on HyDFS."""

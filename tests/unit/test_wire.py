@@ -1,0 +1,101 @@
+"""The wire format: JSON lines, HMAC, the incremental decoder and its limits."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from cluster import wire
+from cluster.connection import Connection
+
+pytestmark = pytest.mark.timeout(30)
+KEY = b"k"
+
+
+def test_round_trip_without_and_with_a_secret():
+    msg = {"t": "ping", "seq": 3, "text": "caf\u00e9"}
+    assert wire.decode(wire.encode(msg)) == msg
+    assert wire.decode(wire.encode(msg, KEY), KEY) == msg
+    assert wire.encode(msg).endswith(b"\n") and wire.encode(msg).count(b"\n") == 1
+
+
+@pytest.mark.parametrize("line, key, error", [
+    (b"", None, wire.ProtocolError),
+    (b"garbage", None, wire.ProtocolError),
+    (b"{bad json}", None, wire.ProtocolError),
+    (b"[1, 2]", None, wire.ProtocolError),
+    (b'{"no_type": 1}', None, wire.ProtocolError),
+    (b'{"t": 5}', None, wire.ProtocolError),
+    (b'{"t": "ping"}', KEY, wire.AuthError),                         # unauthenticated
+    (wire.encode({"t": "ping"}, b"other"), KEY, wire.AuthError),     # wrong secret
+    (b"0" * 64 + b' {"t": "ping"}', KEY, wire.AuthError),
+    (b"\xff\xfe" * 10, None, wire.ProtocolError),
+])
+def test_bad_lines_raise_protocol_errors(line, key, error):
+    with pytest.raises(error):
+        wire.decode(line, key)
+
+
+def test_tampered_body_fails_authentication():
+    line = wire.encode({"t": "ping", "seq": 1}, KEY).replace(b"1", b"2")
+    with pytest.raises(wire.AuthError):
+        wire.decode(line, KEY)
+
+
+def test_decoder_splits_lines_across_arbitrary_chunks():
+    data = wire.encode({"t": "a"}) + wire.encode({"t": "b", "x": "y" * 100})
+    decoder = wire.LineDecoder()
+    got = []
+    for i in range(len(data)):
+        decoder.feed(data[i:i + 1])
+        line = decoder.next_line()
+        if line is not None:
+            got.append(wire.decode(line)["t"])
+    assert got == ["a", "b"]
+
+
+def test_decoder_refuses_an_endless_line_before_its_end():
+    decoder = wire.LineDecoder(max_line=100)
+    decoder.feed(b"x" * 101)
+    with pytest.raises(wire.ProtocolError, match="longer than"):
+        decoder.next_line()
+
+
+@pytest.mark.parametrize("n", [-1, "5", 1.5, True, wire.MAX_BULK_BYTES + 1])
+def test_bad_bulk_lengths(n):
+    with pytest.raises(wire.ProtocolError):
+        wire.bulk_length({"t": "x", "bulk": n})
+
+
+def test_oversized_datagram_is_refused():
+    with pytest.raises(wire.ProtocolError):
+        wire.decode_datagram(b"{" + b" " * wire.MAX_DATAGRAM_BYTES + b"}")
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "hmac"])
+def test_bulk_file_streams_over_a_real_socket(tmp_path, key):
+    payload = bytes(range(256)) * 9000           # about 2.3 MB, several chunks
+    src = tmp_path / "src"
+    src.write_bytes(payload)
+    a, b = socket.socketpair()
+    sender, receiver = Connection(a, key), Connection(b, key)
+    thread = threading.Thread(target=sender.send_bulk_file, args=({"t": "put"}, str(src)))
+    thread.start()
+    header = receiver.recv()
+    out = tmp_path / "dst"
+    with open(out, "wb") as f:
+        receiver.recv_bulk_to_file(wire.bulk_length(header), f)
+    thread.join()
+    assert header["t"] == "put" and out.read_bytes() == payload
+
+
+def test_tampered_bulk_payload_is_detected():
+    a, b = socket.socketpair()
+    sender, receiver = Connection(a, KEY), Connection(b, KEY)
+    sender.send(dict(t="put", bulk=3))
+    a.sendall(b"abc" + b"\0" * 32)
+    header = receiver.recv()
+    with pytest.raises(wire.AuthError):
+        receiver.recv_bulk_bytes(header["bulk"], 100)
