@@ -95,6 +95,25 @@ class Connection:
                 remaining -= len(chunk)
             self.sock.sendall(mac.digest())
 
+    def send_bulk_chunks(self, message: dict, length: int, chunks) -> None:
+        """Send `message` with `"bulk": length`, then the chunks (exactly `length` bytes).
+
+        If the chunk source fails midway (e.g. a checksum error), the exception propagates
+        and the caller must drop the connection: the peer sees a truncated payload.
+        """
+        self.send(dict(message, bulk=length))
+        mac = wire.bulk_mac(self.key) if self.key is not None else None
+        sent = 0
+        for chunk in chunks:
+            self.sock.sendall(chunk)
+            sent += len(chunk)
+            if mac is not None:
+                mac.update(chunk)
+        if sent != length:
+            raise OSError(f"bulk source gave {sent} bytes, {length} declared")
+        if mac is not None:
+            self.sock.sendall(mac.digest())
+
     def send_bulk_bytes(self, message: dict, data: bytes) -> None:
         """Send a small in-memory payload (e.g. one append's bytes) after `message`."""
         self.send(dict(message, bulk=len(data)))

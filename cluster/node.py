@@ -24,8 +24,13 @@ from cluster.commands import CommandError, CommandRegistry, Context, Result, Usa
 from cluster.config import Config
 from cluster.logs import setup_logging
 from cluster.server import MessageServer
+from hydfs import commands as hydfs_commands
+from hydfs.client import HydfsClient
+from hydfs.coordinator import Coordinator
+from hydfs.service import HydfsService
 from membership import commands as membership_commands
 from membership.service import MembershipService
+from membership.suspicion import detection_bound
 
 log = logging.getLogger("node")
 
@@ -42,6 +47,10 @@ class Node:
         self.membership = MembershipService(config, vm)
         self.commands = CommandRegistry()
         membership_commands.register(self.commands, self.membership, config.hydfs.ring_bits)
+        self.hydfs = HydfsService(config, vm, self.membership, self.server)
+        self.coordinator = Coordinator(self.hydfs, self.server)
+        self.hydfs_client = HydfsClient(self.hydfs, config.hydfs.cache_mb, write_deadline(config))
+        hydfs_commands.register(self.commands, self.hydfs_client, self.server)
         self.commands.add("help", self._help, "help", "this list")
         self.server.route("ctl", self._handle_ctl)
         self.stopped = threading.Event()
@@ -49,6 +58,7 @@ class Node:
     def start(self) -> None:
         self.server.start()
         self.membership.start()
+        self.hydfs.start()
         log.info("START node %s at %s (introducer %s, leader %s, config %s)", self.vm,
                  self.membership.address, self.config.introducer, self.config.leader,
                  self.config.source)
@@ -57,6 +67,7 @@ class Node:
         """Leave the group (so others log a leave, not a failure) and stop serving."""
         if self.membership.leave():
             log.info("STOP leaving the group and exiting")
+        self.hydfs.stop()
         self.membership.stop()
         self.server.stop()
 
@@ -82,6 +93,13 @@ class Node:
                        "error": str(exc)})
             return
         conn.send({"t": "ctl_result", "ok": True, "text": result.text, "doc": result.doc})
+
+
+def write_deadline(config: Config) -> float:
+    """How long a write keeps retrying: until a failed replica must have been detected."""
+    m = config.membership
+    return detection_bound(m.protocol_period, m.ping_timeout, m.suspicion,
+                           m.suspicion_timeout) + 2 * m.protocol_period + 2.0
 
 
 # -- the REPL on standard input -----------------------------------------------------------------

@@ -1,0 +1,267 @@
+"""The HyDFS client inside every node: what the REPL commands and RainStorm call.
+
+- Routing: a file's writes go to its primary (first replica on the ring of live members),
+  falling over to the next replica if it is unreachable; reads go to the primary too, so a
+  client keeps reading the replica it wrote to, as the seed describes.
+- Retries: while a failed node is not yet detected, writes cannot reach every replica; the
+  client retries (same append id, so nothing doubles) until `write_deadline` has passed, then
+  reports "not enough live replicas".
+- Appends: each carries (client id, seq) and a client timestamp that strictly increases; one
+  client's appends to a file are sent one at a time, which keeps their order (merge.py).
+- Cache: whole files up to the `cache_mb` budget, LRU. A cached copy is served without asking
+  anyone for `cache_ttl` seconds, then revalidated with the replica (which answers "not
+  modified" without resending). This client's own append or merge drops the entry, so a get
+  always reflects this client's writes (read-my-writes).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+from cluster import wire
+from cluster.connection import Connection
+from hydfs.cache import LruCache
+from hydfs.names import check_name
+from hydfs.peers import Peers, Unreachable, check_reply
+from hydfs.ring import ring_position
+from hydfs.service import HydfsService
+from hydfs.transfer import RemoteError
+
+CACHE_TTL = 5.0
+RETRY_PAUSE = 0.2
+
+
+class HydfsError(Exception):
+    """A HyDFS operation failed; the message is the one-line reason for the user."""
+
+
+class HydfsClient:
+    def __init__(self, service: HydfsService, cache_mb: float, write_deadline: float,
+                 cache_ttl: float = CACHE_TTL):
+        self.service = service
+        self.peers: Peers = service.peers
+        self.client_id = service.membership.me().id     # unique per process start
+        self.cache = LruCache(int(cache_mb * 1024 * 1024))
+        self.cache_ttl = cache_ttl
+        self.write_deadline = write_deadline
+        self._seq: dict[str, int] = {}
+        self._file_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._last_ts = 0.0
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _file_lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._file_locks.setdefault(name, threading.Lock())
+
+    def _timestamp(self) -> float:
+        with self._guard:
+            self._last_ts = max(time.time(), self._last_ts + 1e-6)
+            return self._last_ts
+
+    def owners(self, name: str) -> list[str]:
+        owners = self.service.owners(check_name(name))
+        if not owners:
+            raise HydfsError("no live nodes in the membership list (is this node joined?)")
+        return owners
+
+    def _write(self, name: str, attempt) -> dict:
+        """Run `attempt(vm)` on the primary (falling over), retrying until the deadline."""
+        deadline = time.monotonic() + self.write_deadline
+        last = "no replica reachable"
+        while True:
+            for vm in self.owners(name):
+                try:
+                    return attempt(vm)
+                except Unreachable as exc:
+                    last = str(exc)
+                except RemoteError as exc:
+                    reason = str(exc)
+                    if not reason.startswith(("not enough live replicas", "not_owner")):
+                        raise HydfsError(reason) from None
+                    last = reason
+                    break              # retry from the (possibly new) primary
+            if time.monotonic() >= deadline:
+                raise HydfsError(last)
+            time.sleep(RETRY_PAUSE)
+
+    # -- create and append ------------------------------------------------------------------
+
+    def create(self, local_path: str, name: str) -> dict:
+        check_name(name)
+        size = _local_size(local_path)
+        file_id = f"{int(time.time() * 1000):013d}-{self.client_id}-{uuid.uuid4().hex[:6]}"
+
+        def attempt(vm):
+            with self.peers.open(vm) as conn:
+                try:
+                    conn.send_bulk_file({"t": "hydfs.create", "name": name, "file_id": file_id},
+                                        local_path, 0, size)
+                    return check_reply(conn.recv())
+                except (OSError, wire.ProtocolError) as exc:
+                    raise Unreachable(f"node {vm}: {exc}") from None
+        reply = self._write(name, attempt)
+        self.cache.invalidate(name)
+        return {"name": name, "size": size, "replicas": reply["replicas"]}
+
+    def create_bytes(self, name: str, data: bytes) -> dict:
+        return self._with_temp(data, lambda path: self.create(path, name))
+
+    def append(self, local_path: str, name: str) -> dict:
+        size = _local_size(local_path)
+        if size > (1 << 30):
+            raise HydfsError(f"append of {size} bytes is over the 1 GiB limit for one append")
+        with open(local_path, "rb") as f:
+            return self.append_bytes(name, f.read())
+
+    def append_bytes(self, name: str, data: bytes) -> dict:
+        check_name(name)
+        with self._file_lock(name):
+            seq = self._seq.get(name, 0) + 1
+            header = {"t": "hydfs.append", "name": name, "id": [self.client_id, seq],
+                      "ts": self._timestamp()}
+            try:
+                reply = self._write(name, lambda vm: self.peers.call_with_bytes(vm, header, data))
+            finally:
+                self.cache.invalidate(name)
+            self._seq[name] = seq
+        return {"name": name, "size": len(data), "seq": seq, "replicas": reply["replicas"]}
+
+    def merge(self, name: str) -> dict:
+        reply = self._write(name, lambda vm: self.peers.call(
+            vm, {"t": "hydfs.merge", "name": name}, timeout=300))
+        self.cache.invalidate(name)
+        return {k: reply[k] for k in ("merged", "gen", "already", "seconds")}
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, name: str, local_path: str) -> dict:
+        """Copy `name` to `local_path`; from the cache when it is fresh."""
+        check_name(name)
+        cached = self.cache.get(name)
+        if cached is not None:
+            (version, fetched_at, replica), data = cached
+            if time.monotonic() - fetched_at < self.cache_ttl:
+                _write_local(local_path, [data])
+                return {"name": name, "size": len(data), "replica": replica, "cached": True}
+        last = "no replica reachable"
+        for vm in self.owners(name):
+            if_version = cached[0][0] if cached is not None and cached[0][2] == vm else None
+            try:
+                return self._get_from(vm, name, local_path, if_version, cached)
+            except (Unreachable, OSError, wire.ProtocolError) as exc:
+                last = f"node {vm}: {exc}"
+            except RemoteError as exc:
+                if "no such file" not in str(exc):
+                    raise HydfsError(str(exc)) from None
+                last = str(exc)
+        raise HydfsError(last)
+
+    def get_from_replica(self, vm: str, name: str, local_path: str) -> dict:
+        check_name(name)
+        try:
+            return self._get_from(vm, name, local_path, None, None, use_cache=False)
+        except (Unreachable, OSError, wire.ProtocolError) as exc:
+            raise HydfsError(f"node {vm}: {exc}") from None
+        except RemoteError as exc:
+            raise HydfsError(str(exc)) from None
+
+    def read_bytes(self, name: str) -> bytes:
+        """The whole file in memory (for small files such as task logs)."""
+        path = os.path.join(self.service.store.root, f".read-{uuid.uuid4().hex}")
+        try:
+            self.get(name, path)
+            with open(path, "rb") as f:
+                return f.read()
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+    def _get_from(self, vm, name, local_path, if_version, cached, use_cache=True) -> dict:
+        with self.peers.open(vm) as conn:
+            try:
+                conn.send({"t": "hydfs.get", "name": name, "if_version": if_version})
+                reply = check_reply(conn.recv())
+                if reply["t"] == "hydfs.not_modified":
+                    data = cached[1]
+                    _write_local(local_path, [data])
+                    self.cache.put(name, (reply["version"], time.monotonic(), vm), data)
+                    return {"name": name, "size": len(data), "replica": vm, "cached": True}
+                size = wire.bulk_length(reply)
+                keep = use_cache and 0 < size <= self.cache.capacity_bytes
+                kept = _receive_to_local(conn, size, local_path, keep)
+            except (OSError, wire.ProtocolError) as exc:
+                raise Unreachable(f"node {vm}: {exc}") from None
+        if keep:
+            self.cache.put(name, (reply["version"], time.monotonic(), vm), kept)
+        return {"name": name, "size": size, "replica": vm, "cached": False}
+
+    # -- listings ---------------------------------------------------------------------------
+
+    def ls(self, name: str) -> dict:
+        owners = self.owners(name)
+        holders = []
+        for vm in owners:
+            try:
+                reply = self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5)
+            except (Unreachable, RemoteError):
+                continue
+            if reply.get("summary"):
+                holders.append(vm)
+        if not holders:
+            raise HydfsError(f"no such file {name} in HyDFS")
+        bits = self.service.bits
+        return {"file": name, "ring_id": ring_position(name, bits),
+                "replicas": [{"vm": vm, "ring_id": ring_position(vm, bits),
+                              "holds": vm in holders} for vm in owners]}
+
+    def _with_temp(self, data: bytes, fn):
+        path = os.path.join(self.service.store.root, f".upload-{uuid.uuid4().hex}")
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            return fn(path)
+        finally:
+            os.unlink(path)
+
+
+def _local_size(path: str) -> int:
+    if not os.path.isfile(path):
+        raise HydfsError(f"local file {path} does not exist")
+    return os.path.getsize(path)
+
+
+def _receive_to_local(conn: Connection, size: int, local_path: str, keep: bool):
+    """Stream the payload into local_path (temp file, then rename); the bytes if `keep`."""
+    kept = [] if keep else None
+    chunks = conn.recv_bulk_chunks(size)
+    if keep:
+        chunks = _tee(chunks, kept)
+    _write_local(local_path, chunks)
+    return b"".join(kept) if keep else None
+
+
+def _tee(chunks, into: list):
+    for chunk in chunks:
+        into.append(chunk)
+        yield chunk
+
+
+def _write_local(local_path: str, chunks) -> None:
+    folder = os.path.dirname(os.path.abspath(local_path))
+    if not os.path.isdir(folder):
+        raise HydfsError(f"local directory {folder} does not exist")
+    tmp = os.path.join(folder, f".{os.path.basename(local_path)}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        os.replace(tmp, local_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

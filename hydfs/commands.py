@@ -1,0 +1,115 @@
+"""The HyDFS REPL commands (INTERFACE.md, "REPL commands: HyDFS")."""
+
+from __future__ import annotations
+
+from cluster.commands import CommandError, CommandRegistry, Context, Result, UsageError, expect_args
+from cluster.config import ConfigError, normalize_vm
+from cluster.server import HandlerError
+from hydfs.client import HydfsClient, HydfsError
+from hydfs.names import BadName
+from hydfs.ring import ring_position
+
+
+def _run(fn, *args):
+    try:
+        return fn(*args)
+    except (HydfsError, BadName) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
+    service = client.service
+    bits = service.bits
+
+    def create(ctx: Context, args: list) -> Result:
+        local, name = expect_args(args, 2, "create LOCAL HYDFS")
+        info = _run(client.create, ctx.local_path(local), name)
+        return Result(f"created {name} ({info['size']} bytes) on vm{', vm'.join(info['replicas'])}",
+                      dict(info, ok=True))
+
+    def get(ctx: Context, args: list) -> Result:
+        name, local = expect_args(args, 2, "get HYDFS LOCAL")
+        info = _run(client.get, name, ctx.local_path(local))
+        source = "the cache" if info["cached"] else f"vm{info['replica']}"
+        return Result(f"got {name} ({info['size']} bytes) from {source} into {local}",
+                      dict(info, ok=True))
+
+    def append(ctx: Context, args: list) -> Result:
+        local, name = expect_args(args, 2, "append LOCAL HYDFS")
+        info = _run(client.append, ctx.local_path(local), name)
+        return Result(f"appended {info['size']} bytes to {name}", dict(info, ok=True))
+
+    def merge(ctx: Context, args: list) -> Result:
+        (name,) = expect_args(args, 1, "merge HYDFS")
+        info = _run(client.merge, name)
+        text = (f"{name} already merged (generation {info['gen']})" if info["already"] else
+                f"merged {info['merged']} appends of {name} into generation {info['gen']} "
+                f"in {info['seconds']:.3f} s")
+        return Result(text, dict(info, ok=True))
+
+    def ls(ctx: Context, args: list) -> Result:
+        (name,) = expect_args(args, 1, "ls HYDFS")
+        doc = _run(client.ls, name)
+        lines = [f"{name}  ring_id {doc['ring_id']}"]
+        lines += [f"  vm{r['vm']}  ring_id {r['ring_id']}" + ("" if r["holds"] else "  (copying)")
+                  for r in doc["replicas"]]
+        return Result("\n".join(lines), doc)
+
+    def store(ctx: Context, args: list) -> Result:
+        expect_args(args, 0, "store")
+        files = [{"name": n, "ring_id": ring_position(n, bits)} for n in service.store.names()]
+        doc = {"vm": service.vm, "ring_id": ring_position(service.vm, bits), "files": files}
+        lines = [f"vm{service.vm}  ring_id {doc['ring_id']}  {len(files)} files"]
+        lines += [f"  {f['name']}  ring_id {f['ring_id']}" for f in files]
+        return Result("\n".join(lines), doc)
+
+    def getfromreplica(ctx: Context, args: list) -> Result:
+        vm, name, local = expect_args(args, 3, "getfromreplica NN HYDFS LOCAL")
+        vm = _vm(vm)
+        info = _run(client.get_from_replica, vm, name, ctx.local_path(local))
+        return Result(f"got {name} ({info['size']} bytes) as vm{vm} holds it into {local}",
+                      dict(info, ok=True))
+
+    def multiappend(ctx: Context, args: list) -> Result:
+        if len(args) < 2 or not all("=" in a for a in args[1:]):
+            raise UsageError("usage: multiappend HYDFS NN=LOCAL [NN=LOCAL ...]")
+        name = args[0]
+        jobs = [(_vm(a.split("=", 1)[0]), ctx.local_path(a.split("=", 1)[1])) for a in args[1:]]
+        results = service.parallel(lambda job: service.peers.call(
+            job[0], {"t": "hydfs.client_append", "name": name, "path": job[1]}, timeout=120), jobs)
+        lines, docs, failed = [], [], 0
+        for (vm, path), r in zip(jobs, results):
+            ok = isinstance(r, dict)
+            failed += not ok
+            lines.append(f"vm{vm}: " + (f"appended {r['size']} bytes" if ok else f"failed: {r}"))
+            docs.append({"vm": vm, "ok": ok, **({"size": r["size"]} if ok else {"error": str(r)})})
+        if failed:
+            raise CommandError(f"{failed} of {len(jobs)} appends failed: " + "; ".join(lines))
+        return Result("\n".join(lines), {"ok": True, "appends": docs})
+
+    def handle_client_append(conn, msg: dict) -> None:
+        try:
+            info = client.append(str(msg.get("path")), str(msg.get("name")))
+        except (HydfsError, BadName) as exc:
+            raise HandlerError(str(exc)) from None
+        conn.send({"t": "ok", "size": info["size"]})
+
+    server.route("hydfs.client_append", handle_client_append)
+    registry.add("create", create, "create LOCAL HYDFS", "copy a local file into HyDFS")
+    registry.add("get", get, "get HYDFS LOCAL", "copy a HyDFS file to a local file")
+    registry.add("append", append, "append LOCAL HYDFS", "append a local file to a HyDFS file")
+    registry.add("merge", merge, "merge HYDFS", "make every replica of a file identical")
+    registry.add("ls", ls, "ls HYDFS", "the file's ring id and its replicas")
+    registry.add("store", store, "store", "the files this node holds")
+    registry.add("getfromreplica", getfromreplica, "getfromreplica NN HYDFS LOCAL",
+                 "the file as node NN holds it now")
+    registry.add("multiappend", multiappend, "multiappend HYDFS NN=LOCAL ...",
+                 "the named nodes append their local files at the same time")
+
+
+def _vm(text: str) -> str:
+    try:
+        return normalize_vm(text)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+

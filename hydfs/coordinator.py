@@ -1,0 +1,236 @@
+"""Coordinated HyDFS writes: create, append and merge, run by one of the file's replicas.
+
+A client sends a write to the file's first reachable replica (the primary, in ring order).
+That node coordinates, holding a per-file lock so that racing writes are serialized:
+
+- create: refused if any replica already holds the name (so of racing creates exactly one
+  wins); otherwise stored here, pushed to every other replica, and successful only when all
+  of them hold it; a failed create is rolled back.
+- append: applied here and on every other replica; successful only when all hold it, so
+  an append that returned success survives any `replicas - 1` failures. Each append carries
+  its id (client, seq), so a retried append is stored once. A replica that does not hold the
+  file yet (it just became a replica) is sent the whole file first.
+- merge: `merge.plan_merge` over every replica's state, the missing appends are sent where
+  they lack, then every replica applies the same order (see merge.py).
+
+A node that is not among the file's replicas (its ring view differs from the client's)
+answers `not_owner`, and the client retries with fresh membership.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from cluster import wire
+from cluster.server import HandlerError
+from hydfs.merge import plan_merge
+from hydfs.peers import Unreachable
+from hydfs.service import MAX_APPEND_BYTES, HydfsService, _append_id, _name
+from hydfs.store import FileExists
+from hydfs.transfer import RemoteError
+
+log = logging.getLogger("hydfs")
+
+
+class NotEnoughReplicas(HandlerError):
+    pass
+
+
+class Coordinator:
+    def __init__(self, service: HydfsService, server):
+        self.service = service
+        self.store = service.store
+        self.peers = service.peers
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        for name in ("create", "append", "merge", "discard"):
+            server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def _owners_or_refuse(self, name: str) -> list[str]:
+        owners = self.service.owners(name)
+        if self.service.vm not in owners:
+            raise HandlerError(f"not_owner: node {self.service.vm} is not a replica of {name}")
+        return owners
+
+    # -- create -----------------------------------------------------------------------------
+
+    def handle_create(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        size = wire.bulk_length(msg)
+        file_id = str(msg.get("file_id"))
+        try:
+            owners = self._owners_or_refuse(name)
+        except HandlerError:
+            _drain_bulk(conn, size)
+            raise
+        with self._lock(name):
+            others = [vm for vm in owners if vm != self.service.vm]
+            summaries = self.service.parallel(
+                lambda vm: self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5), others)
+            down = [vm for vm, r in zip(others, summaries) if isinstance(r, Exception)]
+            exists = self.store.get_state(name) is not None or any(
+                isinstance(r, dict) and r.get("summary") for r in summaries)
+            if exists or down:
+                _drain_bulk(conn, size)
+                if exists:
+                    raise HandlerError(f"file {name} already exists in HyDFS")
+                raise NotEnoughReplicas(_not_enough(name, len(owners) - len(down), len(owners)))
+            try:
+                self.store.create(name, file_id, conn.recv_bulk_chunks(size), size)
+            except FileExists:
+                raise HandlerError(f"file {name} already exists in HyDFS") from None
+            failed = self._push_everywhere(name, others)
+            if failed:
+                self._roll_back_create(name, file_id, others)
+                raise NotEnoughReplicas(_not_enough(name, len(owners) - len(failed), len(owners)))
+        log.info("CREATE %s (%d bytes) on %s", name, size, ",".join(owners))
+        conn.send({"t": "ok", "replicas": owners})
+
+    def _push_everywhere(self, name: str, vms: list[str]) -> list[str]:
+        results = self.service.parallel(lambda vm: self.service.push(name, vm), vms)
+        return [vm for vm, r in zip(vms, results) if isinstance(r, Exception)]
+
+    def _roll_back_create(self, name: str, file_id: str, others: list[str]) -> None:
+        self.store.remove(name)
+        self.service.parallel(lambda vm: self.peers.call(
+            vm, {"t": "hydfs.discard", "name": name, "file_id": file_id}, 5), others)
+
+    def handle_discard(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        st = self.store.get_state(name)
+        if st is not None and st.file_id == msg.get("file_id") and st.gen == 0 and not st.pending:
+            self.store.remove(name)
+        conn.send({"t": "ok"})
+
+    # -- append -----------------------------------------------------------------------------
+
+    def handle_append(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        client, seq, ts = _append_id(msg)
+        data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND_BYTES)
+        owners = self._owners_or_refuse(name)
+        self._ensure_local_copy(name, owners)
+        new = self.store.append(name, client, seq, ts, data)
+        others = [vm for vm in owners if vm != self.service.vm]
+        header = {"t": "hydfs.append_replica", "name": name, "id": [client, seq], "ts": ts}
+        results = self.service.parallel(lambda vm: self._replica_append(vm, name, header, data),
+                                        others)
+        acked = 1 + sum(1 for r in results if r is True)
+        if acked < len(owners):
+            raise NotEnoughReplicas(_not_enough(name, acked, len(owners)))
+        conn.send({"t": "ok", "new": new, "replicas": owners})
+
+    def _replica_append(self, vm: str, name: str, header: dict, data: bytes) -> bool:
+        try:
+            self.peers.call_with_bytes(vm, header, data, timeout=10)
+        except RemoteError as exc:
+            if str(exc) != "missing":
+                raise
+            self.service.push(name, vm)         # a new replica: give it the whole file
+            self.peers.call_with_bytes(vm, header, data, timeout=10)
+        return True
+
+    def _ensure_local_copy(self, name: str, owners: list[str]) -> None:
+        """A replica that does not hold the file yet pulls it before coordinating."""
+        if self.store.get_state(name) is not None:
+            return
+        with self._lock(name):
+            if self.store.get_state(name) is not None:
+                return
+            ring_order = self.service.ring().nodes_in_order()
+            candidates = [vm for vm in owners + ring_order if vm != self.service.vm]
+            for vm in dict.fromkeys(candidates):
+                try:
+                    self.service.pull(name, vm)
+                    return
+                except (Unreachable, RemoteError, OSError, wire.ProtocolError):
+                    continue
+        raise HandlerError(f"no such file {name} in HyDFS")
+
+    # -- merge ------------------------------------------------------------------------------
+
+    def handle_merge(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        owners = self._owners_or_refuse(name)
+        self._ensure_local_copy(name, owners)
+        started = time.monotonic()
+        with self._lock(name):
+            result = self._merge(name, owners)
+        result["seconds"] = round(time.monotonic() - started, 4)
+        conn.send(dict(result, t="ok"))
+
+    def _merge(self, name: str, owners: list[str]) -> dict:
+        me = self.service.vm
+        others = [vm for vm in owners if vm != me]
+        summaries, pending = {me: self.store.state(name).summary()}, {}
+        pending[me] = [r.header() for r in self.store.state(name).pending]
+        for vm, reply in zip(others, self.service.parallel(lambda vm: self._replica_view(vm, name),
+                                                           others)):
+            if isinstance(reply, Exception):
+                raise NotEnoughReplicas(_not_enough(name, len(owners) - 1, len(owners)))
+            summary, headers = reply
+            if summary is None:
+                self.service.push(name, vm)      # a new replica: give it the file first
+                summary, headers = self._replica_view(vm, name)
+            summaries[vm], pending[vm] = summary, headers
+        plan = plan_merge(summaries, pending)
+        if plan is None:
+            return {"merged": 0, "gen": summaries[me]["gen"], "already": True}
+        if plan.source != me and summaries[plan.source]["gen"] > summaries[me]["gen"]:
+            self.service.pull(name, plan.source)
+        for vm in others:                         # collect every append we lack
+            st = self.store.state(name)
+            if all(st.holds(tuple(i)) for i in plan.order):
+                break
+            self.service.pull(name, vm)
+        base = summaries[plan.source]
+        merge_id = f"{me}-{uuid.uuid4().hex[:8]}"
+        self._apply_everywhere(name, dict(gen=plan.gen, merge_id=merge_id, order=plan.order,
+                                          base_gen=base["gen"], base_merge_id=base["merge_id"]),
+                               others)
+        log.info("MERGE %s: %d appends into generation %d on %s", name, len(plan.order),
+                 plan.gen, ",".join(owners))
+        return {"merged": len(plan.order), "gen": plan.gen, "already": False}
+
+    def _replica_view(self, vm: str, name: str):
+        summary = self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 10)["summary"]
+        if summary is None:
+            return None, []
+        return summary, self.peers.call(vm, {"t": "hydfs.pending", "name": name}, 10)["records"]
+
+    def _apply_everywhere(self, name: str, step: dict, others: list[str]) -> None:
+        """Apply the merge here, then on every other replica. A replica that lacks appends
+        or an older base is sent our (now merged) state instead, which it installs."""
+        missing = self.store.apply_merge(name, **step)
+        if missing:
+            raise HandlerError(f"merge of {name}: coordinator lacks {len(missing)} appends")
+        request = dict(step, t="hydfs.apply_merge", name=name)
+
+        def apply(vm):
+            if self.peers.call(vm, request, 60)["missing"]:
+                self.service.push(name, vm)
+                if self.peers.call(vm, request, 60)["missing"]:
+                    raise RemoteError(f"node {vm} could not apply the merge")
+            return True
+        results = self.service.parallel(apply, others)
+        if any(isinstance(r, Exception) for r in results):
+            ok = 1 + sum(1 for r in results if r is True)
+            raise NotEnoughReplicas(_not_enough(name, ok, len(others) + 1))
+
+
+def _drain_bulk(conn, size: int) -> None:
+    for _ in conn.recv_bulk_chunks(size):
+        pass
+
+
+def _not_enough(name: str, reachable: int, needed: int) -> str:
+    return (f"not enough live replicas for {name}: {reachable} of {needed} reachable "
+            f"(retry once failed nodes are detected)")
+

@@ -1,0 +1,84 @@
+"""Sets of append ids, kept as ranges: what a replica holds, compactly.
+
+An append id is `(client, seq)`: the appending client's id and its sequence number for that
+file (1, 2, 3, ... per client and file). A client's appends are sequential, so a replica's
+set is almost always one range per client; `IdSet` stores `{client: [[lo, hi], ...]}` with
+inclusive, sorted, non-overlapping ranges. It answers membership, union, difference and
+"covers", which is what deduplication, merge and re-replication ask.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+class IdSet:
+    def __init__(self, ranges: dict | None = None):
+        self._ranges: dict[str, list[list[int]]] = {}
+        for client, spans in (ranges or {}).items():
+            for lo, hi in spans:
+                for seq in (lo, hi):
+                    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+                        raise ValueError(f"bad sequence number {seq!r}")
+                self._add_range(str(client), lo, hi)
+
+    @classmethod
+    def of(cls, ids: Iterable[tuple[str, int]]) -> "IdSet":
+        result = cls()
+        for client, seq in ids:
+            result.add(client, seq)
+        return result
+
+    def to_wire(self) -> dict:
+        return {c: [list(r) for r in spans] for c, spans in self._ranges.items()}
+
+    def __contains__(self, item: tuple[str, int]) -> bool:
+        client, seq = item
+        return any(lo <= seq <= hi for lo, hi in self._ranges.get(client, ()))
+
+    def __len__(self) -> int:
+        return sum(hi - lo + 1 for spans in self._ranges.values() for lo, hi in spans)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, IdSet) and self._ranges == other._ranges
+
+    def __iter__(self):
+        for client in sorted(self._ranges):
+            for lo, hi in self._ranges[client]:
+                for seq in range(lo, hi + 1):
+                    yield client, seq
+
+    def __repr__(self) -> str:
+        return f"IdSet({self._ranges})"
+
+    def add(self, client: str, seq: int) -> None:
+        self._add_range(client, seq, seq)
+
+    def union(self, other: "IdSet") -> "IdSet":
+        result = IdSet(self.to_wire())
+        for client, spans in other._ranges.items():
+            for lo, hi in spans:
+                result._add_range(client, lo, hi)
+        return result
+
+    def covers(self, other: "IdSet") -> bool:
+        return all(item in self for item in other) if len(other) < 4096 else \
+            self.union(other) == self
+
+    def max_seq(self, client: str) -> int:
+        spans = self._ranges.get(client)
+        return spans[-1][1] if spans else 0
+
+    def _add_range(self, client: str, lo: int, hi: int) -> None:
+        if lo > hi:
+            raise ValueError(f"bad range {lo}..{hi}")
+        spans = self._ranges.setdefault(client, [])
+        spans.append([lo, hi])
+        spans.sort()
+        merged = [spans[0]]
+        for span in spans[1:]:
+            if span[0] <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], span[1])
+            else:
+                merged.append(span)
+        self._ranges[client] = merged

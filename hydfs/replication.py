@@ -1,0 +1,78 @@
+"""Re-replication: what this node must pull, and which copies it may drop (pure).
+
+Pull-based, as the seed describes. Whenever membership changes, and every resync interval
+as a safety net, a node collects every live member's manifest (file name -> summary) and
+compares them with its own copies on the ring of live members:
+
+- a file whose replica set includes this node is pulled from a peer that holds something
+  this node's copy lacks: the file itself, a newer merge generation, or pending appends
+  (so appends made while a replica was down reach it);
+- a copy this node holds but is no longer a replica of is dropped once every current
+  replica holds everything it holds ("excess copies are removed", never the last one).
+
+Comparisons use only the summaries (`store.FileState.summary`): file id, generation and
+the id sets, so a plan is cheap and deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydfs.idset import IdSet
+from hydfs.ring import Ring
+
+
+@dataclass
+class Plan:
+    pulls: list = field(default_factory=list)     # (file name, peer vm to pull from)
+    drops: list = field(default_factory=list)     # file names this node may delete
+
+
+def held_ids(summary: dict) -> IdSet:
+    return IdSet(summary["merged"]).union(IdSet(summary["pending"]))
+
+
+def covers(mine: dict | None, theirs: dict) -> bool:
+    """Does copy `mine` hold everything copy `theirs` holds (and no older merge)?"""
+    if mine is None or mine["file_id"] != theirs["file_id"]:
+        return False
+    return mine["gen"] >= theirs["gen"] and held_ids(mine).covers(held_ids(theirs))
+
+
+def plan(me: str, ring: Ring, replicas: int, local: dict[str, dict],
+         manifests: dict[str, dict[str, dict]]) -> Plan:
+    """`local`: my summaries by name; `manifests`: peer vm -> its summaries by name."""
+    result = Plan()
+    names = set(local).union(*(m.keys() for m in manifests.values())) if manifests else set(local)
+    for name in sorted(names):
+        owners = ring.replicas(name, replicas)
+        mine = local.get(name)
+        if me in owners:
+            source = _first_peer_with_more(name, mine, manifests, owners)
+            if source is not None:
+                result.pulls.append((name, source))
+        elif mine is not None and _safe_to_drop(name, mine, owners, manifests):
+            result.drops.append(name)
+    return result
+
+
+def _first_peer_with_more(name, mine, manifests, owners) -> str | None:
+    # Prefer the file's current replicas, then anyone else who still has a copy.
+    peers = sorted(manifests, key=lambda vm: (vm not in owners, vm))
+    for vm in peers:
+        theirs = manifests[vm].get(name)
+        if theirs is not None and not covers(mine, theirs) and _worth_pulling(mine, theirs):
+            return vm
+    return None
+
+
+def _worth_pulling(mine: dict | None, theirs: dict) -> bool:
+    """Never replace a copy with an older file of the same name (e.g. a stale leftover)."""
+    return mine is None or mine["file_id"] == theirs["file_id"] or \
+        theirs["file_id"] < mine["file_id"]
+
+
+def _safe_to_drop(name, mine, owners, manifests) -> bool:
+    if not owners:
+        return False
+    return all(covers(manifests.get(vm, {}).get(name), mine) for vm in owners)

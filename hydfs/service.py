@@ -1,0 +1,283 @@
+"""The HyDFS replica service: the node's I/O shell around its `ReplicaStore`.
+
+It answers other nodes' requests about the copies this node holds (summaries, manifests,
+gets, state transfers, replica appends, merge steps) and runs the re-replicator: a thread
+that wakes at every membership change and every `resync` seconds, collects every live
+member's manifest, and carries out `replication.plan` (pull what this node should hold and
+lacks; drop copies it no longer needs). Coordinated operations (create, append, merge) live
+in `coordinator.py`; the client side in `client.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from cluster import wire
+from cluster.config import Config
+from cluster.server import HandlerError, MessageServer
+from hydfs import replication, transfer
+from hydfs.idset import IdSet
+from hydfs.names import BadName, check_name
+from hydfs.peers import Peers, Unreachable
+from hydfs.ring import Ring
+from hydfs.store import CorruptReplica, ReplicaStore
+from hydfs.transfer import RemoteError
+from membership.service import MembershipService
+
+log = logging.getLogger("hydfs")
+
+MAX_APPEND_BYTES = 1 << 30
+
+
+class HydfsService:
+    def __init__(self, config: Config, vm: str, membership: MembershipService,
+                 server: MessageServer):
+        self.config = config
+        self.vm = vm
+        self.membership = membership
+        self.replicas = config.hydfs.replicas
+        self.bits = config.hydfs.ring_bits
+        self.store = ReplicaStore(os.path.join(config.node_data_dir(vm), "hydfs"))
+        self.peers = Peers(config)
+        self.resync_interval = max(1.0, config.membership.protocol_period)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hydfs-rpc")
+        self.last_resync = 0.0
+        for name in ("summary", "manifest", "pending", "get", "fetch", "state",
+                     "append_replica", "records", "apply_merge"):
+            server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
+        membership.add_listener(lambda events: self._wake.set())
+        self._thread = threading.Thread(target=self._replicate_loop, name="hydfs-replicator",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._pool.shutdown(wait=False)
+
+    # -- views ------------------------------------------------------------------------------
+
+    def ring(self) -> Ring:
+        return Ring([m.vm for m in self.membership.members()], self.bits)
+
+    def owners(self, name: str) -> list[str]:
+        return self.ring().replicas(name, self.replicas)
+
+    def parallel(self, fn, items) -> list:
+        """fn(item) for every item at once; each result or the exception it raised."""
+        futures = [self._pool.submit(fn, item) for item in items]
+        results = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:      # reported to the caller per item
+                results.append(exc)
+        return results
+
+    # -- replica-side handlers ----------------------------------------------------------------
+
+    def handle_summary(self, conn, msg: dict) -> None:
+        st = self.store.get_state(_name(msg))
+        conn.send({"t": "ok", "summary": st.summary() if st else None})
+
+    def handle_manifest(self, conn, msg: dict) -> None:
+        files = {}
+        for name in self.store.names():
+            st = self.store.get_state(name)
+            if st is not None:
+                files[name] = st.summary()
+        conn.send({"t": "ok", "files": files})
+
+    def handle_pending(self, conn, msg: dict) -> None:
+        st = self.store.get_state(_name(msg))
+        if st is None:
+            raise HandlerError(f"no such file {msg['name']}")
+        conn.send({"t": "ok", "records": [r.header() for r in list(st.pending)]})
+
+    def handle_get(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        if self.store.get_state(name) is None:
+            raise HandlerError(f"no such file {name} in HyDFS")
+        snap = self.store.snapshot(name)
+        try:
+            if msg.get("if_version") == snap.state_version:
+                conn.send({"t": "hydfs.not_modified", "version": snap.state_version})
+                return
+            conn.send_bulk_chunks({"t": "hydfs.data", "version": snap.state_version,
+                                   "replica": self.vm}, snap.size, self.store.read_chunks(snap))
+        except CorruptReplica as exc:
+            self.quarantine(name, exc)
+            raise OSError("corrupt replica: transfer aborted") from None
+        finally:
+            snap.close()
+
+    def handle_fetch(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        st = self.store.get_state(name)
+        if st is None:
+            raise HandlerError(f"no such file {name}")
+        have = msg.get("have")
+        full = have is None or have["file_id"] != st.file_id or have["gen"] < st.gen
+        exclude = None if full else replication.held_ids(have)
+        try:
+            transfer.send_state(conn, self.store, name, full, exclude)
+        except CorruptReplica as exc:
+            self.quarantine(name, exc)
+            raise OSError("corrupt replica: transfer aborted") from None
+
+    def handle_state(self, conn, msg: dict) -> None:
+        """A pushed state transfer (create forwarding, merge and append catch-up).
+
+        We install the pushed base unless ours is the same file at the same or a newer
+        generation; either way we add the pushed records we lack, and keep our own.
+        """
+        name = _name(msg)
+        size = wire.bulk_length(msg)
+        summary = msg.get("summary")
+        mine = self.store.get_state(name)
+        if summary is not None and mine is not None and mine.file_id != summary["file_id"]:
+            _drain(conn, size)
+            raise HandlerError(f"file {name} already exists")
+        if summary is None and mine is None:
+            _drain(conn, size)
+            raise HandlerError(f"no such file {name}")
+        if summary is None or (mine is not None and mine.gen >= summary["gen"]):
+            for _ in conn.recv_bulk_chunks(size):
+                pass
+        else:
+            self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [])
+        self.store.add_records(name, transfer.recv_records(conn))
+        conn.send({"t": "ok"})
+
+    def handle_append_replica(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        client, seq, ts = _append_id(msg)
+        data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND_BYTES)
+        if self.store.get_state(name) is None:
+            conn.send({"t": "error", "error": "missing", "missing": True})
+            return
+        self.store.append(name, client, seq, ts, data)
+        conn.send({"t": "ok"})
+
+    def handle_records(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        payload = conn.recv_bulk_bytes(wire.bulk_length(msg), transfer.MAX_RECORDS_BYTES)
+        records, offset = [], 0
+        for header in msg.get("records", []):
+            records.append((header, payload[offset:offset + int(header["size"])]))
+            offset += int(header["size"])
+        if self.store.get_state(name) is None:
+            raise HandlerError(f"no such file {name}")
+        conn.send({"t": "ok", "added": self.store.add_records(name, records)})
+
+    def handle_apply_merge(self, conn, msg: dict) -> None:
+        name = _name(msg)
+        if self.store.get_state(name) is None:
+            raise HandlerError(f"no such file {name}")
+        try:
+            missing = self.store.apply_merge(
+                name, int(msg["gen"]), str(msg["merge_id"]), list(msg["order"]),
+                int(msg["base_gen"]), str(msg["base_merge_id"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HandlerError(f"bad apply_merge request: {exc}") from None
+        conn.send({"t": "ok", "missing": missing})
+
+    # -- pulling and pushing state ----------------------------------------------------------
+
+    def pull(self, name: str, vm: str) -> str:
+        """Bring our copy of `name` up to what node `vm` holds."""
+        st = self.store.get_state(name)
+        with self.peers.open(vm) as conn:
+            conn.send({"t": "hydfs.fetch", "name": name, "have": st.summary() if st else None})
+            return transfer.recv_state(conn, self.store, name)
+
+    def push(self, name: str, vm: str, full: bool = True) -> None:
+        """Send our copy of `name` to node `vm` (it keeps appends it has that we lack)."""
+        with self.peers.open(vm) as conn:
+            try:
+                transfer.send_state(conn, self.store, name, full)
+                reply = conn.recv()
+            except (OSError, wire.ProtocolError) as exc:
+                raise Unreachable(f"node {vm}: {exc}") from None
+            if reply.get("t") == "error":
+                raise RemoteError(reply.get("error"))
+
+    def quarantine(self, name: str, exc: Exception) -> None:
+        log.error("CORRUPT replica of %s: %s; setting it aside, re-replication will restore it",
+                  name, exc)
+        try:
+            self.store.remove(name, reason="corrupt")
+        except OSError as err:
+            log.error("could not set aside %s: %s", name, err)
+        self._wake.set()
+
+    # -- the re-replicator ------------------------------------------------------------------
+
+    def _replicate_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.resync_interval)
+            self._wake.clear()
+            if self._stop.is_set() or not self.membership.is_joined():
+                continue
+            try:
+                self.resync()
+            except Exception:      # keep replicating whatever one round hit
+                log.exception("re-replication round failed")
+
+    def resync(self) -> dict:
+        """One anti-entropy round; returns counts of what it did."""
+        ring = self.ring()
+        others = [vm for vm in ring.nodes_in_order() if vm != self.vm]
+        manifests = {}
+        for vm, reply in zip(others, self.parallel(
+                lambda vm: self.peers.call(vm, {"t": "hydfs.manifest"}, timeout=5), others)):
+            if isinstance(reply, dict):
+                manifests[vm] = reply["files"]
+        local = {n: st.summary() for n in self.store.names()
+                 if (st := self.store.get_state(n)) is not None}
+        plan = replication.plan(self.vm, ring, self.replicas, local, manifests)
+        done = {"pulled": 0, "dropped": 0}
+        for name, vm in plan.pulls:
+            try:
+                how = self.pull(name, vm)
+                done["pulled"] += 1
+                log.info("REPLICATE %s from vm%s (%s)", name, vm, how)
+            except (Unreachable, RemoteError, OSError, wire.ProtocolError, CorruptReplica) as exc:
+                log.warning("REPLICATE %s from vm%s failed: %s", name, vm, exc)
+                self._wake.set()
+        for name in plan.drops:
+            self.store.remove(name)
+            done["dropped"] += 1
+            log.info("DROP %s: no longer a replica, and every replica holds it", name)
+        self.last_resync = time.monotonic()
+        return done
+
+
+def _drain(conn, size: int) -> None:
+    """Read and discard a refused transfer, so the connection can carry the error reply."""
+    for _ in conn.recv_bulk_chunks(size):
+        pass
+    transfer.recv_records(conn)
+
+
+def _name(msg: dict) -> str:
+    try:
+        return check_name(msg.get("name"))
+    except BadName as exc:
+        raise HandlerError(str(exc)) from None
+
+
+def _append_id(msg: dict) -> tuple[str, int, float]:
+    try:
+        client, seq = msg["id"]
+        return str(client), int(seq), float(msg["ts"])
+    except (KeyError, TypeError, ValueError):
+        raise HandlerError("bad append id") from None

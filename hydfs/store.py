@@ -1,0 +1,491 @@
+"""The files this node holds as a HyDFS replica, on disk, crash-safe and checksummed.
+
+Layout, under ``data_dir/vmNN/hydfs/<percent-encoded name>/``:
+
+- ``meta.json``: the replica's committed state: the file's id (which create made it), the
+  merge generation, the set of append ids merged into the base, the base file's name, size
+  and one CRC-32 per 1 MiB block. Replaced only by write-temp, fsync, rename: its rename is
+  the commit point of every change except an append.
+- ``base.<token>``: the content as of the last merge (the create's content at generation 0).
+  A merge appends to it in place and then commits a larger size; bytes beyond the committed
+  size are a crashed merge's leftovers and are cut off when the file is loaded.
+- ``pending.<token>.log``: appends received since the last merge, in arrival order, each a
+  JSON header line ``{"id": [client, seq], "ts": ..., "size": N, "crc": ...}`` and N bytes.
+  An append is one write and one fsync. A torn record at the end (a crash mid-append) is cut
+  off when the file is loaded; a bad CRC anywhere else is corruption.
+
+Reads verify every block and record against its CRC; corruption raises `CorruptReplica`, and
+the caller quarantines the copy so re-replication restores it from another replica. Files
+being created are assembled in a temporary directory and renamed into place, so a crash
+never leaves a half-created file. Each file has a lock; readers take a `Snapshot` (open file
+handles and the piece list) under it and stream without holding it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+
+from hydfs.idset import IdSet
+from hydfs.names import disk_name, name_from_disk
+
+BLOCK = 1 << 20
+READ_CHUNK = 1 << 20
+
+
+class CorruptReplica(Exception):
+    """Stored bytes do not match their checksum."""
+
+
+class FileExists(Exception):
+    pass
+
+
+class NoSuchFile(Exception):
+    pass
+
+
+@dataclass
+class Record:
+    """One pending append in the pending log."""
+    client: str
+    seq: int
+    ts: float
+    size: int
+    crc: int
+    offset: int          # where its bytes start in the pending log
+
+    @property
+    def id(self) -> tuple[str, int]:
+        return (self.client, self.seq)
+
+    def header(self) -> dict:
+        return {"id": [self.client, self.seq], "ts": self.ts, "size": self.size, "crc": self.crc}
+
+
+@dataclass
+class FileState:
+    name: str
+    file_id: str                  # which create made this file ("client@ts")
+    gen: int                      # merge generation
+    merge_id: str                 # which merge made this generation
+    merged: IdSet                 # append ids contained in the base
+    base_file: str
+    base_size: int
+    base_crcs: list[int]          # CRC-32 per BLOCK of the base; the last may be partial
+    pending_file: str
+    pending: list[Record] = field(default_factory=list)
+    pending_ids: IdSet = field(default_factory=IdSet)
+    pending_size: int = 0         # bytes of the pending log in use
+
+    def meta(self) -> dict:
+        return {"name": self.name, "file_id": self.file_id, "gen": self.gen,
+                "merge_id": self.merge_id, "merged": self.merged.to_wire(),
+                "base_file": self.base_file, "base_size": self.base_size,
+                "base_crcs": self.base_crcs, "pending_file": self.pending_file}
+
+    def summary(self) -> dict:
+        """What a peer needs to compare replicas (manifests, merge, re-replication)."""
+        return {"name": self.name, "file_id": self.file_id, "gen": self.gen,
+                "merge_id": self.merge_id, "merged": self.merged.to_wire(),
+                "pending": self.pending_ids.to_wire(), "size": self.size}
+
+    @property
+    def size(self) -> int:
+        return self.base_size + sum(r.size for r in self.pending)
+
+    def version(self) -> list:
+        """Changes whenever this replica's content changes (used by the client cache)."""
+        return [self.file_id, self.gen, len(self.pending), self.size]
+
+    def holds(self, append_id: tuple[str, int]) -> bool:
+        return append_id in self.merged or append_id in self.pending_ids
+
+
+@dataclass
+class Snapshot:
+    """A consistent view for streaming a file: (open file, offset, length, crcs) pieces."""
+    state_version: list
+    size: int
+    pieces: list = field(default_factory=list)
+
+    def close(self) -> None:
+        for f, *_ in self.pieces:
+            f.close()
+
+
+class ReplicaStore:
+    def __init__(self, root: str):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self._files: dict[str, FileState] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._guard = threading.Lock()
+        self._load_all()
+
+    # -- locking and lookup -----------------------------------------------------------------
+
+    def lock(self, name: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.RLock())
+
+    def names(self) -> list[str]:
+        with self._guard:
+            return sorted(self._files)
+
+    def get_state(self, name: str) -> FileState | None:
+        with self._guard:
+            return self._files.get(name)
+
+    def state(self, name: str) -> FileState:
+        st = self.get_state(name)
+        if st is None:
+            raise NoSuchFile(name)
+        return st
+
+    def _dir(self, name: str) -> str:
+        return os.path.join(self.root, disk_name(name))
+
+    # -- create, append, read ---------------------------------------------------------------
+
+    def create(self, name: str, file_id: str, chunks, expected_size: int) -> FileState:
+        """Create `name` from an iterable of byte chunks; FileExists if held already."""
+        with self.lock(name):
+            if self.get_state(name) is not None:
+                raise FileExists(name)
+            return self._install(name, file_id, 0, "create", IdSet(), chunks, expected_size, [])
+
+    def append(self, name: str, client: str, seq: int, ts: float, data: bytes) -> bool:
+        """Add one append to the pending log; False if this id is already held (a retry)."""
+        with self.lock(name):
+            st = self.state(name)
+            if st.holds((client, seq)):
+                return False
+            self._write_records(st, [(client, seq, ts, data)])
+            return True
+
+    def add_records(self, name: str, records) -> int:
+        """Add pulled pending records (header dict, bytes); skips ids already held."""
+        with self.lock(name):
+            st = self.state(name)
+            new = [(h["id"][0], h["id"][1], h["ts"], data) for h, data in records
+                   if not st.holds(tuple(h["id"]))]
+            self._write_records(st, new)
+            return len(new)
+
+    def _write_records(self, st: FileState, records) -> None:
+        if not records:
+            return
+        path = os.path.join(self._dir(st.name), st.pending_file)
+        with open(path, "r+b" if os.path.exists(path) else "wb") as f:
+            f.seek(st.pending_size)
+            new = []
+            for client, seq, ts, data in records:
+                rec = Record(client, seq, ts, len(data), zlib.crc32(data), 0)
+                header = json.dumps(rec.header(), separators=(",", ":")).encode() + b"\n"
+                rec.offset = st.pending_size + len(header)
+                f.write(header)
+                f.write(data)
+                st.pending_size = rec.offset + rec.size
+                new.append(rec)
+            f.truncate(st.pending_size)
+            f.flush()
+            os.fsync(f.fileno())
+        for rec in new:
+            st.pending.append(rec)
+            st.pending_ids.add(rec.client, rec.seq)
+
+    def snapshot(self, name: str) -> Snapshot:
+        """Open the file's pieces for streaming; the caller closes the snapshot."""
+        with self.lock(name):
+            st = self.state(name)
+            folder = self._dir(name)
+            snap = Snapshot(st.version(), st.size)
+            if st.base_size:
+                base = open(os.path.join(folder, st.base_file), "rb")
+                snap.pieces.append((base, 0, st.base_size, list(st.base_crcs), True))
+            if st.pending:
+                log = open(os.path.join(folder, st.pending_file), "rb")
+                snap.pieces += [(log, r.offset, r.size, [r.crc], False) for r in st.pending]
+            return snap
+
+    def read_chunks(self, snap: Snapshot):
+        """Yield the snapshot's bytes in order, verifying CRCs; raises CorruptReplica."""
+        for f, offset, length, crcs, per_block in snap.pieces:
+            f.seek(offset)
+            if per_block:
+                yield from _read_blocks(f, length, crcs)
+            else:
+                yield from _read_record(f, length, crcs[0])
+
+    def pending_records(self, name: str, exclude: IdSet) -> list:
+        """(header, bytes) of pending records whose ids are not in `exclude`, verified."""
+        with self.lock(name):
+            st = self.state(name)
+            wanted = [r for r in st.pending if r.id not in exclude]
+            if not wanted:
+                return []
+            with open(os.path.join(self._dir(name), st.pending_file), "rb") as f:
+                out = []
+                for rec in wanted:
+                    f.seek(rec.offset)
+                    out.append((rec.header(), b"".join(_read_record(f, rec.size, rec.crc))))
+                return out
+
+    # -- merge and whole-file installs --------------------------------------------------------
+
+    def apply_merge(self, name: str, gen: int, merge_id: str, order: list, base_gen: int,
+                    base_merge_id: str) -> list:
+        """Make generation `gen`: base generation `base_gen` plus the appends `order` names,
+        in that order.
+
+        Returns what this replica lacks (nothing is changed then): the ids in `order` it does
+        not hold, or ["base"] if its base is not generation `base_gen` of `base_merge_id`.
+        A replica already at `gen` or later has nothing to do.
+        """
+        with self.lock(name):
+            st = self.state(name)
+            if gen <= st.gen:
+                return []
+            if (st.gen, st.merge_id) != (base_gen, base_merge_id):
+                return ["base"]
+            by_id = {r.id: r for r in st.pending}
+            todo = [tuple(i) for i in order if tuple(i) not in st.merged]
+            missing = [list(i) for i in todo if i not in by_id]
+            if missing:
+                return missing
+            folder = self._dir(name)
+            self._append_to_base(st, folder, [by_id[i] for i in todo])
+            merged = st.merged.union(IdSet.of(todo))
+            remaining = [r for r in st.pending if r.id not in merged]
+            self._rewrite_pending(st, folder, remaining)
+            st.gen, st.merge_id, st.merged = gen, merge_id, merged
+            self._commit_meta(st)
+            return []
+
+    def _append_to_base(self, st: FileState, folder: str, records: list[Record]) -> None:
+        base_path = os.path.join(folder, st.base_file)
+        with open(base_path, "r+b" if os.path.exists(base_path) else "wb") as base, \
+                open(os.path.join(folder, st.pending_file), "rb") as log:
+            base.truncate(st.base_size)
+            base.seek(st.base_size)
+            for rec in records:
+                log.seek(rec.offset)
+                data = log.read(rec.size)
+                if zlib.crc32(data) != rec.crc:
+                    raise CorruptReplica(f"record {rec.id} fails its checksum")
+                base.write(data)
+            base.flush()
+            os.fsync(base.fileno())
+            new_size = base.tell()
+        st.base_crcs = _recompute_tail_crcs(base_path, st.base_crcs, st.base_size, new_size)
+        st.base_size = new_size
+
+    def _rewrite_pending(self, st: FileState, folder: str, remaining: list[Record]) -> None:
+        old_file = st.pending_file
+        st.pending_file = f"pending.{uuid.uuid4().hex[:12]}.log"
+        data = []
+        if remaining:
+            with open(os.path.join(folder, old_file), "rb") as log:
+                for rec in remaining:
+                    log.seek(rec.offset)
+                    data.append((rec.client, rec.seq, rec.ts, log.read(rec.size)))
+        st.pending, st.pending_ids, st.pending_size = [], IdSet(), 0
+        self._write_records(st, data)
+
+    def install(self, name: str, summary: dict, chunks, size: int, records) -> FileState:
+        """Replace our copy with a peer's base (from `chunks`) and add `records`, keeping
+        any pending appends of ours that the new base does not contain."""
+        with self.lock(name):
+            old = self.get_state(name)
+            keep = []
+            merged = IdSet(summary["merged"])
+            if old is not None and old.file_id == summary["file_id"]:
+                keep = [(h, d) for h, d in self.pending_records(name, merged)]
+            st = self._install(name, summary["file_id"], summary["gen"], summary["merge_id"],
+                               merged, chunks, size, keep + list(records), replace=old is not None)
+            return st
+
+    def _install(self, name, file_id, gen, merge_id, merged, chunks, size, records,
+                 replace: bool = False) -> FileState:
+        tmp = os.path.join(self.root, f".tmp-{uuid.uuid4().hex}")
+        os.makedirs(tmp)
+        try:
+            st = FileState(name, file_id, gen, merge_id, merged, f"base.{uuid.uuid4().hex[:12]}",
+                           0, [], f"pending.{uuid.uuid4().hex[:12]}.log")
+            st.base_size, st.base_crcs = _write_blocks(os.path.join(tmp, st.base_file), chunks)
+            if st.base_size != size:
+                raise ValueError(f"expected {size} bytes, received {st.base_size}")
+            _write_json(os.path.join(tmp, "meta.json"), st.meta())
+            final = self._dir(name)
+            if replace:
+                shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+            _fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._write_records(st, [(h["id"][0], h["id"][1], h["ts"], d) for h, d in records
+                                 if not st.holds(tuple(h["id"]))])
+        with self._guard:
+            self._files[name] = st
+        return st
+
+    def remove(self, name: str, reason: str = "") -> None:
+        """Drop our copy (not a replica any more, or corrupt: then it is kept aside)."""
+        with self.lock(name):
+            folder = self._dir(name)
+            with self._guard:
+                self._files.pop(name, None)
+            if reason == "corrupt":
+                aside = os.path.join(self.root, f".corrupt-{int(time.time())}-{disk_name(name)}")
+                os.rename(folder, aside)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _commit_meta(self, st: FileState) -> None:
+        folder = self._dir(st.name)
+        _write_json(os.path.join(folder, "meta.json"), st.meta())
+        for entry in os.listdir(folder):   # files of older generations
+            if entry not in ("meta.json", st.base_file, st.pending_file):
+                os.unlink(os.path.join(folder, entry))
+
+    # -- loading after a restart --------------------------------------------------------------
+
+    def _load_all(self) -> None:
+        for entry in os.listdir(self.root):
+            path = os.path.join(self.root, entry)
+            if entry.startswith(".tmp-"):
+                shutil.rmtree(path, ignore_errors=True)   # an install that never committed
+            elif not entry.startswith(".") and os.path.isdir(path):
+                try:
+                    st = self._load(path)
+                except (OSError, ValueError, KeyError, CorruptReplica):
+                    shutil.rmtree(path, ignore_errors=True)   # re-replication restores it
+                    continue
+                self._files[st.name] = st
+                self._commit_meta(st)
+
+    def _load(self, folder: str) -> FileState:
+        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        st = FileState(meta["name"], meta["file_id"], meta["gen"], meta["merge_id"],
+                       IdSet(meta["merged"]), meta["base_file"], meta["base_size"],
+                       meta["base_crcs"], meta["pending_file"])
+        if name_from_disk(os.path.basename(folder)) != st.name:
+            raise ValueError("meta.json names another file")
+        base_path = os.path.join(folder, st.base_file)
+        if st.base_size:
+            with open(base_path, "r+b") as base:   # cut a crashed merge's leftovers
+                base.truncate(st.base_size)
+        st.pending, st.pending_size = _scan_pending(os.path.join(folder, st.pending_file))
+        st.pending_ids = IdSet.of(r.id for r in st.pending)
+        return st
+
+
+def _scan_pending(path: str) -> tuple[list[Record], int]:
+    """Read the pending log's records; cut a torn last record; CorruptReplica on bad CRCs."""
+    records, good = [], 0
+    if not os.path.exists(path):
+        return records, 0
+    with open(path, "r+b") as f:
+        while True:
+            line = f.readline()
+            if not line.endswith(b"\n"):
+                break
+            try:
+                h = json.loads(line)
+                rec = Record(str(h["id"][0]), int(h["id"][1]), float(h["ts"]), int(h["size"]),
+                             int(h["crc"]), f.tell())
+            except (ValueError, KeyError, IndexError, TypeError):
+                break
+            data = f.read(rec.size)
+            if len(data) < rec.size:
+                break
+            if zlib.crc32(data) != rec.crc:
+                raise CorruptReplica(f"{path}: record {rec.id} fails its checksum")
+            records.append(rec)
+            good = f.tell()
+        f.truncate(good)
+    return records, good
+
+
+def _write_blocks(path: str, chunks) -> tuple[int, list[int]]:
+    """Write chunks to `path` (fsync'd); return its size and per-BLOCK CRCs."""
+    crcs, size, block_fill, crc = [], 0, 0, 0
+    with open(path, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            view = memoryview(chunk)
+            while len(view):
+                take = min(BLOCK - block_fill, len(view))
+                crc = zlib.crc32(view[:take], crc)
+                block_fill += take
+                view = view[take:]
+                if block_fill == BLOCK:
+                    crcs.append(crc)
+                    crc, block_fill = 0, 0
+            size += len(chunk)
+        if block_fill:
+            crcs.append(crc)
+        f.flush()
+        os.fsync(f.fileno())
+    return size, crcs
+
+
+def _recompute_tail_crcs(path: str, crcs: list[int], old_size: int, new_size: int) -> list[int]:
+    """CRCs after growing the file from old_size to new_size: only the tail blocks change."""
+    first = old_size // BLOCK
+    crcs = list(crcs[:first])
+    with open(path, "rb") as f:
+        f.seek(first * BLOCK)
+        while f.tell() < new_size:
+            crcs.append(zlib.crc32(f.read(min(BLOCK, new_size - f.tell()))))
+    return crcs
+
+
+def _write_json(path: str, doc: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_blocks(f, length: int, crcs: list[int]):
+    for i, crc in enumerate(crcs):
+        want = min(BLOCK, length - i * BLOCK)
+        block = f.read(want)
+        if len(block) != want or zlib.crc32(block) != crc:
+            raise CorruptReplica(f"{f.name}: block {i} fails its checksum")
+        yield block
+
+
+def _read_record(f, length: int, expected_crc: int):
+    """Stream one record in bounded chunks; the CRC is checked after the last chunk."""
+    crc, remaining = 0, length
+    while remaining:
+        data = f.read(min(READ_CHUNK, remaining))
+        if not data:
+            raise CorruptReplica(f"{f.name}: record at {f.tell()} is truncated")
+        crc = zlib.crc32(data, crc)
+        remaining -= len(data)
+        yield data
+    if crc != expected_crc:
+        raise CorruptReplica(f"{f.name}: a record fails its checksum")

@@ -1,0 +1,87 @@
+"""Moving a file's replica state between nodes, streamed: base bytes, then pending records.
+
+A state transfer is two messages on one connection:
+
+    {"t": "hydfs.state", "name": ..., "summary": {...}, "bulk": BASE_SIZE}   + base bytes
+    {"t": "hydfs.records", "records": [header, ...], "bulk": TOTAL}          + record bytes
+
+`summary` is None in the first message when only records follow (the receiver keeps its own
+base). The base streams in bounded chunks straight from the sender's verified snapshot into
+the receiver's file; records are small appends and travel as one payload.
+"""
+
+from __future__ import annotations
+
+from cluster import wire
+from cluster.connection import Connection
+from hydfs.idset import IdSet
+from hydfs.store import ReplicaStore
+
+MAX_RECORDS_BYTES = 1 << 30
+
+
+class RemoteError(Exception):
+    """The peer answered with an error message."""
+
+
+def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
+               exclude: IdSet | None = None) -> None:
+    """Send our copy of `name`: the whole state, or only records not in `exclude`."""
+    st = store.state(name)
+    if full:
+        snap = store.snapshot(name)
+        try:
+            snap.pieces = [p for p in snap.pieces if p[4]]      # the base only
+            summary = st.summary()
+            size = sum(p[2] for p in snap.pieces)
+            conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": summary},
+                                  size, store.read_chunks(snap))
+        finally:
+            snap.close()
+        exclude = IdSet(summary["merged"])
+    else:
+        conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": None}, 0, [])
+    records = store.pending_records(name, exclude or IdSet())
+    send_records(conn, name, records)
+
+
+def send_records(conn: Connection, name: str, records: list) -> None:
+    payload = b"".join(data for _, data in records)
+    conn.send_bulk_bytes({"t": "hydfs.records", "name": name,
+                          "records": [h for h, _ in records]}, payload)
+
+
+def recv_records(conn: Connection) -> list:
+    """Read a hydfs.records message; [(header, bytes), ...]."""
+    msg = conn.recv()
+    if msg.get("t") != "hydfs.records":
+        raise wire.ProtocolError(f"expected hydfs.records, got {msg.get('t')!r}")
+    payload = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_RECORDS_BYTES)
+    out, offset = [], 0
+    for header in msg["records"]:
+        size = int(header["size"])
+        out.append((header, payload[offset:offset + size]))
+        offset += size
+    if offset != len(payload):
+        raise wire.ProtocolError("record sizes do not add up to the payload")
+    return out
+
+
+def recv_state(conn: Connection, store: ReplicaStore, name: str) -> str:
+    """Receive a state transfer into `store`; returns "full" or "records"."""
+    msg = conn.recv()
+    if msg.get("t") == "error":
+        raise RemoteError(msg.get("error", "error"))
+    if msg.get("t") != "hydfs.state":
+        raise wire.ProtocolError(f"expected hydfs.state, got {msg.get('t')!r}")
+    size = wire.bulk_length(msg)
+    summary = msg.get("summary")
+    if summary is None:
+        list(conn.recv_bulk_chunks(size))
+        store.add_records(name, recv_records(conn))
+        return "records"
+    # The base must be read off the socket before the records that follow it; the store
+    # writes it to a temporary file as it arrives, so it is never whole in memory.
+    store.install(name, summary, conn.recv_bulk_chunks(size), size, [])
+    store.add_records(name, recv_records(conn))
+    return "full"
