@@ -57,13 +57,15 @@ def plan(me: str, ring: Ring, replicas: int, local: dict[str, dict],
 
 
 def _first_peer_with_more(name, mine, manifests, owners) -> str | None:
-    # Prefer the file's current replicas, then anyone else who still has a copy.
-    peers = sorted(manifests, key=lambda vm: (vm not in owners, vm))
-    for vm in peers:
-        theirs = manifests[vm].get(name)
-        if theirs is not None and not covers(mine, theirs) and _worth_pulling(mine, theirs):
-            return vm
-    return None
+    """The peer with the most to give: newest generation, most appends; ties go to the
+    file's current replicas, then to the lowest node name."""
+    def rank(vm):
+        theirs = manifests[vm][name]
+        return (-theirs["gen"], -len(held_ids(theirs)), vm not in owners, vm)
+    candidates = [vm for vm in manifests if name in manifests[vm]
+                  and not covers(mine, manifests[vm][name])
+                  and _worth_pulling(mine, manifests[vm][name])]
+    return min(candidates, key=rank) if candidates else None
 
 
 def _worth_pulling(mine: dict | None, theirs: dict) -> bool:

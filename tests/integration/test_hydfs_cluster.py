@@ -1,0 +1,206 @@
+"""HyDFS on real node processes: the classic demo scenarios, failures, races, errors."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+
+import pytest
+
+from cluster.local_cluster import CommandFailed, wait_until
+from hydfs.ring import Ring, ring_position
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+
+REREPLICATION_BOUND = 12.0     # detection (2 s with fast timings) + a resync round + copying
+
+
+def write(cluster, name: str, data: bytes) -> str:
+    path = cluster.root / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def replica_contents(cluster, name: str, vms) -> dict:
+    out = {}
+    for vm in vms:
+        local = cluster.root / f"from{vm}-{name}"
+        cluster.query("01" if vm != "01" else "02", "getfromreplica", vm, name, str(local))
+        out[vm] = local.read_bytes()
+    return out
+
+
+def line(vm: str, round_: int) -> bytes:
+    return f"{vm}:{round_}\n".encode()
+
+
+def holders(cluster, name: str) -> list[str]:
+    return sorted(vm for vm in cluster.running()
+                  if name in {f["name"] for f in cluster.query(vm, "store")["files"]})
+
+
+def test_create_five_files_get_one_back_and_listings_agree_with_the_ring(local_cluster):
+    cluster = local_cluster(10)
+    files = {f"file{i}": os.urandom(1000 * (i + 1)) for i in range(5)}
+    for name, data in files.items():
+        cluster.query("03", "create", write(cluster, name, data), name)
+    cluster.query("07", "get", "file2", str(cluster.root / "back"))
+    assert (cluster.root / "back").read_bytes() == files["file2"]
+    ring = Ring(cluster.vms, 11)
+    ids = cluster.query("05", "list_mem_ids")["members"]
+    assert [m["ring_id"] for m in ids] == sorted(m["ring_id"] for m in ids)
+    assert {m["vm"]: m["ring_id"] for m in ids} == {vm: ring.position(vm) for vm in cluster.vms}
+    for name in files:
+        doc = cluster.query("09", "ls", name)
+        assert doc["ring_id"] == ring_position(name, 11)
+        assert [r["vm"] for r in doc["replicas"]] == ring.replicas(name, 3)
+        assert holders(cluster, name) == sorted(ring.replicas(name, 3))
+    store = cluster.query("04", "store")
+    assert store["ring_id"] == ring.position("04")
+
+
+def test_two_appends_from_one_client_then_get_shows_both_in_order(local_cluster):
+    cluster = local_cluster(5)
+    cluster.query("02", "create", write(cluster, "base", b"base\n"), "log")
+    cluster.query("04", "append", write(cluster, "a1", b"first\n"), "log")
+    cluster.query("04", "append", write(cluster, "a2", b"second\n"), "log")
+    cluster.query("04", "get", "log", str(cluster.root / "got"))
+    assert (cluster.root / "got").read_bytes() == b"base\nfirst\nsecond\n"
+
+
+def test_multiappend_then_merge_makes_every_replica_identical(local_cluster):
+    cluster = local_cluster(10)
+    cluster.query("01", "create", write(cluster, "empty", b""), "shared")
+    for round_ in range(3):
+        pairs = [f"{vm}=" + write(cluster, f"m{vm}-{round_}", line(vm, round_) * 50)
+                 for vm in ("02", "04", "06", "08")]
+        cluster.query("05", "multiappend", "shared", *pairs)
+    first = cluster.query("03", "merge", "shared")
+    assert first["merged"] == 12 and not first["already"]
+    assert cluster.query("03", "merge", "shared")["already"] is True
+    owners = Ring(cluster.vms, 11).replicas("shared", 3)
+    contents = replica_contents(cluster, "shared", owners)
+    assert len(set(contents.values())) == 1
+    text = next(iter(contents.values())).decode()
+    for vm in ("02", "04", "06", "08"):
+        for round_ in range(3):
+            assert text.count(line(vm, round_).decode()) == 50
+        rounds = [text.index(line(vm, r).decode()) for r in range(3)]
+        assert rounds == sorted(rounds)       # each client's appends keep their order
+
+
+def test_kill_two_replicas_and_every_file_gets_three_identical_live_copies(local_cluster):
+    cluster = local_cluster(10)
+    names = [f"f{i}" for i in range(12)]
+    for name in names:
+        cluster.query("01", "create", write(cluster, name, os.urandom(20000)), name)
+        cluster.query("01", "append", write(cluster, name + ".a", name.encode() * 10), name)
+    victims = Ring(cluster.vms, 11).replicas("f0", 3)[:2]
+    if "01" in victims:
+        victims = [vm for vm in Ring(cluster.vms, 11).replicas("f0", 3) if vm != "01"]
+    for vm in victims:
+        cluster.kill(vm)
+    survivors = [vm for vm in cluster.vms if vm not in victims]
+    ring = Ring(survivors, 11)
+
+    def all_replicated():
+        return all(holders(cluster, n) == sorted(ring.replicas(n, 3)) for n in names)
+    wait_until(all_replicated, REREPLICATION_BOUND, interval=0.2, what="three live replicas")
+    for name in names[:4]:
+        contents = replica_contents(cluster, name, ring.replicas(name, 3))
+        assert len(set(contents.values())) == 1
+        assert next(iter(contents.values())).endswith(name.encode() * 10)
+
+
+def test_joining_node_receives_its_files_and_excess_copies_are_removed(local_cluster):
+    cluster = local_cluster(6, start=False)
+    cluster.start("01")
+    for vm in ["02", "03", "04", "05"]:
+        cluster.start(vm, wait=False)
+    cluster.wait_converged(["01", "02", "03", "04", "05"], timeout=15)
+    names = [f"g{i}" for i in range(15)]
+    for name in names:
+        cluster.query("02", "create", write(cluster, name, name.encode() * 100), name)
+    cluster.start("06")
+    ring = Ring(cluster.vms, 11)
+    wait_until(lambda: all(holders(cluster, n) == sorted(ring.replicas(n, 3)) for n in names),
+               REREPLICATION_BOUND, interval=0.2, what="placement after a join")
+
+
+def test_racing_creates_of_one_name_exactly_one_wins(local_cluster):
+    cluster = local_cluster(6)
+    sources = {vm: write(cluster, f"race{vm}", f"from {vm}".encode()) for vm in cluster.vms}
+    for attempt in range(3):
+        name = f"race{attempt}"
+
+        def create(vm):
+            try:
+                cluster.query(vm, "create", sources[vm], name)
+                return vm
+            except CommandFailed as exc:
+                assert "already exists" in str(exc)
+                return None
+        with concurrent.futures.ThreadPoolExecutor(len(cluster.vms)) as pool:
+            winners = [w for w in pool.map(create, cluster.vms) if w]
+        assert len(winners) == 1
+        cluster.query("03", "get", name, str(cluster.root / "winner"))
+        assert (cluster.root / "winner").read_bytes() == f"from {winners[0]}".encode()
+
+
+def test_errors_a_user_understands(local_cluster):
+    cluster = local_cluster(4)
+    local = write(cluster, "x", b"x")
+    cluster.query("01", "create", local, "exists")
+    cases = [
+        (("create", local, "exists"), "already exists"),
+        (("get", "missing", str(cluster.root / "o")), "no such file"),
+        (("append", local, "missing"), "no such file"),
+        (("create", str(cluster.root / "nope.txt"), "new"), "does not exist"),
+        (("create", local, "../escape"), "'..'"),
+        (("create", local, "/etc/passwd"), "absolute"),
+        (("ls", "missing"), "no such file"),
+    ]
+    for argv, reason in cases:
+        with pytest.raises(CommandFailed, match=reason):
+            cluster.query("02", *argv)
+    result = cluster.ctl("02", "get", "missing", "out")
+    assert result.returncode == 1 and "no such file" in result.stderr
+    assert not (cluster.root / "data" / "escape").exists()
+
+
+def test_corrupted_replica_is_detected_and_repaired(local_cluster):
+    cluster = local_cluster(5)
+    data = os.urandom(300_000)
+    cluster.query("01", "create", write(cluster, "c", data), "c")
+    victim = Ring(cluster.vms, 11).replicas("c", 3)[0]
+    folder = cluster.root / "data" / f"vm{victim}" / "hydfs" / "c"
+    base = next(p for p in folder.iterdir() if p.name.startswith("base."))
+    raw = bytearray(base.read_bytes())
+    raw[1000] ^= 0xFF
+    base.write_bytes(bytes(raw))
+    with pytest.raises(CommandFailed):
+        cluster.query("02", "getfromreplica", victim, "c", str(cluster.root / "bad"))
+    assert "CORRUPT" in cluster.log(victim)
+    cluster.query("02", "get", "c", str(cluster.root / "good"))    # fails over to a good copy
+    assert (cluster.root / "good").read_bytes() == data
+
+    def repaired():
+        cluster.query("02", "getfromreplica", victim, "c", str(cluster.root / "fixed"))
+        return (cluster.root / "fixed").read_bytes() == data
+    wait_until(repaired, REREPLICATION_BOUND, interval=0.3, what="the corrupt copy to be repaired")
+
+
+def test_get_reflects_own_appends_through_the_cache(local_cluster):
+    cluster = local_cluster(4, hydfs={"cache_mb": 8})
+    cluster.query("01", "create", write(cluster, "c0", b"0"), "cached")
+    out = str(cluster.root / "out")
+    assert cluster.query("02", "get", "cached", out)["cached"] is False
+    assert cluster.query("02", "get", "cached", out)["cached"] is True
+    cluster.query("02", "append", write(cluster, "c1", b"1"), "cached")
+    cluster.query("02", "get", "cached", out)
+    assert open(out, "rb").read() == b"01"

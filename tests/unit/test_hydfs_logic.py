@@ -1,0 +1,116 @@
+"""Pure HyDFS logic: names, id sets, the merge rule and re-replication plans."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from hydfs.idset import IdSet
+from hydfs.merge import plan_merge
+from hydfs.names import BadName, check_name, disk_name, name_from_disk
+from hydfs.replication import covers, plan
+from hydfs.ring import Ring
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize("name", ["TrafficSigns_1000", "app1_out", "logs/task-3", "a b", "x.y"])
+def test_good_names_map_to_one_safe_path_component(name):
+    assert check_name(name) == name
+    assert "/" not in disk_name(name) and name_from_disk(disk_name(name)) == name
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/../b", "/etc/passwd", "..", ".", "a\x00b",
+                                  "a\nb", "x" * 256, None, 5, "C:\\x", "a/./b"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(BadName):
+        check_name(name)
+
+
+def test_idset_ranges_union_and_cover():
+    a = IdSet.of([("c", 1), ("c", 2), ("c", 3), ("d", 7)])
+    assert a.to_wire() == {"c": [[1, 3]], "d": [[7, 7]]}
+    assert ("c", 2) in a and ("c", 4) not in a and len(a) == 4
+    b = IdSet.of([("c", 5)])
+    u = a.union(b)
+    assert u.covers(a) and u.covers(b) and not a.covers(u)
+    assert IdSet(u.to_wire()) == u and u.max_seq("c") == 5
+    with pytest.raises(ValueError):
+        IdSet({"c": [[3, 1]]})
+
+
+def summary(gen=0, merged=(), pending=(), merge_id="create", file_id="F"):
+    return {"file_id": file_id, "gen": gen, "merge_id": merge_id,
+            "merged": IdSet.of(merged).to_wire(), "pending": IdSet.of(pending).to_wire()}
+
+
+def h(client, seq, ts):
+    return {"id": [client, seq], "ts": ts, "size": 1, "crc": 0}
+
+
+def test_merge_orders_by_timestamp_keeps_client_order_and_reports_gaps():
+    pending = {"01": [h("a", 1, 1.0), h("b", 1, 0.5)], "02": [h("b", 1, 0.5), h("a", 2, 2.0)],
+               "03": [h("a", 1, 1.0), h("b", 1, 0.5), h("a", 2, 2.0)]}
+    summaries = {"01": summary(pending=[("a", 1), ("b", 1)]),
+                 "02": summary(pending=[("b", 1), ("a", 2)]),
+                 "03": summary(pending=[("a", 1), ("b", 1), ("a", 2)])}
+    p = plan_merge(summaries, pending)
+    assert p.order == [["b", 1], ["a", 1], ["a", 2]] and p.gen == 1
+    assert p.missing == {"01": [["a", 2]], "02": [["a", 1]]} and p.stale == []
+
+
+def test_second_merge_with_nothing_new_is_a_no_op():
+    merged = [("a", 1)]
+    s = {vm: summary(gen=1, merged=merged, merge_id="m") for vm in ("01", "02", "03")}
+    assert plan_merge(s, {vm: [] for vm in s}) is None
+
+
+def test_stale_replica_gets_the_newest_base():
+    s = {"01": summary(gen=2, merged=[("a", 1)], merge_id="m2"), "02": summary(gen=1)}
+    p = plan_merge(s, {"01": [], "02": [h("a", 2, 3.0)]})
+    assert p.source == "01" and p.stale == ["02"] and p.order == [["a", 2]]
+
+
+def test_merge_order_is_the_same_whatever_the_replicas_arrival_orders():
+    rng = random.Random(5)
+    # Each client stamps its appends with increasing times; clients interleave randomly.
+    headers = [h(c, s, s + rng.random()) for c in "abcd" for s in range(1, 6)]
+    orders = set()
+    for _ in range(10):
+        views = {vm: rng.sample(headers, len(headers)) for vm in ("01", "02", "03")}
+        sums = {vm: summary(pending=[tuple(x["id"]) for x in v]) for vm, v in views.items()}
+        order = plan_merge(sums, views).order
+        for client in "abcd":
+            seqs = [s for c, s in order if c == client]
+            assert seqs == sorted(seqs)
+        orders.add(tuple(map(tuple, order)))
+    assert len(orders) == 1
+
+
+def test_covers():
+    assert covers(summary(pending=[("a", 1), ("a", 2)]), summary(pending=[("a", 1)]))
+    assert not covers(summary(pending=[("a", 1)]), summary(pending=[("a", 2)]))
+    assert not covers(summary(gen=0), summary(gen=1))
+    assert not covers(summary(file_id="F"), summary(file_id="G"))
+    assert not covers(None, summary())
+
+
+def test_plan_pulls_what_a_replica_lacks_and_drops_only_covered_excess():
+    ring = Ring.from_positions({"01": 100, "02": 200, "03": 300, "04": 400}, bits=11)
+    name = "f"
+    owners = ring.replicas(name, 3)
+    outsider = next(vm for vm in ring.nodes_in_order() if vm not in owners)
+    full = summary(pending=[("a", 1), ("a", 2)])
+    part = summary(pending=[("a", 1)])
+    manifests = {owners[1]: {name: full}, owners[2]: {name: part}, outsider: {name: full}}
+    p = plan(owners[0], ring, 3, {}, manifests)
+    assert p.pulls == [(name, owners[1])] and p.drops == []
+    p = plan(owners[2], ring, 3, {name: part}, {owners[0]: {name: full}, owners[1]: {name: full}})
+    assert p.pulls == [(name, owners[0])]
+    # The outsider drops its copy only once every replica covers it.
+    manifests = {owners[0]: {name: full}, owners[1]: {name: full}, owners[2]: {name: part}}
+    assert plan(outsider, ring, 3, {name: full}, manifests).drops == []
+    manifests[owners[2]] = {name: full}
+    assert plan(outsider, ring, 3, {name: full}, manifests).drops == [name]
+    assert plan(outsider, ring, 3, {name: full}, {}).drops == []    # never the last copy blind

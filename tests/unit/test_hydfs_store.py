@@ -1,0 +1,142 @@
+"""The replica store: crash safety, checksums, merges, installs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hydfs.idset import IdSet
+from hydfs.store import CorruptReplica, FileExists, ReplicaStore
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def content(store: ReplicaStore, name: str) -> bytes:
+    snap = store.snapshot(name)
+    try:
+        return b"".join(store.read_chunks(snap))
+    finally:
+        snap.close()
+
+
+def folder(store: ReplicaStore, name: str) -> str:
+    return store._dir(name)
+
+
+def test_create_append_read_and_dedup(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id1", [b"hello ", b"world"], 11)
+    with pytest.raises(FileExists):
+        store.create("f", "id2", [b"x"], 1)
+    assert store.append("f", "c1", 1, 1.0, b"+a")
+    assert not store.append("f", "c1", 1, 1.0, b"+a")        # a retry: stored once
+    assert store.append("f", "c2", 1, 0.5, b"+b")
+    assert content(store, "f") == b"hello world+a+b"          # arrival order before a merge
+
+
+def test_state_survives_a_restart(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    store.create("dir/f", "id1", [b"base"], 4)
+    store.append("dir/f", "c", 1, 1.0, b"1")
+    again = ReplicaStore(str(tmp_path))
+    assert again.names() == ["dir/f"] and content(again, "dir/f") == b"base1"
+    assert again.state("dir/f").holds(("c", 1))
+
+
+def test_torn_last_append_is_cut_off_on_load(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id1", [b"base"], 4)
+    store.append("f", "c", 1, 1.0, b"one")
+    st = store.state("f")
+    with open(os.path.join(folder(store, "f"), st.pending_file), "ab") as log:
+        log.write(b'{"id":["c",2],"ts":2.0,"size":100,"crc":0}\nonly-part')   # crash mid-append
+    again = ReplicaStore(str(tmp_path))
+    assert content(again, "f") == b"baseone"
+    again.append("f", "c", 2, 2.0, b"two")
+    assert content(ReplicaStore(str(tmp_path)), "f") == b"baseonetwo"
+
+
+def test_uncommitted_install_leaves_no_file(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+
+    def failing_chunks():
+        yield b"partial"
+        raise OSError("connection lost")
+    with pytest.raises(OSError):
+        store.create("f", "id1", failing_chunks(), 100)
+    assert store.names() == [] and ReplicaStore(str(tmp_path)).names() == []
+    assert not [e for e in os.listdir(tmp_path) if e.startswith(".tmp")]
+
+
+def test_corrupted_base_is_detected_on_read(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    store.create("f", "id1", [data], len(data))
+    st = store.state("f")
+    path = os.path.join(folder(store, "f"), st.base_file)
+    with open(path, "r+b") as f:
+        f.seek(2 * 1024 * 1024 + 7)
+        f.write(b"\xff" if data[2 * 1024 * 1024 + 7] != 0xFF else b"\x00")
+    with pytest.raises(CorruptReplica):
+        content(store, "f")
+
+
+def test_corrupted_append_is_detected(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id1", [b"base"], 4)
+    store.append("f", "c", 1, 1.0, b"abcdef")
+    st = store.state("f")
+    with open(os.path.join(folder(store, "f"), st.pending_file), "r+b") as f:
+        f.seek(st.pending[0].offset + 2)
+        f.write(b"X")
+    with pytest.raises(CorruptReplica):
+        content(store, "f")
+
+
+def test_merge_applies_an_order_and_reports_what_is_missing(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id1", [b"B"], 1)
+    store.append("f", "c1", 1, 2.0, b"1")
+    store.append("f", "c2", 1, 1.0, b"2")
+    assert store.apply_merge("f", 1, "m1", [["c2", 1], ["c1", 1], ["c3", 1]], 0, "create") == [["c3", 1]]
+    assert content(store, "f") == b"B12"                     # unchanged
+    assert store.apply_merge("f", 1, "m1", [["c2", 1], ["c1", 1]], 0, "create") == []
+    assert content(store, "f") == b"B21"
+    st = store.state("f")
+    assert st.gen == 1 and st.pending == [] and st.merged == IdSet.of([("c1", 1), ("c2", 1)])
+    assert not store.append("f", "c1", 1, 2.0, b"1")          # merged ids still deduplicate
+    assert store.apply_merge("f", 2, "m2", [], 0, "create") == ["base"]   # stale base
+    assert content(ReplicaStore(str(tmp_path)), "f") == b"B21"
+
+
+def test_crashed_merge_leftovers_past_the_committed_size_are_cut(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id1", [b"base"], 4)
+    st = store.state("f")
+    with open(os.path.join(folder(store, "f"), st.base_file), "ab") as f:
+        f.write(b"garbage from a merge that never committed")
+    assert content(ReplicaStore(str(tmp_path)), "f") == b"base"
+
+
+def test_install_replaces_the_base_but_keeps_our_unmerged_appends(tmp_path):
+    src = ReplicaStore(str(tmp_path / "a"))
+    dst = ReplicaStore(str(tmp_path / "b"))
+    src.create("f", "id1", [b"B"], 1)
+    dst.create("f", "id1", [b"B"], 1)
+    src.append("f", "c1", 1, 1.0, b"1")
+    dst.append("f", "c2", 1, 2.0, b"2")
+    src.apply_merge("f", 1, "m1", [["c1", 1]], 0, "create")
+    dst.install("f", src.state("f").summary(), [b"B1"], 2, [])
+    assert content(dst, "f") == b"B12" and dst.state("f").gen == 1
+
+
+def test_large_file_streams_in_bounded_chunks(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    size = 5 * 1024 * 1024 + 3
+    store.create("big", "id", (bytes([i]) * (1 << 20) for i in range(6)), 6 << 20)
+    snap = store.snapshot("big")
+    chunks = list(store.read_chunks(snap))
+    snap.close()
+    assert max(len(c) for c in chunks) <= 1 << 20 and sum(map(len, chunks)) == 6 << 20
+    assert size  # the store never needs the whole file in one buffer
