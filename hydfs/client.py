@@ -121,14 +121,16 @@ class HydfsClient:
     def append_bytes(self, name: str, data: bytes) -> dict:
         check_name(name)
         with self._file_lock(name):
-            seq = self._seq.get(name, 0) + 1
+            # A sequence number names one append's bytes forever: it is used up even if the
+            # append fails (it may still have been applied), so new bytes never reuse it and
+            # get mistaken for a retry.
+            seq = self._seq[name] = self._seq.get(name, 0) + 1
             header = {"t": "hydfs.append", "name": name, "id": [self.client_id, seq],
                       "ts": self._timestamp()}
             try:
                 reply = self._write(name, lambda vm: self.peers.call_with_bytes(vm, header, data))
             finally:
                 self.cache.invalidate(name)
-            self._seq[name] = seq
         return {"name": name, "size": len(data), "seq": seq, "replicas": reply["replicas"]}
 
     def merge(self, name: str) -> dict:

@@ -254,9 +254,14 @@ class HydfsService:
                 log.warning("REPLICATE %s from vm%s failed: %s", name, vm, exc)
                 self._wake.set()
         for name in plan.drops:
-            self.store.remove(name)
+            with self.store.lock(name):
+                st = self.store.get_state(name)
+                if st is None or st.summary() != local[name]:
+                    continue      # it changed since the plan (an append arrived): next round
+                self.store.remove(name)
             done["dropped"] += 1
-            log.info("DROP %s: no longer a replica, and every replica holds it", name)
+            log.info("DROP %s: no longer a replica, and every replica holds its %d appends",
+                     name, len(replication.held_ids(local[name])))
         self.last_resync = time.monotonic()
         return done
 

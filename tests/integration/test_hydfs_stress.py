@@ -1,0 +1,135 @@
+"""HyDFS under stress: a Jepsen-style append test with kill -9 and restarts, and a 200 MB file."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+
+import pytest
+
+from cluster.local_cluster import CommandFailed, wait_until
+from hydfs.ring import Ring
+
+pytestmark = [pytest.mark.cluster]
+
+CLIENTS = ["01", "02", "03", "04"]
+KILLABLE = ["05", "06", "07", "08"]
+
+
+def name_on(vms: list[str], all_vms: list[str]) -> str:
+    """A file name whose replicas all live on `vms`."""
+    ring = Ring(all_vms, 11)
+    for i in range(10000):
+        name = f"jepsen{i}"
+        if set(ring.replicas(name, 3)) <= set(vms):
+            return name
+    raise AssertionError("no such name")
+
+
+class AppendClient(threading.Thread):
+    """Appends `vm:i` records one at a time and remembers which calls returned success."""
+
+    def __init__(self, cluster, vm: str, name: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.cluster, self.vm, self.name, self.stop = cluster, vm, name, stop
+        self.ok: list[int] = []
+        self.unknown: list[int] = []
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            path = self.cluster.root / f"rec-{self.vm}"
+            path.write_text(f"{self.vm}:{i}\n")
+            try:
+                self.cluster.query(self.vm, "append", str(path), self.name, timeout=30)
+                self.ok.append(i)
+            except (CommandFailed, OSError):
+                self.unknown.append(i)          # may or may not have been applied
+
+
+@pytest.mark.timeout(300)
+def test_concurrent_appends_survive_kill_and_restart_exactly_once_in_client_order(local_cluster):
+    cluster = local_cluster(8)
+    name = name_on(KILLABLE, cluster.vms)
+    empty = cluster.root / "empty"
+    empty.write_bytes(b"")
+    cluster.query("01", "create", str(empty), name)
+    stop = threading.Event()
+    clients = [AppendClient(cluster, vm, name, stop) for vm in CLIENTS]
+    for c in clients:
+        c.start()
+    rng = random.Random(11)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:              # the nemesis: at most two down at once
+        victims = rng.sample(KILLABLE, rng.choice([1, 2]))
+        for vm in victims:
+            cluster.kill(vm)
+        time.sleep(rng.uniform(0.5, 2.5))           # the outage itself, not a wait for a result
+        for vm in victims:
+            cluster.start(vm, wait=False)
+        cluster.wait_converged(cluster.vms, timeout=20)
+    stop.set()
+    for c in clients:
+        c.join(timeout=60)
+    owners = Ring(cluster.vms, 11).replicas(name, 3)
+    wait_until(lambda: holders(cluster, name) == sorted(owners), 30, interval=0.3,
+               what="re-replication to settle (excess copies dropped once covered)")
+
+    def merged():
+        try:
+            cluster.query("01", "merge", name, timeout=60)
+        except CommandFailed:
+            return False
+        return cluster.query("01", "merge", name, timeout=60)["already"]
+    wait_until(merged, 30, interval=0.5, what="a complete merge")
+    contents = {}
+    for vm in owners:
+        out = cluster.root / f"final-{vm}"
+        cluster.query("01", "getfromreplica", vm, name, str(out))
+        contents[vm] = out.read_text()
+    assert len(set(contents.values())) == 1, "replicas differ after merge"
+    lines = next(iter(contents.values())).splitlines()
+    assert len(lines) == len(set(lines)), "an append is present twice"
+    for c in clients:
+        seen = [int(line.split(":")[1]) for line in lines if line.startswith(f"{c.vm}:")]
+        assert seen == sorted(seen), f"client {c.vm}'s appends are out of order"
+        missing = set(c.ok) - set(seen)
+        assert not missing, f"client {c.vm}: {len(missing)} successful appends lost"
+        assert set(seen) <= set(c.ok) | set(c.unknown)
+    assert sum(len(c.ok) for c in clients) > 100
+
+
+def holders(cluster, name: str) -> list[str]:
+    return sorted(vm for vm in cluster.running()
+                  if name in {f["name"] for f in cluster.query(vm, "store")["files"]})
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.timeout(300)
+def test_a_200_mb_file_round_trips_with_bounded_node_memory(local_cluster):
+    cluster = local_cluster(4)
+    src = cluster.root / "big.bin"
+    block = hashlib.sha256(b"seed").digest() * 32768          # 1 MiB, repeated with a twist
+    sha = hashlib.sha256()
+    with open(src, "wb") as f:
+        for i in range(200):
+            chunk = i.to_bytes(4, "big") + block[4:]
+            f.write(chunk)
+            sha.update(chunk)
+    cluster.query("02", "create", str(src), "big", timeout=120)
+    out = cluster.root / "big.out"
+    cluster.query("03", "get", "big", str(out), timeout=120)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == sha.hexdigest()
+    for vm in cluster.vms:
+        rss = peak_rss_mb(cluster.procs[vm].pid)
+        assert rss < 120, f"node {vm} peaked at {rss:.0f} MB for a 200 MB file"
