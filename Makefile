@@ -42,6 +42,9 @@ demo-membership:
 # The ten nodes of $(CONFIG), each in the background with its pid in run/; logs per config.
 cluster:
 	@mkdir -p $(RUN)
+	@for f in $(RUN)/vm*.pid; do \
+	  if [ -f $$f ] && kill -0 $$(cat $$f) 2>/dev/null; then \
+	    echo "a cluster is already running ($$f); 'make stop' first"; exit 1; fi; done
 	@$(PYTHON) rainstorm.py introducer --config $(CONFIG) </dev/null >$(RUN)/vm01.out 2>&1 & echo $$! >$(RUN)/vm01.pid
 	@sleep 0.5
 	@for vm in 02 03 04 05 06 07 08 09 10; do \
@@ -50,9 +53,13 @@ cluster:
 	done
 	@echo "started 10 nodes (pids in $(RUN)/); 'make status' lists members, 'make stop' stops them"
 
+# SIGTERM: each node leaves the group gracefully; wait until they have exited.
 stop:
-	@for f in $(RUN)/vm*.pid; do [ -f $$f ] && kill $$(cat $$f) 2>/dev/null; rm -f $$f; done; true
-	@echo "stopped"
+	@for f in $(RUN)/vm*.pid; do [ -f $$f ] && kill $$(cat $$f) 2>/dev/null; done; \
+	for f in $(RUN)/vm*.pid; do \
+	  [ -f $$f ] || continue; pid=$$(cat $$f); \
+	  for i in $$(seq 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	  rm -f $$f; done; echo "stopped"
 
 status:
 	$(PYTHON) rainstorm.py ctl --vm 01 --config $(CONFIG) list_mem

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from cluster.config import ConfigError, load_config, normalize_vm
@@ -35,29 +36,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit status: 0 ok, 1 command failed, 2 usage error, 3 node unreachable."))
     ctl.add_argument("--vm", required=True, help="node number, e.g. 03 or 3")
     ctl.add_argument("--json", action="store_true", help="print one JSON document")
-    ctl.add_argument("--timeout", type=float, default=None,
-                     help="seconds to wait for the answer (default: no limit)")
+    ctl.add_argument("--timeout", type=float, default=10.0,
+                     help="seconds of silence from the node before giving up (default 10; "
+                          "long commands send keepalives)")
     ctl.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "ctl" and args.argv and args.argv[-1] == "--json":
+        args.argv, args.json = args.argv[:-1], True        # `ctl --vm 3 list_mem --json`
+    as_json = args.command == "ctl" and args.json
     try:
         config = load_config(args.config)
         vm = config.introducer if args.command == "introducer" else normalize_vm(args.vm)
         config.address(vm)
     except ConfigError as exc:
-        print(f"rainstorm: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(str(exc), as_json)
     if args.command == "ctl":
         from cluster.ctl import run_ctl
         if not args.argv:
-            print("rainstorm: ctl needs a COMMAND", file=sys.stderr)
-            return 2
+            return usage_error("ctl needs a COMMAND", as_json)
         return run_ctl(config, vm, args.argv, args.json, args.timeout)
     from cluster.node import run_node
     return run_node(config, vm)
+
+
+def usage_error(reason: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"ok": False, "error": reason}))
+    print(f"rainstorm: {reason}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

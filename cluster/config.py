@@ -11,6 +11,7 @@ RainStorm); it is also what the test harness writes to start clusters with fast 
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -211,6 +212,8 @@ def _parse_value(kind: str, text: str, section: str, key: str, path: str):
         value = int(text) if kind == "int" else float(text)
     except ValueError:
         raise ConfigError(f"{where}: expected {'an integer' if kind == 'int' else 'a number'}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number")
     low, high = _RANGES.get(key, (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{where}: must be between {low} and {high if high is not None else 'inf'}")

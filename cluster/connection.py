@@ -35,6 +35,9 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock, key)
 
+    def set_max_line(self, max_line: int) -> None:
+        self._decoder.max_line = max_line
+
     def close(self) -> None:
         try:
             self.sock.close()

@@ -17,10 +17,11 @@ from cluster.connection import Connection
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 CONNECT_TIMEOUT = 5.0
+REPLY_TIMEOUT = 10.0     # silence this long (no answer, no keepalive) means unreachable
 
 
 def run_ctl(config: Config, vm: str, argv: list[str], as_json: bool,
-            timeout: float | None = None) -> int:
+            timeout: float | None = REPLY_TIMEOUT) -> int:
     host, port = config.address(vm)
     try:
         conn = Connection.open((host, port), wire.secret_key(config.secret), CONNECT_TIMEOUT)
@@ -35,11 +36,15 @@ def run_ctl(config: Config, vm: str, argv: list[str], as_json: bool,
                 reply = conn.recv()
                 if reply.get("t") != "ctl_output":
                     break
-                if not as_json:
+                if not as_json and not reply.get("keepalive"):
                     print(reply.get("text", ""), flush=True)
         except OSError as exc:
-            return _fail(as_json, f"node {vm} at {host}:{port} stopped answering: {exc}",
-                         EXIT_UNREACHABLE)
+            return _fail(as_json, f"node {vm} at {host}:{port} is not answering: "
+                                  f"{exc or 'timed out'}", EXIT_UNREACHABLE)
+        except wire.AuthError:
+            return _fail(as_json, f"node {vm} rejected our messages or we rejected its "
+                                  f"answer: authentication failed (check [cluster] secret)",
+                         EXIT_FAILED)
         except wire.ProtocolError as exc:
             return _fail(as_json, f"node {vm}: {exc}", EXIT_UNREACHABLE)
     return _report(reply, as_json)

@@ -165,9 +165,11 @@ class LocalCluster:
             raise CommandFailed(reply.get("error", str(reply)))
         return reply["doc"]
 
-    def ctl(self, vm: str, *argv: str, json: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run `rainstorm.py ctl` as a user would."""
-        cmd = [sys.executable, str(RAINSTORM), "ctl", "--vm", vm, "--config", str(self.config_path)]
+    def ctl(self, vm: str, *argv: str, json: bool = True, timeout: float = 60,
+            options: list[str] = ()) -> subprocess.CompletedProcess:
+        """Run `rainstorm.py ctl` as a user would (`options` go before the command)."""
+        cmd = [sys.executable, str(RAINSTORM), "ctl", "--vm", vm, "--config",
+               str(self.config_path), *options]
         cmd += (["--json"] if json else []) + list(argv)
         return subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout)
 
@@ -177,7 +179,7 @@ class LocalCluster:
 
     def is_joined(self, vm: str) -> bool:
         try:
-            return self.query(vm, "list_self", timeout=2)["status"] != "not joined"
+            return self.query(vm, "list_self", timeout=2)["status"] in ("alive", "suspect")
         except (OSError, CommandFailed, wire.ProtocolError):
             return False
 

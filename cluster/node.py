@@ -6,7 +6,9 @@ of input does not stop it (so `... </dev/null &` runs it in the background); SIG
 SIGINT makes it leave the group and exit 0.
 
 `ctl` requests arrive over TCP as ``{"t": "ctl", "argv": [...], "cwd": "...", "json": b}``;
-the reply is zero or more ``ctl_output`` progress lines, then one ``ctl_result``.
+the reply is zero or more ``ctl_output`` progress lines, then one ``ctl_result``. While a
+command runs, an empty ``ctl_output`` goes out every `KEEPALIVE` seconds, so `ctl` can tell
+a slow command from a node that stopped answering (e.g. a SIGSTOPped one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import shlex
 import signal
 import sys
@@ -33,6 +36,8 @@ from membership.service import MembershipService
 from membership.suspicion import detection_bound
 
 log = logging.getLogger("node")
+
+KEEPALIVE = 2.0
 
 
 class Node:
@@ -84,15 +89,31 @@ class Node:
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             conn.send({"t": "ctl_result", "ok": False, "usage": True, "error": "bad argv"})
             return
+        outbox: queue.Queue = queue.Queue()
         ctx = Context(cwd=str(message.get("cwd") or "."), json=bool(message.get("json")),
-                      emit=lambda line: conn.send({"t": "ctl_output", "text": line}))
+                      emit=lambda line: outbox.put({"t": "ctl_output", "text": line}))
+        threading.Thread(target=self._run_ctl, args=(ctx, argv, outbox), daemon=True,
+                         name=f"ctl-{argv[0] if argv else ''}").start()
+        while True:
+            try:
+                reply = outbox.get(timeout=KEEPALIVE)
+            except queue.Empty:
+                reply = {"t": "ctl_output", "keepalive": True}
+            conn.send(reply)
+            if reply["t"] == "ctl_result":
+                return
+
+    def _run_ctl(self, ctx: Context, argv: list, outbox: queue.Queue) -> None:
         try:
             result = self.run_command(ctx, argv)
         except CommandError as exc:
-            conn.send({"t": "ctl_result", "ok": False, "usage": isinstance(exc, UsageError),
-                       "error": str(exc)})
-            return
-        conn.send({"t": "ctl_result", "ok": True, "text": result.text, "doc": result.doc})
+            outbox.put({"t": "ctl_result", "ok": False, "usage": isinstance(exc, UsageError),
+                        "error": str(exc)})
+        except Exception as exc:
+            log.exception("command %s failed", argv)
+            outbox.put({"t": "ctl_result", "ok": False, "error": f"internal error: {exc}"})
+        else:
+            outbox.put({"t": "ctl_result", "ok": True, "text": result.text, "doc": result.doc})
 
 
 def write_deadline(config: Config) -> float:
@@ -141,8 +162,9 @@ def run_node(config: Config, vm: str) -> int:
         node = Node(config, vm)
     except OSError as exc:
         host, port = config.address(vm)
-        print(f"rainstorm: cannot bind {host}:{port} for node {vm}: {exc.strerror or exc}",
-              file=sys.stderr)
+        what = (f"cannot bind {host}:{port}" if exc.filename is None
+                else f"cannot use {exc.filename}")
+        print(f"rainstorm: node {vm}: {what}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: node.stopped.set())

@@ -23,6 +23,8 @@ from cluster.logs import BadInputLog
 log = logging.getLogger("server")
 
 IDLE_TIMEOUT = 600.0       # seconds a connection may sit idle between requests
+FIRST_MESSAGE_TIMEOUT = 10.0   # a new connection must send a whole first message by then
+FIRST_LINE_LIMIT = 1 << 20     # and it may be at most this long: junk is cut off early
 MAX_CONNECTIONS = 512      # beyond this, new connections are refused (closed at once)
 
 
@@ -76,13 +78,18 @@ class MessageServer:
                              name=f"tcp-{peer[0]}:{peer[1]}").start()
 
     def _serve(self, sock: socket.socket, peer) -> None:
-        sock.settimeout(IDLE_TIMEOUT)
+        sock.settimeout(FIRST_MESSAGE_TIMEOUT)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(sock, self.key)
+        conn = Connection(sock, self.key, max_line=FIRST_LINE_LIMIT)
         source = f"{peer[0]}:{peer[1]}"
         try:
+            first = True
             while not self._stop.is_set():
                 message = conn.recv()
+                if first:    # a well-formed (and authentic) message: a real peer
+                    first = False
+                    sock.settimeout(IDLE_TIMEOUT)
+                    conn.set_max_line(wire.MAX_LINE_BYTES)
                 if not self._dispatch(conn, message, source):
                     return
         except ConnectionClosed:

@@ -75,12 +75,16 @@ def decode(line: bytes, key: bytes | None = None) -> dict:
     elif key is not None:
         raise AuthError("unauthenticated message but the cluster has a secret")
     try:
-        message = json.loads(body)
+        message = json.loads(body, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"bad JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("t"), str):
         raise ProtocolError('message is not a JSON object with a string "t"')
     return message
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
 
 
 def decode_datagram(data: bytes, key: bytes | None = None) -> dict:

@@ -42,7 +42,7 @@ def register(registry: CommandRegistry, service: MembershipService, ring_bits: i
         expect_args(args, 0, "list_self")
         me = member_doc(service.me(), ring_bits)
         if not service.is_joined():
-            me["status"] = "not joined"
+            me["status"] = "left"        # not in the group (left, or still joining)
         return Result(members_table([me]), me)
 
     def join(ctx: Context, args: list) -> Result:
@@ -60,7 +60,8 @@ def register(registry: CommandRegistry, service: MembershipService, ring_bits: i
     def set_sus(on: bool):
         def run(ctx: Context, args: list) -> Result:
             expect_args(args, 0, "enable_sus" if on else "disable_sus")
-            service.set_suspicion(on)
+            if not service.set_suspicion(on):
+                raise CommandError("not in the group: join first")
             state = "on (Ping-Ack+S)" if on else "off (Ping-Ack)"
             return Result(f"suspicion {state} for the whole cluster", {"ok": True, "suspicion": on})
         return run

@@ -65,13 +65,21 @@ class MemberState:
         mid, addr, st, inc = data.get("id"), data.get("addr"), data.get("st"), data.get("inc")
         if not isinstance(mid, str) or mid.count("@") != 2:
             raise ValueError(f"bad member id {mid!r}")
-        if not isinstance(addr, str) or ":" not in addr:
+        if not valid_address(addr):
             raise ValueError(f"bad member address {addr!r}")
         if st not in STATUSES:
             raise ValueError(f"bad member status {st!r}")
         if not isinstance(inc, int) or isinstance(inc, bool) or inc < 0:
             raise ValueError(f"bad incarnation {inc!r}")
         return cls(mid, addr, st, inc)
+
+
+def valid_address(addr) -> bool:
+    """host:port with a non-empty host and a port in 1..65535."""
+    if not isinstance(addr, str) or len(addr) > 300:
+        return False
+    host, sep, port = addr.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 def supersedes(new: MemberState, old: MemberState | None) -> bool:

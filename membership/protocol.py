@@ -17,6 +17,11 @@ Theory of operation (seed, "Distributed Group Membership"; SWIM, Das et al. 2002
   at the address of an older live one marks the older one failed ("restarted").
 - Mode: `enable_sus`/`disable_sus` is a cluster-wide setting with a version; the highest
   (version, origin) wins and travels like any other report.
+- Healing: every few rounds a node syncs with one configured node it does not list (the
+  introducer first), so a partition or a lost join heals. A message from an id we hold as
+  failed is not believed: we answer with its tombstone so that it rejoins under a new id.
+  Only the introducer's side can make us rejoin when we hold it failed too, so after a
+  partition the introducer's side wins instead of each side evicting the other.
 
 Interface: `start(now)`, `tick(now)`, `step(now, message)`, `leave(now)`, `rejoin(now, id)` and
 `set_suspicion(now, on)` each return an `Output`: the datagrams to send and the events that
@@ -35,7 +40,8 @@ from membership.probe import probe_targets
 from membership.suspicion import SuspicionTimers
 
 MAX_GOSSIP_PER_MESSAGE = 24
-SYNC_ROUNDS = 3
+SYNC_ROUNDS = 3        # rounds a (re)started introducer asks everyone for their list
+ANTI_ENTROPY_EVERY = 5  # rounds between syncs with a configured node we do not list
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class MembershipProtocol:
         self._next_round = 0.0
         self._next_join = 0.0
         self._sync_rounds_left = 0
+        self._rounds = 0
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -147,8 +154,16 @@ class MembershipProtocol:
         """Join again as a new member (after `leave`, or after being declared failed)."""
         self.me = MemberState(new_id, self.me.address, ALIVE, 0)
         self.joined = False
-        self._pending.clear()
+        self._forget_everyone()
         return self.start(now)
+
+    def _forget_everyone(self) -> None:
+        """Drop all we knew: the introducer's list is the truth for a new member."""
+        self.members.clear()
+        self.final_since.clear()
+        self._gossip.clear()
+        self._pending.clear()
+        self._timers = SuspicionTimers()
 
     def leave(self, now: float) -> Output:
         """Leave voluntarily: tell everyone, then go quiet."""
@@ -159,7 +174,7 @@ class MembershipProtocol:
             out.events.append(Event("leave", gone, "self"))
         self.joined = False
         self.active = False
-        self._pending.clear()
+        self._forget_everyone()
         return out
 
     def set_suspicion(self, now: float, on: bool) -> Output:
@@ -193,16 +208,20 @@ class MembershipProtocol:
         # Keep the schedule, but never let a stalled process fire a burst of rounds.
         self._next_round = max(self._next_round + period, now + period / 2)
         out = Output()
+        self._rounds += 1
         if self._sync_rounds_left > 0:
             self._sync_rounds_left -= 1
             out.sends += self._sync_requests()
+        elif self._rounds % ANTI_ENTROPY_EVERY == 0:
+            out.sends += self._anti_entropy()
         live_ids = [m.id for m in self.members.values() if m.is_live]
         for target_id in probe_targets(self.me.id, live_ids, self.settings.monitors, self.rng):
             self._seq += 1
             self._pending[self._seq] = (target_id, now + self.settings.ping_timeout)
             target = self.members[target_id]
             out.sends.append(Send(target.address, {
-                "t": "ping", "seq": self._seq, "m": self.me.to_wire(), "to": target_id,
+                "t": "ping", "seq": self._seq, "from": self.me.id, "m": self.me.to_wire(),
+                "to": target_id,
                 "g": self._take_gossip()}))
         return out
 
@@ -244,7 +263,26 @@ class MembershipProtocol:
         handler = _HANDLERS.get(message.get("t"))
         if handler is None:
             raise ValueError(f"unknown membership message type {message.get('t')!r}")
+        if not self.joined and message["t"] != "join_ack":
+            return Output()   # outside the group we hear nothing but our admission
+        sender = self.members.get(message.get("from"))
+        if sender is not None and sender.status in FINAL and message["t"] != "join":
+            return self._from_the_dead(now, sender, message)
         return handler(self, now, message)
+
+    def _from_the_dead(self, now: float, sender: MemberState, message: dict) -> Output:
+        """A message from an id we hold as failed or left: tell it, believe nothing of it,
+        except the introducer telling us that we are the ones who are failed."""
+        out = Output()
+        if message["t"] in ("ping", "sync_req"):     # answer requests only: no reply loops
+            out.sends.append(Send(sender.address, {"t": "update", "from": self.me.id,
+                                                   "g": [sender.to_wire()]}))
+        if sender.address == self.introducer_address:
+            for item in _gossip_of(message):
+                if isinstance(item, dict) and item.get("id") == self.me.id \
+                        and item.get("st") == FAILED:
+                    out.extend(self._about_me(MemberState.from_wire(item)))
+        return out
 
     def handle_join(self, now: float, message: dict) -> Output:
         if not self.is_introducer or not self.joined:
@@ -255,12 +293,16 @@ class MembershipProtocol:
             out.extend(self._originate(now, newcomer, "joined through introducer"))
         everyone = [self.me.to_wire()] + [m.to_wire() for m in self.members.values()]
         out.sends.append(Send(newcomer.address, {
-            "t": "join_ack", "members": everyone, "mode": self.mode.to_wire()}))
+            "t": "join_ack", "from": self.me.id, "for": newcomer.id, "members": everyone,
+            "mode": self.mode.to_wire()}))
         return out
 
     def handle_join_ack(self, now: float, message: dict) -> Output:
-        if self.joined:
-            return Output()
+        if self.joined or message.get("for") != self.me.id:
+            return Output()          # a duplicate, or an answer to an earlier incarnation
+        for record in message.get("members", []):
+            if not (isinstance(record, dict) and "mode" in record):
+                MemberState.from_wire(record)      # all valid, or none of it is applied
         self.joined = True
         self._next_round = now + self.settings.protocol_period * self.rng.random()
         out = Output(events=[Event("joined", self.me, "admitted by introducer")])
@@ -273,7 +315,7 @@ class MembershipProtocol:
         introducer = MemberState.from_wire(message.get("m"))
         everyone = [self.me.to_wire()] + [m.to_wire() for m in self.members.values()]
         out.sends.append(Send(introducer.address, {
-            "t": "sync", "members": everyone, "mode": self.mode.to_wire()}))
+            "t": "sync", "from": self.me.id, "members": everyone, "mode": self.mode.to_wire()}))
         return out
 
     def handle_sync(self, now: float, message: dict) -> Output:
@@ -288,10 +330,6 @@ class MembershipProtocol:
         out = self._apply_items(now, gossip + [message.get("m")])
         sender = self.members.get(MemberState.from_wire(message.get("m")).id)
         if sender is None:
-            return out
-        if sender.status in FINAL:
-            # A zombie (e.g. resumed after SIGSTOP): tell it so that it rejoins anew.
-            out.sends.append(Send(sender.address, {"t": "update", "g": [sender.to_wire()]}))
             return out
         if message.get("to") != self.me.id:
             return out   # meant for an earlier incarnation of this node: no ack for it
@@ -329,7 +367,10 @@ class MembershipProtocol:
         return out
 
     def _apply_mode(self, item: dict) -> Output:
-        mode = Mode(bool(item.get("mode")), int(item.get("ver", 0)), str(item.get("by", "")))
+        version = item.get("ver", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ValueError(f"bad mode version {version!r}")
+        mode = Mode(bool(item.get("mode")), version, str(item.get("by", "")))
         if mode.key() <= self.mode.key():
             return Output()
         changed = mode.suspicion != self.mode.suspicion
@@ -362,6 +403,7 @@ class MembershipProtocol:
             out.events.append(Event(kind, state, why or "reported"))
             self._drop_pending(state.id)
         elif state.status == SUSPECT:
+            self._timers.cancel(state.id)    # a suspicion at a higher incarnation starts anew
             self._timers.start(state.id, now, self.settings.suspicion_timeout)
             out.events.append(Event("suspect", state, why or "reported"))
         elif old is not None and old.status == SUSPECT:
@@ -410,10 +452,22 @@ class MembershipProtocol:
         if also is not None and also.status == SUSPECT:
             addresses.add(also.address)   # so that it can refute at once
         addresses.discard(self.me.address)
-        return [Send(a, {"t": "update", "g": items}) for a in sorted(addresses)]
+        return [Send(a, {"t": "update", "from": self.me.id, "g": items})
+                for a in sorted(addresses)]
 
-    def _sync_requests(self) -> list[Send]:
-        return [Send(a, {"t": "sync_req", "m": self.me.to_wire()}) for a in self.peer_addresses]
+    def _sync_requests(self, addresses: list[str] | None = None) -> list[Send]:
+        return [Send(a, {"t": "sync_req", "from": self.me.id, "m": self.me.to_wire()})
+                for a in (self.peer_addresses if addresses is None else addresses)]
+
+    def _anti_entropy(self) -> list[Send]:
+        """Sync with one configured node we do not list: the introducer if we lost it."""
+        listed = {m.address for m in self.members.values() if m.is_live}
+        unlisted = [a for a in self.peer_addresses if a not in listed]
+        if not unlisted:
+            return []
+        if self.introducer_address in unlisted and not self.is_introducer:
+            return self._sync_requests([self.introducer_address])
+        return self._sync_requests([self.rng.choice(unlisted)])
 
     def _try_join(self, now: float, first: bool) -> Output:
         self._next_join = now + self.settings.join_retry
@@ -435,6 +489,11 @@ class MembershipProtocol:
             if entry[1] <= 0:
                 del self._gossip[key]
         return items
+
+
+def _gossip_of(message: dict) -> list:
+    items = message.get("g") or message.get("members") or []
+    return items if isinstance(items, list) else []
 
 
 def _start_ms(member_id: str) -> int:

@@ -31,6 +31,7 @@ from membership.protocol import Event, MembershipProtocol, Output, Settings
 log = logging.getLogger("membership")
 
 MAX_WAIT = 0.05          # seconds the loop sleeps at most, so shutdown stays prompt
+MAX_BATCH = 64           # datagrams handled per loop turn, so a flood cannot starve probing
 
 _EVENT_LOG = {           # event kind -> (level, log line prefix)
     "join": (logging.INFO, "JOIN"), "leave": (logging.INFO, "LEAVE"),
@@ -76,6 +77,7 @@ class MembershipService:
         self._sock.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="membership", daemon=True)
         self._join_retries = 0
+        self._resolved: dict[str, tuple[str, int]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -128,9 +130,13 @@ class MembershipService:
             self._execute(self.protocol.rejoin(time.monotonic(), new_member_id(self.vm, self.address)))
             return True
 
-    def set_suspicion(self, on: bool) -> None:
+    def set_suspicion(self, on: bool) -> bool:
+        """Switch the cluster's mode; False if we are not in the group to tell it."""
         with self._lock:
+            if not self.protocol.joined:
+                return False
             self._execute(self.protocol.set_suspicion(time.monotonic(), on))
+            return True
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -138,17 +144,23 @@ class MembershipService:
         selector = selectors.DefaultSelector()
         selector.register(self._sock, selectors.EVENT_READ)
         while not self._stop.is_set():
-            with self._lock:
-                deadline = self.protocol.next_deadline()
-            wait = MAX_WAIT if deadline is None else min(MAX_WAIT, deadline - time.monotonic())
-            if selector.select(max(wait, 0)):
-                self._receive_all()
-            with self._lock:
-                self._execute(self.protocol.tick(time.monotonic()))
+            try:
+                self._turn(selector)
+            except Exception:    # one bad turn must never stop failure detection
+                log.exception("membership loop error (continuing)")
         selector.close()
 
-    def _receive_all(self) -> None:
-        while True:
+    def _turn(self, selector) -> None:
+        with self._lock:
+            deadline = self.protocol.next_deadline()
+        wait = MAX_WAIT if deadline is None else min(MAX_WAIT, deadline - time.monotonic())
+        if selector.select(max(wait, 0)):
+            self._receive_batch()
+        with self._lock:
+            self._execute(self.protocol.tick(time.monotonic()))
+
+    def _receive_batch(self) -> None:
+        for _ in range(MAX_BATCH):
             try:
                 data, source = self._sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
@@ -170,7 +182,7 @@ class MembershipService:
         with self._lock:
             try:
                 output = self.protocol.step(time.monotonic(), message)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            except Exception as exc:    # malformed content of an authentic message
                 self.bad_input.reject("udp", f"{source[0]}:{source[1]}",
                                       f"bad {message.get('t')!r} message: {exc}")
                 return
@@ -179,10 +191,9 @@ class MembershipService:
     def _execute(self, output: Output) -> None:
         """Send, then log and publish: the order the protocol's contract states."""
         for send in output.sends:
-            host, port = send.address.rsplit(":", 1)
             try:
-                self._sock.sendto(wire.encode(send.message, self.key), (host, int(port)))
-            except OSError as exc:
+                self._sock.sendto(wire.encode(send.message, self.key), self._resolve(send.address))
+            except (OSError, ValueError, OverflowError) as exc:
                 log.debug("sendto %s: %s", send.address, exc)
         for event in output.events:
             self._log_event(event)
@@ -192,6 +203,15 @@ class MembershipService:
         if any(e.kind == "self_failed" for e in output.events):
             self._execute(self.protocol.rejoin(time.monotonic(),
                                                new_member_id(self.vm, self.address)))
+
+    def _resolve(self, address: str) -> tuple[str, int]:
+        """host:port to a socket address, looked up once (no DNS query per datagram)."""
+        resolved = self._resolved.get(address)
+        if resolved is None:
+            host, port = address.rsplit(":", 1)
+            info = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_DGRAM)
+            resolved = self._resolved[address] = info[0][4]
+        return resolved
 
     def _log_event(self, event: Event) -> None:
         level, word = _EVENT_LOG.get(event.kind, (logging.INFO, event.kind.upper()))

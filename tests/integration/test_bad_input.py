@@ -27,6 +27,14 @@ def udp_junk(rng: random.Random) -> list[bytes]:
         wire.encode({"t": "ping", "m": 5, "g": "x"}, good_key),     # authentic but malformed
         wire.encode({"t": "update", "g": [{"id": "99@x:1@1", "addr": 3}]}, good_key),
         wire.encode({"t": "no_such_type"}, good_key),
+        # Authentic, well-formed JSON with poisoned content that spreads by gossip:
+        wire.encode({"t": "update", "from": "x", "g": [
+            {"id": "99@127.0.0.1:bad@1", "addr": "127.0.0.1:bad", "st": "alive", "inc": 0},
+            {"id": "98@127.0.0.1:99999@1", "addr": "127.0.0.1:99999", "st": "alive", "inc": 0}]},
+            good_key),
+        wire.encode({"t": "update", "from": "x", "g": [{"mode": True, "ver": 10**400}]}, good_key),
+        b'{"t": "update", "from": "x", "g": [{"mode": true, "ver": Infinity}]}',
+        wire.encode({"t": "update", "from": "x", "g": [{"mode": True, "ver": "7"}]}, good_key),
         b"a" * 65000,                                              # oversized
     ]
 

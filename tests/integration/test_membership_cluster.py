@@ -119,6 +119,11 @@ def test_ctl_exit_codes(local_cluster):
     cluster = local_cluster(2)
     assert cluster.ctl("01", "no_such_command").returncode == 2
     assert cluster.ctl("01", "list_mem", "extra").returncode == 2
+    cluster.pause("02")
+    result = cluster.ctl("02", "list_mem", options=["--timeout", "1"])
+    assert result.returncode == 3 and json.loads(result.stdout)["ok"] is False  # SIGSTOPped
+    cluster.resume("02")
     cluster.kill("02")
     result = cluster.ctl("02", "list_mem")
     assert result.returncode == 3 and json.loads(result.stdout)["ok"] is False
+    assert cluster.ctl("01", "list_mem", "--json").returncode == 0

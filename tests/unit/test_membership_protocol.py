@@ -270,3 +270,66 @@ def test_garbage_messages_raise_value_errors_and_leave_state_intact():
         with pytest.raises((ValueError, KeyError, TypeError, AttributeError)):
             node.step(net.now, bad)
     assert [x.id for x in node.live_members()] == before
+
+
+# -- healing ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(1, 6))
+def test_an_isolated_node_rejoins_once_the_partition_heals(seed):
+    net = start_cluster(10, seed=seed)
+    old_id = net.node("06").me.id
+    net.isolate("06")
+    others = [vm for vm in ALL if vm != "06"]
+    net.run_until(lambda: all("06" not in net.view(vm) for vm in others), timeout=bound(FAST))
+    # Alone, 06 learns each failure only from its own probes: several rounds.
+    net.run_until(lambda: set(net.view("06")) == {"06"}, timeout=30)
+    net.heal()
+    net.run_until(lambda: all(set(net.view(vm)) == set(ALL) for vm in ALL), timeout=30)
+    assert net.node("06").me.id != old_id
+    assert not any(e.member.vm != "06" for _, _, e in net.events_of("self_failed"))
+
+
+@pytest.mark.parametrize("seed", range(1, 6))
+def test_a_split_in_two_heals_and_the_introducers_side_keeps_its_ids(seed):
+    net = start_cluster(10, seed=seed)
+    side_b = ["07", "08", "09", "10"]
+    for a in ALL:
+        for b in side_b:
+            if a not in side_b:
+                net.cut(a, b)
+    ids_a = {vm: net.node(vm).me.id for vm in ALL if vm not in side_b}
+    net.run_until(lambda: set(net.view("01")) == set(ids_a) and
+                  set(net.view("07")) == set(side_b), timeout=30)
+    net.heal()
+    net.run_until(lambda: all(set(net.view(vm)) == set(ALL) for vm in ALL), timeout=40)
+    assert {vm: net.node(vm).me.id for vm in ids_a} == ids_a
+
+
+def test_leave_then_join_does_not_bring_back_members_that_died_meanwhile():
+    settings = Settings(protocol_period=1.0, ping_timeout=0.3, suspicion=True,
+                        suspicion_timeout=3.0, monitors=4, join_retry=0.5, tombstone_ttl=5.0)
+    net = start_cluster(6, settings=settings)
+    net.run_command("03", "leave")
+    net.crash("05")
+    rest = ["01", "02", "04", "06"]
+    net.run_until(lambda: all(set(net.view(vm)) == set(rest) for vm in rest), timeout=10)
+    net.run_for(10)                                   # tombstones of 05 expire
+    net.run_command("03", "rejoin", "03@10.0.0.3:7000@999999999")
+    everyone = rest + ["03"]
+    net.run_until(lambda: all(set(net.view(vm)) == set(everyone) for vm in everyone), timeout=5)
+    net.run_for(15)
+    assert all("05" not in net.view(vm) for vm in everyone)
+
+
+def test_a_suspicion_at_a_higher_incarnation_restarts_the_timer():
+    net = start_cluster(3)
+    node = net.node("01")
+    target = next(m for m in node.live_members() if m.vm == "02")
+    node.step(net.now, {"t": "update", "from": net.node("03").me.id,
+                        "g": [target.with_status("suspect", 0).to_wire()]})
+    net.now += FAST.suspicion_timeout - 0.5
+    node.step(net.now, {"t": "update", "from": net.node("03").me.id,
+                        "g": [target.with_status("suspect", 1).to_wire()]})
+    net.now += 1.0                                     # past the first timer, not the second
+    out = node.tick(net.now)
+    assert not [e for e in out.events if e.kind == "fail"]
