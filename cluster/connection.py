@@ -28,6 +28,8 @@ class Connection:
         self.sock = sock
         self.key = key
         self._decoder = wire.LineDecoder(max_line)
+        self._sent_header = b""       # the last line sent / received: bulk MACs bind to it
+        self._received_header = b""
 
     @classmethod
     def open(cls, address: tuple[str, int], key: bytes | None, timeout: float | None = 10.0):
@@ -53,13 +55,16 @@ class Connection:
     # -- messages ---------------------------------------------------------------------------
 
     def send(self, message: dict) -> None:
-        self.sock.sendall(wire.encode(message, self.key))
+        line = wire.encode(message, self.key)
+        self._sent_header = line
+        self.sock.sendall(line)
 
     def recv(self) -> dict:
         """The next message; raises ConnectionClosed at end of stream, ProtocolError on junk."""
         while True:
             line = self._decoder.next_line()
             if line is not None:
+                self._received_header = line
                 return wire.decode(line, self.key)
             self._fill("a message")
 
@@ -87,7 +92,7 @@ class Connection:
                     self.sock.sendfile(f, offset, length)
                 return
             f.seek(offset)
-            mac = wire.bulk_mac(self.key)
+            mac = wire.bulk_mac(self.key, self._sent_header)
             remaining = length
             while remaining:
                 chunk = f.read(min(CHUNK, remaining))
@@ -105,7 +110,7 @@ class Connection:
         and the caller must drop the connection: the peer sees a truncated payload.
         """
         self.send(dict(message, bulk=length))
-        mac = wire.bulk_mac(self.key) if self.key is not None else None
+        mac = wire.bulk_mac(self.key, self._sent_header) if self.key is not None else None
         sent = 0
         for chunk in chunks:
             self.sock.sendall(chunk)
@@ -122,7 +127,7 @@ class Connection:
         self.send(dict(message, bulk=len(data)))
         self.sock.sendall(data)
         if self.key is not None:
-            self.sock.sendall(_digest(self.key, data))
+            self.sock.sendall(_digest(self.key, self._sent_header, data))
 
     def recv_bulk_chunks(self, length: int):
         """Yield the `length` payload bytes in chunks; verify the MAC after the last one.
@@ -130,7 +135,7 @@ class Connection:
         The caller must not commit what it wrote until the generator is exhausted: a bad
         MAC raises AuthError at the end.
         """
-        mac = wire.bulk_mac(self.key) if self.key is not None else None
+        mac = wire.bulk_mac(self.key, self._received_header) if self.key is not None else None
         remaining = length
         while remaining:
             if not self._decoder.buffered():
@@ -157,7 +162,7 @@ class Connection:
             f.write(chunk)
 
 
-def _digest(key: bytes, data: bytes) -> bytes:
-    mac = wire.bulk_mac(key)
+def _digest(key: bytes, header_line: bytes, data: bytes) -> bytes:
+    mac = wire.bulk_mac(key, header_line)
     mac.update(data)
     return mac.digest()

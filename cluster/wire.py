@@ -11,7 +11,8 @@ bytes in front of it, as 64 hex digits and a space::
 
 Bulk bytes (file contents) never go inside JSON: a header message declares ``"bulk": N`` and
 exactly N raw bytes follow it; with a secret they are followed by the 32-byte HMAC-SHA256
-digest of those N bytes, so a receiver can check a stream it never holds whole in memory.
+of the header's MAC and those N bytes, so a receiver can check a stream it never holds
+whole in memory, and a payload cannot be moved under another header.
 
 A UDP datagram holds exactly one message line (the trailing newline is optional).
 
@@ -101,9 +102,10 @@ def bulk_length(message: dict) -> int:
     return n
 
 
-def bulk_mac(key: bytes):
-    """A running HMAC for the bytes of one bulk payload."""
-    return hmac.new(key, digestmod=hashlib.sha256)
+def bulk_mac(key: bytes, header_line: bytes = b""):
+    """A running HMAC for the bytes of one bulk payload, bound to its header: it starts
+    with the header line's own MAC, so a payload cannot be replayed under another header."""
+    return hmac.new(key, header_line[:MAC_HEX_LEN], digestmod=hashlib.sha256)
 
 
 class LineDecoder:

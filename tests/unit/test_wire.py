@@ -99,3 +99,18 @@ def test_tampered_bulk_payload_is_detected():
     header = receiver.recv()
     with pytest.raises(wire.AuthError):
         receiver.recv_bulk_bytes(header["bulk"], 100)
+
+
+def test_a_payload_moved_under_another_header_fails_authentication():
+    a, b = socket.socketpair()
+    sender = Connection(a, KEY)
+    sender.send_bulk_bytes({"t": "append", "name": "x"}, b"abc")
+    captured = b.recv(65536)
+    payload_and_mac = captured[captured.index(b"\n") + 1:]
+    other_header = wire.encode({"t": "append", "name": "y", "bulk": 3}, KEY)
+    c, d = socket.socketpair()
+    c.sendall(other_header + payload_and_mac)
+    receiver = Connection(d, KEY)
+    header = receiver.recv()
+    with pytest.raises(wire.AuthError):
+        receiver.recv_bulk_bytes(header["bulk"], 100)
