@@ -1,0 +1,75 @@
+"""Task placement: which worker runs which task, and where a failed worker's tasks go.
+
+A job has three stages (0 = source, 1 = OP1, 2 = OP2) of NUM_TASKS tasks each. The leader
+deals tasks out stage by stage to the live workers, always to the worker with the fewest
+tasks so far (ties broken by a rotating start), so every worker gets within one task of the
+same load and a stage's tasks land on different workers when there are enough of them. The
+leader itself coordinates and prints and runs no tasks, unless it is the only live node.
+
+When a worker fails, each of its tasks moves to the least-loaded live worker; a task keeps
+its identity (stage, index), so its upstream and downstream partitions do not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STAGES = 3
+STAGE_NAMES = ("source", "op1", "op2")
+
+
+@dataclass(frozen=True, order=True)
+class TaskId:
+    stage: int
+    index: int
+
+    def __str__(self) -> str:
+        return f"{STAGE_NAMES[self.stage]}-{self.index}"
+
+    def to_wire(self) -> list:
+        return [self.stage, self.index]
+
+    @classmethod
+    def from_wire(cls, data) -> "TaskId":
+        stage, index = data
+        if stage not in range(STAGES) or not isinstance(index, int) or index < 0:
+            raise ValueError(f"bad task id {data!r}")
+        return cls(stage, index)
+
+
+def workers_for(live: list[str], leader: str) -> list[str]:
+    """The nodes that run tasks: every live node but the leader (unless it is alone)."""
+    workers = sorted(vm for vm in live if vm != leader)
+    return workers or sorted(live)
+
+
+def assign(workers: list[str], num_tasks: int) -> dict[TaskId, str]:
+    if not workers:
+        raise ValueError("no live workers to run the job")
+    load = {vm: 0 for vm in workers}
+    schedule = {}
+    turn = 0
+    for stage in range(STAGES):
+        for index in range(num_tasks):
+            order = workers[turn % len(workers):] + workers[:turn % len(workers)]
+            vm = min(order, key=lambda w: load[w])
+            schedule[TaskId(stage, index)] = vm
+            load[vm] += 1
+            turn += 1
+    return schedule
+
+
+def reassign(schedule: dict[TaskId, str], live_workers: list[str]) -> dict[TaskId, str]:
+    """New homes for the tasks whose worker is not live; the others stay where they are."""
+    if not live_workers:
+        raise ValueError("no live workers left")
+    load = {vm: 0 for vm in live_workers}
+    for vm in schedule.values():
+        if vm in load:
+            load[vm] += 1
+    moves = {}
+    for task in sorted(t for t, vm in schedule.items() if vm not in load):
+        vm = min(sorted(load), key=lambda w: load[w])
+        moves[task] = vm
+        load[vm] += 1
+    return moves

@@ -1,0 +1,91 @@
+"""Cutting a source file into partitions and blocks at line boundaries.
+
+The leader splits HYDFS_SRC into NUM_TASKS byte ranges of about equal size, each starting at
+the beginning of a line, and counts the lines before each so that a source task knows the
+1-based line number of its first line. A source task cuts its range into blocks of about
+`BLOCK_BYTES`, again at line ends. Block numbers are deterministic, so a block id
+`"<partition>:<block number>"` names the same lines after any restart: the exactly-once
+bookkeeping downstream is per block, and a block's tuples keep their `SRC:LINE` keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Partition:
+    index: int
+    offset: int          # byte offset of its first line in the file
+    length: int          # bytes, ending after a newline (or at the end of the file)
+    first_line: int      # 1-based number of its first line
+
+    def to_wire(self) -> dict:
+        return {"index": self.index, "offset": self.offset, "length": self.length,
+                "first_line": self.first_line}
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "Partition":
+        return cls(int(d["index"]), int(d["offset"]), int(d["length"]), int(d["first_line"]))
+
+
+def plan_partitions(chunks, size: int, count: int) -> list[Partition]:
+    """Partitions of a file given as an iterable of byte chunks (read once, in order).
+
+    Partition i starts after the first line end at or after byte size*i/count.
+    """
+    targets = [size * i // count for i in range(1, count)]
+    cuts, lines_before = [0], [0]
+    pos = lines = 0
+    for chunk in chunks:
+        counted = 0                    # lines of this chunk are counted up to here
+        while len(cuts) <= len(targets):
+            target = targets[len(cuts) - 1]
+            if target >= pos + len(chunk):
+                break
+            end = chunk.find(b"\n", max(counted, target - pos))
+            if end < 0:
+                break                  # that line ends in a later chunk
+            lines += chunk.count(b"\n", counted, end + 1)
+            counted = end + 1
+            cuts.append(pos + counted)
+            lines_before.append(lines)
+        lines += chunk.count(b"\n", counted)
+        pos += len(chunk)
+    while len(cuts) < count:           # targets past the last line end
+        cuts.append(size)
+        lines_before.append(lines)
+    cuts.append(size)
+    return [Partition(i, cuts[i], cuts[i + 1] - cuts[i], lines_before[i] + 1)
+            for i in range(count)]
+
+
+def cut_blocks(data: bytes, final: bool) -> tuple[list[bytes], bytes]:
+    """Whole-line blocks of about BLOCK_BYTES from `data`; returns (blocks, leftover).
+
+    With `final`, the leftover (a last line without a newline) becomes a block too.
+    """
+    blocks, start = [], 0
+    while len(data) - start >= BLOCK_BYTES:
+        end = data.rfind(b"\n", start, start + BLOCK_BYTES)
+        if end < 0:
+            end = data.find(b"\n", start + BLOCK_BYTES)
+            if end < 0:
+                break
+        blocks.append(data[start:end + 1])
+        start = end + 1
+    rest = data[start:]
+    if final and rest:
+        blocks.append(rest)
+        rest = b""
+    return blocks, rest
+
+
+def block_lines(block: bytes) -> list[str]:
+    """The lines of a block, without line ends."""
+    text = block.decode("utf-8", errors="replace")
+    if text.endswith("\n"):
+        text = text[:-1]
+    return text.split("\n") if text else []
