@@ -118,20 +118,25 @@ class HydfsClient:
         with open(local_path, "rb") as f:
             return self.append_bytes(name, f.read())
 
-    def append_bytes(self, name: str, data: bytes) -> dict:
+    def append_bytes(self, name: str, data: bytes, append_id: tuple[str, int] | None = None) -> dict:
+        """Append `data`. `append_id` (client, seq) lets a caller that survives this process
+        (a RainStorm task and its replacement) retry an append so that it lands once."""
         check_name(name)
         with self._file_lock(name):
             # A sequence number names one append's bytes forever: it is used up even if the
             # append fails (it may still have been applied), so new bytes never reuse it and
             # get mistaken for a retry.
-            seq = self._seq[name] = self._seq.get(name, 0) + 1
-            header = {"t": "hydfs.append", "name": name, "id": [self.client_id, seq],
+            if append_id is None:
+                seq = self._seq[name] = self._seq.get(name, 0) + 1
+                append_id = (self.client_id, seq)
+            header = {"t": "hydfs.append", "name": name, "id": list(append_id),
                       "ts": self._timestamp()}
             try:
                 reply = self._write(name, lambda vm: self.peers.call_with_bytes(vm, header, data))
             finally:
                 self.cache.invalidate(name)
-        return {"name": name, "size": len(data), "seq": seq, "replicas": reply["replicas"]}
+        return {"name": name, "size": len(data), "seq": append_id[1], "new": reply["new"],
+                "replicas": reply["replicas"]}
 
     def merge(self, name: str) -> dict:
         reply = self._write(name, lambda vm: self.peers.call(
@@ -171,6 +176,40 @@ class HydfsClient:
             raise HydfsError(f"node {vm}: {exc}") from None
         except RemoteError as exc:
             raise HydfsError(str(exc)) from None
+
+    def read_range(self, name: str, offset: int, length: int):
+        """Yield bytes [offset, offset + length) of `name` from its first reachable replica,
+        in bounded chunks (never the whole file in memory)."""
+        check_name(name)
+        last = "no replica reachable"
+        for vm in self.owners(name):
+            try:
+                conn = self.peers.open(vm)
+            except Unreachable as exc:
+                last = str(exc)
+                continue
+            with conn:
+                try:
+                    conn.send({"t": "hydfs.get", "name": name, "offset": offset, "length": length})
+                    reply = check_reply(conn.recv())
+                    yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
+                    return
+                except RemoteError as exc:
+                    raise HydfsError(str(exc)) from None
+                except (OSError, wire.ProtocolError) as exc:
+                    raise HydfsError(f"reading {name} from vm{vm}: {exc}") from None
+        raise HydfsError(last)
+
+    def size(self, name: str) -> int:
+        """The file's size as its primary holds it now."""
+        for vm in self.owners(name):
+            try:
+                summary = self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5)["summary"]
+            except (Unreachable, RemoteError):
+                continue
+            if summary:
+                return summary["size"]
+        raise HydfsError(f"no such file {name} in HyDFS")
 
     def read_bytes(self, name: str) -> bytes:
         """The whole file in memory (for small files such as task logs)."""

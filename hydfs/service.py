@@ -111,8 +111,13 @@ class HydfsService:
             if msg.get("if_version") == snap.state_version:
                 conn.send({"t": "hydfs.not_modified", "version": snap.state_version})
                 return
-            conn.send_bulk_chunks({"t": "hydfs.data", "version": snap.state_version,
-                                   "replica": self.vm}, snap.size, self.store.read_chunks(snap))
+            header = {"t": "hydfs.data", "version": snap.state_version, "replica": self.vm,
+                      "size": snap.size}
+            if "offset" in msg:              # a byte range (RainStorm sources read these)
+                start, length = _byte_range(msg, snap.size)
+                conn.send_bulk_chunks(header, length, self.store.read_range(snap, start, length))
+            else:
+                conn.send_bulk_chunks(header, snap.size, self.store.read_chunks(snap))
         except CorruptReplica as exc:
             self.quarantine(name, exc)
             raise OSError("corrupt replica: transfer aborted") from None
@@ -278,6 +283,15 @@ def _name(msg: dict) -> str:
         return check_name(msg.get("name"))
     except BadName as exc:
         raise HandlerError(str(exc)) from None
+
+
+def _byte_range(msg: dict, size: int) -> tuple[int, int]:
+    offset, length = msg.get("offset"), msg.get("length")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+               for v in (offset, length)):
+        raise HandlerError("bad byte range")
+    start = min(offset, size)
+    return start, min(length, size - start)
 
 
 def _append_id(msg: dict) -> tuple[str, int, float]:

@@ -224,6 +224,31 @@ class ReplicaStore:
             else:
                 yield from _read_record(f, length, crcs[0])
 
+    def read_range(self, snap: Snapshot, start: int, length: int):
+        """Yield bytes [start, start + length) of the snapshot, verifying every block and
+        record it touches; blocks and records before `start` are skipped unread."""
+        end, pos = start + length, 0
+        for f, offset, size, crcs, per_block in snap.pieces:
+            if pos + size <= start or pos >= end:
+                pos += size
+                continue
+            if per_block:
+                first = (max(start, pos) - pos) // BLOCK
+                f.seek(offset + first * BLOCK)
+                chunks = _read_blocks(f, size - first * BLOCK, crcs[first:])
+                here = pos + first * BLOCK
+            else:
+                f.seek(offset)
+                chunks, here = _read_record(f, size, crcs[0]), pos
+            for chunk in chunks:
+                if here >= end:
+                    break
+                lo, hi = max(start - here, 0), min(end - here, len(chunk))
+                if lo < hi:
+                    yield chunk[lo:hi]
+                here += len(chunk)
+            pos += size
+
     def pending_records(self, name: str, exclude: IdSet) -> list:
         """(header, bytes) of pending records whose ids are not in `exclude`, verified."""
         with self.lock(name):

@@ -140,3 +140,18 @@ def test_large_file_streams_in_bounded_chunks(tmp_path):
     snap.close()
     assert max(len(c) for c in chunks) <= 1 << 20 and sum(map(len, chunks)) == 6 << 20
     assert size  # the store never needs the whole file in one buffer
+
+
+def test_byte_ranges_read_only_what_they_need_across_base_and_appends(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    base = bytes(range(256)) * 9000                   # > 2 blocks
+    store.create("r", "id", [base], len(base))
+    store.append("r", "c", 1, 1.0, b"APPEND-ONE")
+    store.append("r", "c", 2, 2.0, b"APPEND-TWO")
+    whole = base + b"APPEND-ONEAPPEND-TWO"
+    for start, length in [(0, 10), (1048570, 20), (len(base) - 3, 8), (len(whole) - 5, 100),
+                          (2 * 1048576 + 1, 5), (0, len(whole))]:
+        snap = store.snapshot("r")
+        got = b"".join(store.read_range(snap, start, length))
+        snap.close()
+        assert got == whole[start:start + length]
