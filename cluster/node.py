@@ -32,6 +32,9 @@ from hydfs.client import HydfsClient
 from hydfs.coordinator import Coordinator
 from hydfs.service import HydfsService
 from membership import commands as membership_commands
+from stream import commands as stream_commands
+from stream.leader import Leader
+from stream.worker import StreamWorker
 from membership.service import MembershipService
 from membership.suspicion import detection_bound
 
@@ -56,6 +59,10 @@ class Node:
         self.coordinator = Coordinator(self.hydfs, self.server)
         self.hydfs_client = HydfsClient(self.hydfs, config.hydfs.cache_mb, write_deadline(config))
         hydfs_commands.register(self.commands, self.hydfs_client, self.server)
+        self.worker = StreamWorker(config, vm, self.server, self.hydfs_client)
+        self.leader = (Leader(config, vm, self.server, self.membership, self.hydfs_client)
+                       if vm == config.leader else None)
+        stream_commands.register(self.commands, config, vm, self.leader)
         self.commands.add("help", self._help, "help", "this list")
         self.server.route("ctl", self._handle_ctl)
         self.stopped = threading.Event()
@@ -72,6 +79,7 @@ class Node:
         """Leave the group (so others log a leave, not a failure) and stop serving."""
         if self.membership.leave():
             log.info("STOP leaving the group and exiting")
+        self.worker.stop()
         self.hydfs.stop()
         self.membership.stop()
         self.server.stop()

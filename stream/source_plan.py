@@ -13,6 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BLOCK_BYTES = 1 << 20
+MIN_BLOCK_BYTES = 64 << 10
+
+
+def block_bytes_for(size: int, partitions: int) -> int:
+    """Blocks of up to 1 MiB, but at least ~16 per partition for a small file, so that
+    small jobs still stream (and show progress, and recover) block by block."""
+    return max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, size // (partitions * 16) + 1))
 
 
 @dataclass(frozen=True)
@@ -62,16 +69,16 @@ def plan_partitions(chunks, size: int, count: int) -> list[Partition]:
             for i in range(count)]
 
 
-def cut_blocks(data: bytes, final: bool) -> tuple[list[bytes], bytes]:
-    """Whole-line blocks of about BLOCK_BYTES from `data`; returns (blocks, leftover).
+def cut_blocks(data: bytes, final: bool, limit: int = BLOCK_BYTES) -> tuple[list[bytes], bytes]:
+    """Whole-line blocks of about `limit` bytes from `data`; returns (blocks, leftover).
 
     With `final`, the leftover (a last line without a newline) becomes a block too.
     """
     blocks, start = [], 0
-    while len(data) - start >= BLOCK_BYTES:
-        end = data.rfind(b"\n", start, start + BLOCK_BYTES)
+    while len(data) - start >= limit:
+        end = data.rfind(b"\n", start, start + limit)
         if end < 0:
-            end = data.find(b"\n", start + BLOCK_BYTES)
+            end = data.find(b"\n", start + limit)
             if end < 0:
                 break
         blocks.append(data[start:end + 1])

@@ -1,0 +1,320 @@
+"""The RainStorm leader: runs a job from start to summary, through worker failures.
+
+`RainStorm OP1 OP2 SRC DEST NUM_TASKS [--op1-args S] [--op2-args S]` on the leader node:
+
+1. check everything a user can get wrong (operators, SRC, DEST, NUM_TASKS) before starting;
+2. create DEST and one empty log per task; cut SRC into NUM_TASKS line-aligned partitions;
+3. place the 3 x NUM_TASKS tasks on the live workers (scheduler.py), start them, and send
+   every task the schedule (who runs where);
+4. watch: print progress and a rate-limited sample of the output; when a worker fails (the
+   membership service says so) or a task process dies, start its tasks elsewhere and send
+   the new schedule, so upstream tasks resend to the replacements (task.py);
+5. when every source's blocks are acked end to end, stop the tasks and print the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from cluster import wire
+from cluster.commands import CommandError, Context, UsageError
+from cluster.connection import Connection
+from hydfs.client import HydfsClient, HydfsError
+from hydfs.names import BadName, check_name
+from hydfs.peers import Peers, Unreachable
+from hydfs.transfer import RemoteError
+from stream import task_log
+from stream.operators import AGGREGATE, OperatorError, load_operator
+from stream.scheduler import TaskId, assign, reassign, workers_for
+from stream.source_plan import block_bytes_for, plan_partitions
+
+log = logging.getLogger("stream")
+
+PROGRESS_EVERY = 1.0
+PRINT_ROWS_PER_SECOND = 10
+
+
+@dataclass
+class JobSpec:
+    op1: str
+    op2: str
+    src: str
+    dest: str
+    num_tasks: int
+    op1_args: str = ""
+    op2_args: str = ""
+    source_rate: float = 0.0     # --rate: lines per second in all, 0 = as fast as possible
+
+
+@dataclass
+class Job:
+    id: str
+    spec: JobSpec
+    schedule: dict = field(default_factory=dict)      # TaskId -> vm
+    addresses: dict = field(default_factory=dict)     # TaskId -> "host:port"
+    stats: dict = field(default_factory=dict)         # TaskId -> latest stats
+    sources_done: set = field(default_factory=set)
+    events: queue.Queue = field(default_factory=queue.Queue)
+    size: int = 0                                     # bytes of SRC
+    task_specs: dict = field(default_factory=dict)    # TaskId -> spec sent to its worker
+    started: float = field(default_factory=time.monotonic)
+    failures_recovered: int = 0
+    printed: int = 0
+    skipped: int = 0
+
+
+def parse_job(args: list[str]) -> JobSpec:
+    usage = ("usage: RainStorm OP1 OP2 HYDFS_SRC HYDFS_DEST NUM_TASKS "
+             "[--op1-args STR] [--op2-args STR] [--rate LINES_PER_S]")
+    positional, options = [], {"--op1-args": "", "--op2-args": "", "--rate": "0"}
+    it = iter(args)
+    for arg in it:
+        if arg in options:
+            options[arg] = next(it, None)
+            if options[arg] is None:
+                raise UsageError(f"{arg} needs a value; {usage}")
+        else:
+            positional.append(arg)
+    if len(positional) != 5:
+        raise UsageError(usage)
+    op1, op2, src, dest, num = positional
+    if not num.isdigit() or int(num) < 1:
+        raise UsageError(f"NUM_TASKS must be a whole number of at least 1, not {num!r}")
+    try:
+        rate = float(options["--rate"])
+    except ValueError:
+        rate = -1
+    if not rate >= 0 or rate == float("inf"):
+        raise UsageError(f"--rate must be a number of lines per second, not {options['--rate']!r}")
+    return JobSpec(op1, op2, src, dest, int(num), options["--op1-args"], options["--op2-args"],
+                   rate)
+
+
+class Leader:
+    def __init__(self, config, vm: str, server, membership, client: HydfsClient):
+        self.config = config
+        self.vm = vm
+        self.membership = membership
+        self.client = client
+        self.peers = Peers(config)
+        self.jobs: dict[str, Job] = {}
+        server.route("stream.report", self.handle_report)
+        server.route("stream.task_exit", self.handle_task_exit)
+        membership.add_listener(self._on_membership)
+
+    # -- messages from tasks and workers ----------------------------------------------------
+
+    def handle_report(self, conn, msg: dict) -> None:
+        job = self.jobs.get(msg.get("job"))
+        if job is not None:
+            job.events.put(("report", msg))
+        conn.send({"t": "ok"})
+
+    def handle_task_exit(self, conn, msg: dict) -> None:
+        job = self.jobs.get(msg.get("job"))
+        if job is not None:
+            job.events.put(("exit", msg))
+        conn.send({"t": "ok"})
+
+    def _on_membership(self, events) -> None:
+        gone = {e.member.vm for e in events if e.kind in ("fail", "leave") and e.member}
+        if gone:
+            for job in list(self.jobs.values()):
+                job.events.put(("failed", gone))
+
+    # -- running a job ----------------------------------------------------------------------
+
+    def run(self, ctx: Context, args: list[str]) -> dict:
+        spec = parse_job(args)
+        started = time.monotonic()
+        op1, op2 = self._check_operators(ctx, spec)
+        size = self._check_files(spec)
+        job = Job(uuid.uuid4().hex[:8], spec)
+        self.jobs[job.id] = job
+        try:
+            self._start(ctx, job, op1, op2, size)
+            self._watch(ctx, job, started)
+            self._stop(job, ctx)
+        finally:
+            self._stop(job)
+            self.jobs.pop(job.id, None)
+        return self._summary(job, started)
+
+    def _check_operators(self, ctx: Context, spec: JobSpec):
+        loaded = []
+        for name, arg in ((spec.op1, spec.op1_args), (spec.op2, spec.op2_args)):
+            try:
+                op = load_operator(name, arg, ctx.cwd)
+            except OperatorError as exc:
+                raise CommandError(str(exc)) from None
+            loaded.append(op)
+            op.close()
+        return loaded
+
+    def _check_files(self, spec: JobSpec) -> int:
+        try:
+            check_name(spec.dest)
+            size = self.client.size(spec.src)
+            self.client.create_bytes(spec.dest, b"")
+        except (HydfsError, BadName) as exc:
+            raise CommandError(str(exc)) from None
+        return size
+
+    def _start(self, ctx: Context, job: Job, op1, op2, size: int) -> None:
+        spec = job.spec
+        job.size = size
+        chunks = self.client.read_range(spec.src, 0, size) if size else [b""]
+        partitions = plan_partitions(chunks, size, spec.num_tasks)
+        live = [m.vm for m in self.membership.members()]
+        job.schedule = assign(workers_for(live, self.vm), spec.num_tasks)
+        for task in job.schedule:
+            self.client.create_bytes(task_log.log_name(job.id, str(task)), b"")
+            job.task_specs[task] = self._task_spec(ctx, job, task, op1, op2, partitions)
+        ctx.emit(f"job {job.id}: {spec.op1} -> {spec.op2} over {spec.src} ({size} bytes) "
+                 f"into {spec.dest}, {spec.num_tasks} tasks per stage on "
+                 f"{len(set(job.schedule.values()))} workers")
+        self._launch(job, list(job.schedule))
+
+    def _task_spec(self, ctx, job: Job, task: TaskId, op1, op2, partitions) -> dict:
+        spec = job.spec
+        operator, arg = [(None, ""), (spec.op1, spec.op1_args), (spec.op2, spec.op2_args)][task.stage]
+        return {"job": job.id, "task": task.to_wire(), "num_tasks": spec.num_tasks,
+                "src": spec.src, "dest": spec.dest,
+                "batch_interval": self.config.stream.batch_interval,
+                "state_flush_interval": self.config.stream.state_flush_interval,
+                "operator": operator or "", "arg": arg, "cwd": ctx.cwd,
+                "next_stateful": task.stage == 1 and op2.kind == AGGREGATE,
+                "partition": partitions[task.index].to_wire() if task.stage == 0 else None,
+                "block_bytes": block_bytes_for(job.size, spec.num_tasks),
+                "source_rate": spec.source_rate / spec.num_tasks}
+
+    def _launch(self, job: Job, tasks: list[TaskId]) -> None:
+        """Start `tasks` where the schedule puts them, then send everyone the schedule."""
+        def start(task):
+            reply = self.peers.call(job.schedule[task], {
+                "t": "stream.start_task", "spec": job.task_specs[task]}, 60)
+            return task, reply["address"]
+        for task in tasks:
+            try:
+                task, address = start(task)
+            except (Unreachable, RemoteError) as exc:
+                raise CommandError(f"could not start task {task}: {exc}") from None
+            job.addresses[task] = address
+        self._send_schedule(job)
+
+    def _send_schedule(self, job: Job) -> None:
+        message = {"t": "stream.schedule", "job": job.id,
+                   "tasks": [[t.stage, t.index, a] for t, a in sorted(job.addresses.items())]}
+        for task, address in job.addresses.items():
+            _tell(address, message, self.config)
+
+    def _watch(self, ctx: Context, job: Job, started: float) -> None:
+        last_progress = 0.0
+        while len(job.sources_done) < job.spec.num_tasks:
+            try:
+                kind, data = job.events.get(timeout=0.2)
+            except queue.Empty:
+                kind, data = None, None
+            if kind == "report":
+                self._on_report(ctx, job, data)
+            elif kind == "failed":
+                self._recover(ctx, job, gone=data)
+            elif kind == "exit":
+                self._recover(ctx, job, exited=TaskId.from_wire(data["task"]))
+            if time.monotonic() - last_progress >= PROGRESS_EVERY:
+                last_progress = time.monotonic()
+                ctx.emit(self._progress(job, started))
+
+    def _final_reports(self, ctx: Context, job: Job, timeout: float = 5.0) -> None:
+        """Wait (a little) for every task's last counts before the summary."""
+        waiting = set(job.addresses)
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            try:
+                kind, data = job.events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "report":
+                self._on_report(ctx, job, data)
+                if data.get("final"):
+                    waiting.discard(TaskId.from_wire(data["task"]))
+
+    def _on_report(self, ctx: Context, job: Job, msg: dict) -> None:
+        task = TaskId.from_wire(msg["task"])
+        job.stats[task] = msg["stats"]
+        if msg.get("source_done"):
+            job.sources_done.add(task.index)
+        allowed = PRINT_ROWS_PER_SECOND * (1 + time.monotonic() - job.started)
+        for row in msg.get("sample", []):
+            if job.printed < allowed:
+                ctx.emit(row)
+                job.printed += 1
+        job.skipped = max(0, self._totals(job)["out"] - job.printed)
+
+    def _recover(self, ctx: Context, job: Job, gone: set | None = None,
+                 exited: TaskId | None = None) -> None:
+        live = [m.vm for m in self.membership.members()]
+        workers = workers_for(live, self.vm)
+        if exited is not None and job.schedule.get(exited) in workers:
+            moves = {exited: job.schedule[exited]}       # restart it where it was
+        else:
+            moves = reassign(job.schedule, workers)
+        if not moves:
+            return
+        for task, vm in moves.items():
+            ctx.emit(f"task {task} moves from vm{job.schedule[task]} to vm{vm}")
+            job.schedule[task] = vm
+            job.addresses.pop(task, None)
+        job.failures_recovered += 1
+        self._launch(job, list(moves))
+
+    def _stop(self, job: Job, ctx: Context | None = None) -> None:
+        for address in job.addresses.values():
+            _tell(address, {"t": "stream.stop", "job": job.id}, self.config)
+        if ctx is not None:
+            self._final_reports(ctx, job)
+        for vm in set(job.schedule.values()):
+            try:
+                self.peers.call(vm, {"t": "stream.stop_job", "job": job.id}, 15)
+            except (Unreachable, RemoteError):
+                pass
+
+    # -- what the user sees -----------------------------------------------------------------
+
+    def _totals(self, job: Job) -> dict:
+        def total(stage, key):
+            return sum(s.get(key, 0) for t, s in job.stats.items() if t.stage == stage)
+        return {"in": total(0, "in"), "op1_out": total(1, "out"), "out": total(2, "out"),
+                "dropped": total(1, "dropped") + total(2, "dropped"),
+                "errors": total(1, "errors") + total(2, "errors")}
+
+    def _progress(self, job: Job, started: float) -> str:
+        t = self._totals(job)
+        elapsed = time.monotonic() - started
+        return (f"[{elapsed:5.1f}s] read {t['in']} lines ({t['in'] / max(elapsed, 1e-9):,.0f}/s)"
+                f" | {job.spec.op1} out {t['op1_out']} | {job.spec.op2} out {t['out']}"
+                f" | sources done {len(job.sources_done)}/{job.spec.num_tasks}")
+
+    def _summary(self, job: Job, started: float) -> dict:
+        t = self._totals(job)
+        seconds = round(time.monotonic() - started, 3)
+        return {"job": job.id, "dest": job.spec.dest, "records_in": t["in"],
+                "records_out": t["out"], "dropped": t["dropped"], "errors": t["errors"],
+                "failures_recovered": job.failures_recovered, "seconds": seconds,
+                "lines_per_second": round(t["in"] / seconds) if seconds else 0,
+                "printed": job.printed, "not_printed": job.skipped}
+
+
+def _tell(address: str, message: dict, config) -> None:
+    """One message to a task's inbox; a task that is gone is dealt with by recovery."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with Connection.open((host, int(port)), wire.secret_key(config.secret), 5) as conn:
+            conn.send(message)
+    except OSError:
+        pass
+

@@ -1,0 +1,61 @@
+"""The shipped operators, and the traffic-signs record parsing they share.
+
+Each shipped operator is a module here named as users name it (`grep`, `signs_select`,
+`signs_by_category`, `count`) that defines `KIND` and `apply(keys, values, arg, state) -> Result`,
+working on a whole batch at once; `stream.operators.load_operator` imports it by name.
+
+Record rule (the oracle's, bench/reference_apps.py): a line is a record when `csv.reader` with
+`strict=True` reads it, after stripping a trailing CR/LF, as exactly NUM_FIELDS fields; any other
+line is unparsable. A line that starts with HEADER_PREFIX is the header, which the signs operators
+drop without counting it.
+
+Speed (the engine's hot loop): `pick_fields` answers for a whole batch. A line holding none of
+the characters csv treats specially (quote, CR, LF, NUL) and within csv's field size limit reads
+exactly as `line.split(",")`, so only the other lines go through `csv.reader`, in one call per
+batch. A malformed quoted line
+either raises or swallows the line after it (fewer records than lines); either way the batch is
+halved and retried, so one bad line costs a few re-reads and never spoils its neighbours.
+"""
+
+from __future__ import annotations
+
+import csv
+from operator import itemgetter
+
+SHIPPED = ("grep", "signs_select", "signs_by_category", "count")
+
+HEADER_PREFIX = "X,Y,OBJECTID,"
+NUM_FIELDS = 20
+OBJECTID, SIGN_TYPE, SIGN_POST, CATEGORY = 2, 3, 6, 8   # field indexes in a record
+
+
+def without_header(values: list[str]) -> list[str]:
+    """The values that are not the header line."""
+    return [v for v in values if not v.startswith(HEADER_PREFIX)]
+
+
+def pick_fields(lines: list[str], indexes: tuple[int, ...]) -> list[tuple[str, ...] | None]:
+    """For each line, its record's fields at `indexes` (two or more), or None if unparsable."""
+    pick = itemgetter(*indexes)
+    limit = csv.field_size_limit()
+    plain = [len(v) <= limit and '"' not in v and "\r" not in v and "\n" not in v
+             and "\0" not in v for v in lines]     # csv takes NUL as text only since 3.11
+    next_quoted = iter(_csv_fields([v for v, p in zip(lines, plain) if not p], pick)).__next__
+    cut = max(indexes) + 1      # split no further than the last field picked
+    return [(pick(v.split(",", cut)) if v.count(",") == NUM_FIELDS - 1 else None) if p
+            else next_quoted() for v, p in zip(lines, plain)]
+
+
+def _csv_fields(lines: list[str], pick) -> list:
+    """pick(record) or None for each line, reading the batch with one csv.reader if it can."""
+    try:
+        picked = [pick(r) if len(r) == NUM_FIELDS else None
+                  for r in csv.reader(lines, strict=True)]
+        if len(picked) == len(lines):   # every line was one record: all aligned
+            return picked
+    except csv.Error:
+        pass
+    if len(lines) == 1:
+        return [None]
+    half = len(lines) // 2
+    return _csv_fields(lines[:half], pick) + _csv_fields(lines[half:], pick)

@@ -1,0 +1,136 @@
+"""The network side of a task process: an inbox server and one sender per peer task.
+
+Tasks talk to each other directly over TCP with the wire format:
+
+    stream.block     {job, from, to, id, enc, first_line?, bulk}  + payload   upstream -> down
+    stream.ack       {job, from, to, ids}                                     down -> upstream
+    stream.schedule  {job, tasks: [[stage, index, "host:port"], ...]}         leader -> tasks
+    stream.stop      {job}                                                    leader -> tasks
+
+`Inbox` accepts connections and turns every message into an item on one queue, so the task's
+main loop is single-threaded. A `Sender` owns one connection to one peer task, sends in the
+order given, and when the peer is unreachable keeps its queue and retries, reconnecting to
+the peer's new address once the schedule moves the task elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+
+from cluster import wire
+from cluster.connection import Connection
+
+log = logging.getLogger("task")
+
+MAX_BLOCK_BYTES = 256 << 20
+RETRY_PAUSE = 0.2
+
+
+class Inbox:
+    def __init__(self, host: str, key: bytes | None):
+        self.key = key
+        self.items: queue.Queue = queue.Queue()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, 0))
+        self._sock.listen(64)
+        self.address = f"{host}:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True, name="inbox").start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(sock,), daemon=True).start()
+
+    def _read(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(sock, self.key)
+        try:
+            while True:
+                msg = conn.recv()
+                payload = b""
+                if msg.get("bulk"):
+                    payload = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_BLOCK_BYTES)
+                self.items.put((msg, payload))
+        except (OSError, wire.ProtocolError):
+            pass
+        finally:
+            conn.close()
+
+
+class Sender(threading.Thread):
+    """Delivers messages to one peer task, in order, across its moves and restarts."""
+
+    def __init__(self, peer: str, key: bytes | None):
+        super().__init__(daemon=True, name=f"send-{peer}")
+        self.peer = peer
+        self.key = key
+        self.address: str | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._conn: Connection | None = None
+        self._moved = threading.Event()
+        self.start()
+
+    def set_address(self, address: str) -> None:
+        if address != self.address:
+            self.address = address
+            self._moved.set()
+
+    def send(self, message: dict, payload: bytes = b"") -> None:
+        self._queue.put((message, payload))
+
+    def run(self) -> None:
+        while True:
+            message, payload = self._queue.get()
+            while not self._deliver(message, payload):
+                self._moved.wait(RETRY_PAUSE)
+
+    def _deliver(self, message: dict, payload: bytes) -> bool:
+        if self._moved.is_set() or self._conn is None:
+            self._moved.clear()
+            self._close()
+            if self.address is None:
+                return False
+            host, port = self.address.rsplit(":", 1)
+            try:
+                self._conn = Connection.open((host, int(port)), self.key, timeout=5)
+            except OSError:
+                return False
+        try:
+            if payload:
+                self._conn.send_bulk_bytes(message, payload)
+            else:
+                self._conn.send(message)
+            return True
+        except OSError:
+            self._close()
+            return False
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def wait_for(items: queue.Queue, timeout: float):
+    """The next inbox item, or None after `timeout` seconds."""
+    try:
+        return items.get(timeout=max(timeout, 0.0))
+    except queue.Empty:
+        return None
+
+
+def drain(items: queue.Queue, deadline: float):
+    """Inbox items until `deadline` (monotonic), without busy-waiting."""
+    while True:
+        item = wait_for(items, deadline - time.monotonic())
+        if item is None:
+            return
+        yield item

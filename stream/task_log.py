@@ -1,0 +1,94 @@
+"""A task's append-only log in HyDFS, and what a replacement task rebuilds from it.
+
+Every task owns one HyDFS file, ``rainstorm/<job>/<task>.log`` (readable with `get`), and
+appends one JSON line per commit (at most one per `batch_interval`). Block ids are source
+block ids, ``"<partition>:<block>"`` (see source_plan.py): every stage deduplicates by them.
+
+    {"seq": 7,                       commit number (also the DEST append id of its output)
+     "done": {"0": [[1, 12]]},       blocks finished here (IdSet ranges: partition -> blocks+1)
+     "blocks": ["0:13", "2:4"],      blocks processed in this commit (stateful/final tasks)
+     "state": {"Warning": 17},       changed per-key state (aggregates)
+     "out": {"0:13": {"1": [[keys], [values]]}, ...},   outputs by block and destination
+                                                         ("dest" for the final stage)
+     "stats": {"in": 0, "out": 0, "dropped": 0, "errors": 0}}   running totals
+
+A *stateless* task logs only "done" (and stats): replaying its input regenerates the same
+output. A *stateful* or *final* task logs "blocks", "state" and "out" before it sends
+anything (write-ahead), because its output depends on state that later input changes; a
+replacement resends the logged output instead of recomputing it, and the final stage
+re-appends a commit's rows to DEST under the same append id, which HyDFS stores once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from hydfs.idset import IdSet
+
+STAT_KEYS = ("in", "out", "dropped", "errors")
+
+
+def block_id(partition: int, block: int) -> str:
+    return f"{partition}:{block}"
+
+
+def block_key(bid: str) -> tuple[str, int]:
+    """A block id as an IdSet member (partition, block + 1)."""
+    partition, block = bid.split(":")
+    return partition, int(block) + 1
+
+
+def ids_of(bids) -> IdSet:
+    return IdSet.of(block_key(b) for b in bids)
+
+
+def log_name(job: str, task: str) -> str:
+    return f"rainstorm/{job}/{task}.log"
+
+
+def encode(record: dict) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+@dataclass
+class Recovered:
+    """A task's state as its log leaves it."""
+    completed: IdSet = field(default_factory=IdSet)
+    state: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)      # block id -> {dest: [keys, values]}
+    commits: dict = field(default_factory=dict)      # seq -> blocks of that commit
+    stats: dict = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
+    next_seq: int = 1
+
+    def unfinished_commits(self) -> list[int]:
+        """Commits with a block not yet finished: their output may not have gone out."""
+        return sorted(seq for seq, blocks in self.commits.items()
+                      if any(block_key(b) not in self.completed for b in blocks))
+
+
+def recover(data: bytes) -> Recovered:
+    """Replay a log. A torn last line (the task died mid-append) is ignored."""
+    rec = Recovered()
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        _apply(rec, record)
+    return rec
+
+
+def _apply(rec: Recovered, record: dict) -> None:
+    rec.next_seq = max(rec.next_seq, int(record.get("seq", 0)) + 1)
+    if "done" in record:
+        rec.completed = rec.completed.union(IdSet(record["done"]))
+    rec.state.update(record.get("state", {}))
+    for bid, outs in record.get("out", {}).items():
+        rec.outputs[bid] = outs
+    if record.get("blocks"):
+        rec.commits[int(record["seq"])] = list(record["blocks"])
+    if "stats" in record:
+        rec.stats = dict(record["stats"])

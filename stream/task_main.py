@@ -1,0 +1,53 @@
+"""Entry point of a task process: `python -m stream.task_main` with its spec on stdin.
+
+The node that starts a task writes one JSON line: the task spec, the node's and the
+leader's addresses, and the cluster secret. The task binds an inbox port, prints
+``READY host:port`` on stdout, and runs until the leader stops the job. Its log lines go to
+stderr, which the node appends to the node's log directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+from cluster import wire
+from stream.node_link import NodeLink
+from stream.operators import load_operator
+from stream.task import OperatorTask, SourceTask, TaskSpec
+from stream.task_io import Inbox
+
+
+def main() -> int:
+    setup = json.loads(sys.stdin.readline())
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=f"%(asctime)s task {setup['spec']['job']}/%(message)s")
+    spec = TaskSpec.from_wire(setup["spec"])
+    key = wire.secret_key(setup.get("secret", ""))
+    host = setup["node"][0]
+    inbox = Inbox(host, key)
+    link = NodeLink(tuple(setup["node"]), tuple(setup["leader"]), key)
+    if spec.task.stage == 0:
+        task = SourceTask(spec, link, inbox)
+    else:
+        task = OperatorTask(spec, link, inbox, load_operator(spec.operator, spec.arg, spec.cwd))
+    print(f"READY {inbox.address}", flush=True)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    task.run()
+    return 0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A task whose node died (kill -9) must not run on as a zombie: the leader has
+    already started its replacement elsewhere."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

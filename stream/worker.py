@@ -1,0 +1,152 @@
+"""The stream worker inside every node: starts task processes, and serves their HyDFS needs.
+
+The leader asks a node to start a task (`stream.start_task`); the node starts
+`python -m stream.task_main`, hands it its spec, waits for its ``READY host:port`` and
+answers with that address. Each task is its own OS process, so one node's tasks use more
+than one core and a crashing operator takes down only its task. A task that exits on its
+own is reported to the leader, which restarts it. Task processes reach HyDFS through
+`stream.hydfs_*` requests to their node (node_link.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+from cluster import wire
+from cluster.config import Config
+from cluster.server import HandlerError, MessageServer
+from hydfs.client import HydfsClient, HydfsError
+from hydfs.names import BadName
+
+log = logging.getLogger("stream")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START_TIMEOUT = 30.0
+MAX_APPEND = 1 << 30
+
+
+class StreamWorker:
+    def __init__(self, config: Config, vm: str, server: MessageServer, client: HydfsClient):
+        self.config = config
+        self.vm = vm
+        self.client = client
+        self.address = config.address(vm)
+        self.leader_address = config.address(config.leader)
+        self._procs: dict[tuple[str, tuple], subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        for name in ("start_task", "stop_job", "hydfs_append", "hydfs_create", "hydfs_read"):
+            server.route(f"stream.{name}", getattr(self, f"handle_{name}"))
+
+    # -- task processes ---------------------------------------------------------------------
+
+    def handle_start_task(self, conn, msg: dict) -> None:
+        spec = msg["spec"]
+        key = (spec["job"], tuple(spec["task"]))
+        self._stop_proc(key)                       # a restart of a task we ran before
+        log_path = os.path.join(self.config.log_dir, f"vm{self.vm}-tasks.log")
+        with open(log_path, "ab") as errors:
+            proc = subprocess.Popen([sys.executable, "-m", "stream.task_main"], cwd=REPO,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=errors)
+        setup = {"spec": spec, "node": list(self.address), "leader": list(self.leader_address),
+                 "secret": self.config.secret}
+        proc.stdin.write((wire.encode(setup).decode()).encode())
+        proc.stdin.close()
+        line = _read_ready(proc)
+        if not line.startswith("READY "):
+            proc.kill()
+            raise HandlerError(f"task {spec['task']} did not start on vm{self.vm}: "
+                               f"{line or 'it exited'} (see {log_path})")
+        with self._lock:
+            self._procs[key] = proc
+        threading.Thread(target=self._watch, args=(key, proc), daemon=True).start()
+        log.info("TASK %s/%s started on vm%s at %s", spec["job"], spec["task"], self.vm,
+                 line.split()[1])
+        conn.send({"t": "ok", "address": line.split()[1]})
+
+    def _watch(self, key, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        with self._lock:
+            if self._procs.get(key) is not proc:
+                return                       # stopped or replaced on purpose
+            del self._procs[key]
+        if code != 0:
+            log.warning("TASK %s/%s exited with status %s", key[0], list(key[1]), code)
+            self._tell_leader({"t": "stream.task_exit", "job": key[0], "task": list(key[1]),
+                               "vm": self.vm, "code": code})
+
+    def handle_stop_job(self, conn, msg: dict) -> None:
+        with self._lock:
+            keys = [k for k in self._procs if k[0] == msg.get("job")]
+        for key in keys:
+            self._stop_proc(key)
+        conn.send({"t": "ok", "stopped": len(keys)})
+
+    def _stop_proc(self, key) -> None:
+        with self._lock:
+            proc = self._procs.pop(key, None)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def stop(self) -> None:
+        with self._lock:
+            keys = list(self._procs)
+        for key in keys:
+            self._stop_proc(key)
+
+    def _tell_leader(self, message: dict) -> None:
+        from cluster.connection import Connection
+        try:
+            with Connection.open(self.leader_address, wire.secret_key(self.config.secret), 5) as c:
+                c.send(message)
+                c.recv()
+        except (OSError, wire.ProtocolError) as exc:
+            log.warning("could not tell the leader: %s", exc)
+
+    # -- HyDFS on behalf of task processes --------------------------------------------------
+
+    def handle_hydfs_append(self, conn, msg: dict) -> None:
+        data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND)
+        append_id = tuple(msg["id"]) if msg.get("id") else None
+        reply = _hydfs(self.client.append_bytes, str(msg.get("name")), data, append_id)
+        conn.send({"t": "ok", "new": reply.get("new", True)})
+
+    def handle_hydfs_create(self, conn, msg: dict) -> None:
+        data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND)
+        _hydfs(self.client.create_bytes, str(msg.get("name")), data)
+        conn.send({"t": "ok"})
+
+    def handle_hydfs_read(self, conn, msg: dict) -> None:
+        name = str(msg.get("name"))
+        size = _hydfs(self.client.size, name)
+        start = min(int(msg.get("offset", 0)), size)
+        length = min(int(msg.get("length", size)), size - start)
+        chunks = self.client.read_range(name, start, length)
+        try:
+            conn.send_bulk_chunks({"t": "ok", "size": size}, length, chunks)
+        except HydfsError as exc:
+            raise OSError(f"read of {name} failed midway: {exc}") from None
+
+
+def _hydfs(fn, *args):
+    try:
+        return fn(*args)
+    except (HydfsError, BadName) as exc:
+        raise HandlerError(str(exc)) from None
+
+
+def _read_ready(proc: subprocess.Popen) -> str:
+    """The task's first stdout line (READY host:port), or "" if it died first."""
+    result = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(START_TIMEOUT)
+    return result[0].decode().strip() if result else ""
