@@ -7,11 +7,12 @@ VM     ?= 02
 RUN    := run
 
 .PHONY: help venv test test-unit test-integration demo demo-membership cluster stop \
-        introducer node status data clean
+        introducer node status data clean bench bench-hydfs
 
 help:
 	@echo "make test              create .venv and run the whole test suite"
-	@echo "make demo              membership demo on a local 10-node cluster (scratch dir)"
+	@echo "make demo              a local 10-node cluster runs both RainStorm apps, killing 2 workers"
+	@echo "make demo-membership   joins, kill -9 and a paused node on a local 10-node cluster"
 	@echo "make cluster / stop    start / stop the 10 nodes of $(CONFIG) in the background"
 	@echo "make status            list_mem as node 01 sees it"
 	@echo "make introducer        run the introducer in the foreground (as on a course VM)"
@@ -34,7 +35,8 @@ test-unit: $(VPY)
 test-integration: $(VPY)
 	$(VPY) -m pytest -q tests/integration
 
-demo: demo-membership
+demo:
+	$(PYTHON) -m demos.rainstorm_demo
 
 demo-membership:
 	$(PYTHON) -m demos.membership_demo
@@ -75,6 +77,12 @@ data:
 	@for n in 1000 5000 10000; do \
 	  $(PYTHON) bench/gen_traffic_signs.py $$n datasets/TrafficSigns_$$n; done
 	@ls -l datasets
+
+# Benchmarks on real local clusters; results (markdown and JSON) go to bench/results/.
+bench: bench-hydfs
+
+bench-hydfs:
+	$(PYTHON) bench/hydfs_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(RUN) data logs datasets .pytest_cache

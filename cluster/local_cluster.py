@@ -153,14 +153,17 @@ class LocalCluster:
     def address(self, vm: str) -> tuple[str, int]:
         return "127.0.0.1", self.ports[vm]
 
-    def query(self, vm: str, *argv: str, timeout: float = 10.0) -> dict:
-        """Run a REPL command on node `vm` in-process; its JSON document, or CommandFailed."""
+    def query(self, vm: str, *argv: str, timeout: float = 10.0, on_output=None) -> dict:
+        """Run a REPL command on node `vm` in-process; its JSON document, or CommandFailed.
+        `on_output(line)` sees the command's progress lines as they come."""
         with Connection.open(self.address(vm), self.key, timeout) as conn:
             conn.send({"t": "ctl", "argv": list(argv), "cwd": str(self.root), "json": True})
             while True:
                 reply = conn.recv()
                 if reply.get("t") != "ctl_output":
                     break
+                if on_output is not None and not reply.get("keepalive"):
+                    on_output(reply.get("text", ""))
         if reply.get("t") != "ctl_result" or not reply.get("ok"):
             raise CommandFailed(reply.get("error", str(reply)))
         return reply["doc"]
