@@ -137,7 +137,9 @@ class Leader:
         self.jobs[job.id] = job
         try:
             self._start(ctx, job, op1, op2, size)
+            log.info("JOB %s started in %.3f s", job.id, time.monotonic() - started)
             self._watch(ctx, job, started)
+            log.info("JOB %s sources done at %.3f s", job.id, time.monotonic() - started)
             self._stop(job, ctx)
         finally:
             self._stop(job)
@@ -169,6 +171,7 @@ class Leader:
         job.size = size
         chunks = self.client.read_range(spec.src, 0, size) if size else [b""]
         partitions = plan_partitions(chunks, size, spec.num_tasks)
+        log.info("JOB %s partitions planned at %.3f s", job.id, time.monotonic() - job.started)
         live = [m.vm for m in self.membership.members()]
         job.schedule = assign(workers_for(live, self.vm), spec.num_tasks)
         for task in job.schedule:
