@@ -48,6 +48,9 @@ class HydfsClient:
         self.cache_ttl = cache_ttl
         self.write_deadline = write_deadline
         self._seq: dict[str, int] = {}
+        self._last_write: dict[str, list] = {}        # name -> id of our last acked append
+        self._epochs: dict[str, int] = {}             # name -> bumped by each of our writes
+        self._cache_lock = threading.Lock()           # LruCache itself is not thread-safe
         self._file_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._last_ts = 0.0
@@ -57,6 +60,21 @@ class HydfsClient:
     def _file_lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._file_locks.setdefault(name, threading.Lock())
+
+    def _invalidate(self, name: str) -> None:
+        with self._cache_lock:
+            self._epochs[name] = self._epochs.get(name, 0) + 1
+            self.cache.invalidate(name)
+
+    def _cached(self, name: str):
+        with self._cache_lock:
+            return self._epochs.get(name, 0), self.cache.get(name)
+
+    def _keep(self, name: str, epoch: int, version, vm: str, data: bytes) -> None:
+        """Cache what a get fetched, unless one of our writes happened meanwhile."""
+        with self._cache_lock:
+            if self._epochs.get(name, 0) == epoch:
+                self.cache.put(name, (version, time.monotonic(), vm), data)
 
     def _timestamp(self) -> float:
         with self._guard:
@@ -105,7 +123,7 @@ class HydfsClient:
                 except (OSError, wire.ProtocolError) as exc:
                     raise Unreachable(f"node {vm}: {exc}") from None
         reply = self._write(name, attempt)
-        self.cache.invalidate(name)
+        self._invalidate(name)
         return {"name": name, "size": size, "replicas": reply["replicas"]}
 
     def create_bytes(self, name: str, data: bytes) -> dict:
@@ -134,39 +152,49 @@ class HydfsClient:
             try:
                 reply = self._write(name, lambda vm: self.peers.call_with_bytes(vm, header, data))
             finally:
-                self.cache.invalidate(name)
+                self._invalidate(name)
+            self._last_write[name] = list(append_id)
         return {"name": name, "size": len(data), "seq": append_id[1], "new": reply["new"],
                 "replicas": reply["replicas"]}
 
     def merge(self, name: str) -> dict:
         reply = self._write(name, lambda vm: self.peers.call(
             vm, {"t": "hydfs.merge", "name": name}, timeout=300))
-        self.cache.invalidate(name)
+        self._invalidate(name)
         return {k: reply[k] for k in ("merged", "gen", "already", "seconds")}
 
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, name: str, local_path: str) -> dict:
-        """Copy `name` to `local_path`; from the cache when it is fresh."""
+        """Copy `name` to `local_path`; from the cache when it is fresh.
+
+        Read-my-writes: the request names our last acknowledged append to this file, and a
+        replica that does not hold it yet (e.g. one just restarted with an old copy)
+        answers "behind"; we then read another replica, or wait for re-replication.
+        """
         check_name(name)
-        cached = self.cache.get(name)
+        epoch, cached = self._cached(name)
         if cached is not None:
             (version, fetched_at, replica), data = cached
             if time.monotonic() - fetched_at < self.cache_ttl:
                 _write_local(local_path, [data])
                 return {"name": name, "size": len(data), "replica": replica, "cached": True}
-        last = "no replica reachable"
-        for vm in self.owners(name):
-            if_version = cached[0][0] if cached is not None and cached[0][2] == vm else None
-            try:
-                return self._get_from(vm, name, local_path, if_version, cached)
-            except (Unreachable, OSError, wire.ProtocolError) as exc:
-                last = f"node {vm}: {exc}"
-            except RemoteError as exc:
-                if "no such file" not in str(exc):
-                    raise HydfsError(str(exc)) from None
-                last = str(exc)
-        raise HydfsError(last)
+        deadline = time.monotonic() + self.write_deadline
+        while True:
+            last = "no replica reachable"
+            for vm in self.owners(name):
+                if_version = cached[0][0] if cached is not None and cached[0][2] == vm else None
+                try:
+                    return self._get_from(vm, name, local_path, if_version, cached, epoch=epoch)
+                except (Unreachable, OSError, wire.ProtocolError) as exc:
+                    last = f"node {vm}: {exc}"
+                except RemoteError as exc:
+                    if "no such file" not in str(exc) and not str(exc).startswith("behind"):
+                        raise HydfsError(str(exc)) from None
+                    last = str(exc)
+            if not last.startswith("behind") or time.monotonic() >= deadline:
+                raise HydfsError(last)
+            time.sleep(RETRY_PAUSE)
 
     def get_from_replica(self, vm: str, name: str, local_path: str) -> dict:
         check_name(name)
@@ -222,15 +250,17 @@ class HydfsClient:
             if os.path.exists(path):
                 os.unlink(path)
 
-    def _get_from(self, vm, name, local_path, if_version, cached, use_cache=True) -> dict:
+    def _get_from(self, vm, name, local_path, if_version, cached, use_cache=True,
+                  epoch: int = 0) -> dict:
         with self.peers.open(vm) as conn:
             try:
-                conn.send({"t": "hydfs.get", "name": name, "if_version": if_version})
+                conn.send({"t": "hydfs.get", "name": name, "if_version": if_version,
+                           "must_hold": self._last_write.get(name) if use_cache else None})
                 reply = check_reply(conn.recv())
                 if reply["t"] == "hydfs.not_modified":
                     data = cached[1]
                     _write_local(local_path, [data])
-                    self.cache.put(name, (reply["version"], time.monotonic(), vm), data)
+                    self._keep(name, epoch, reply["version"], vm, data)
                     return {"name": name, "size": len(data), "replica": vm, "cached": True}
                 size = wire.bulk_length(reply)
                 keep = use_cache and 0 < size <= self.cache.capacity_bytes
@@ -238,7 +268,7 @@ class HydfsClient:
             except (OSError, wire.ProtocolError) as exc:
                 raise Unreachable(f"node {vm}: {exc}") from None
         if keep:
-            self.cache.put(name, (reply["version"], time.monotonic(), vm), kept)
+            self._keep(name, epoch, reply["version"], vm, kept)
         return {"name": name, "size": size, "replica": vm, "cached": False}
 
     # -- listings ---------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from cluster.commands import CommandError, CommandRegistry, Context, Result, UsageError, expect_args
 from cluster.config import ConfigError, normalize_vm
 from cluster.server import HandlerError
@@ -75,8 +77,9 @@ def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
             raise UsageError("usage: multiappend HYDFS NN=LOCAL [NN=LOCAL ...]")
         name = args[0]
         jobs = [(_vm(a.split("=", 1)[0]), ctx.local_path(a.split("=", 1)[1])) for a in args[1:]]
-        results = service.parallel(lambda job: service.peers.call(
-            job[0], {"t": "hydfs.client_append", "name": name, "path": job[1]}, timeout=120), jobs)
+        # Its own threads: the shared pool must stay free for the appends' coordinators.
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            results = list(pool.map(lambda job: _call(service, job, name), jobs))
         lines, docs, failed = [], [], 0
         for (vm, path), r in zip(jobs, results):
             ok = isinstance(r, dict)
@@ -105,6 +108,15 @@ def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
                  "the file as node NN holds it now")
     registry.add("multiappend", multiappend, "multiappend HYDFS NN=LOCAL ...",
                  "the named nodes append their local files at the same time")
+
+
+def _call(service, job, name: str):
+    vm, path = job
+    try:
+        return service.peers.call(vm, {"t": "hydfs.client_append", "name": name, "path": path},
+                                  timeout=120)
+    except Exception as exc:      # reported per node in the command's answer
+        return exc
 
 
 def _vm(text: str) -> str:

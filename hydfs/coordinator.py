@@ -57,6 +57,8 @@ class Coordinator:
         owners = self.service.owners(name)
         if self.service.vm not in owners:
             raise HandlerError(f"not_owner: node {self.service.vm} is not a replica of {name}")
+        if len(owners) < self.service.replicas:     # a write must survive replicas-1 failures
+            raise NotEnoughReplicas(_not_enough(name, len(owners), self.service.replicas))
         return owners
 
     # -- create -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ inclusive, sorted, non-overlapping ranges. It answers membership, union, differe
 
 from __future__ import annotations
 
+import bisect
 from typing import Iterable
 
 
@@ -34,7 +35,11 @@ class IdSet:
 
     def __contains__(self, item: tuple[str, int]) -> bool:
         client, seq = item
-        return any(lo <= seq <= hi for lo, hi in self._ranges.get(client, ()))
+        spans = self._ranges.get(client)
+        if not spans:
+            return False
+        i = bisect.bisect_right(spans, [seq, float("inf")]) - 1
+        return i >= 0 and spans[i][0] <= seq <= spans[i][1]
 
     def __len__(self) -> int:
         return sum(hi - lo + 1 for spans in self._ranges.values() for lo, hi in spans)
@@ -62,8 +67,14 @@ class IdSet:
         return result
 
     def covers(self, other: "IdSet") -> bool:
-        return all(item in self for item in other) if len(other) < 4096 else \
-            self.union(other) == self
+        """Does this set contain every id of `other`? (span by span, not id by id)"""
+        for client, spans in other._ranges.items():
+            mine = self._ranges.get(client, [])
+            for lo, hi in spans:
+                i = bisect.bisect_right(mine, [lo, float("inf")]) - 1
+                if i < 0 or not (mine[i][0] <= lo and hi <= mine[i][1]):
+                    return False
+        return True
 
     def max_seq(self, client: str) -> int:
         spans = self._ranges.get(client)
@@ -73,12 +84,11 @@ class IdSet:
         if lo > hi:
             raise ValueError(f"bad range {lo}..{hi}")
         spans = self._ranges.setdefault(client, [])
-        spans.append([lo, hi])
-        spans.sort()
-        merged = [spans[0]]
-        for span in spans[1:]:
-            if span[0] <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], span[1])
-            else:
-                merged.append(span)
-        self._ranges[client] = merged
+        i = bisect.bisect_left(spans, [lo, hi])
+        start = i - 1 if i > 0 and spans[i - 1][1] + 1 >= lo else i
+        end = i
+        while end < len(spans) and spans[end][0] <= hi + 1:
+            end += 1
+        if start < end:          # overlaps or touches its neighbours: one span for all
+            lo, hi = min(lo, spans[start][0]), max(hi, spans[end - 1][1])
+        spans[start:end] = [[lo, hi]]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import urllib.parse
 
 MAX_NAME_BYTES = 255
+MAX_DISK_NAME = 240          # file systems allow 255 bytes per path component
+DISK_PREFIX = "f-"           # so that no name (".tmp-x", ".hidden") clashes with our own
 
 
 class BadName(ValueError):
@@ -30,13 +32,23 @@ def check_name(name) -> str:
         raise BadName(f"HyDFS name {name!r} is an absolute path")
     if any(part in (".", "..") for part in name.replace("\\", "/").split("/")):
         raise BadName(f"HyDFS name {name!r} contains '.' or '..'")
+    if len(_encode(name)) > MAX_DISK_NAME:
+        raise BadName(f"HyDFS name {name[:40]!r}... is too long once encoded for disk")
     return name
+
+
+def _encode(name: str) -> str:
+    return DISK_PREFIX + urllib.parse.quote(name, safe="-_.")
 
 
 def disk_name(name: str) -> str:
     """The single, safe path component that stores `name` (reversible)."""
-    return urllib.parse.quote(check_name(name), safe="-_")
+    return _encode(check_name(name))
 
 
 def name_from_disk(component: str) -> str:
-    return urllib.parse.unquote(component)
+    return urllib.parse.unquote(component[len(DISK_PREFIX):])
+
+
+def is_disk_name(component: str) -> bool:
+    return component.startswith(DISK_PREFIX)

@@ -31,6 +31,7 @@ from membership.service import MembershipService
 log = logging.getLogger("hydfs")
 
 MAX_APPEND_BYTES = 1 << 30
+PARALLEL_TIMEOUT = 120.0     # no fan-out waits forever on one stuck peer
 
 
 class HydfsService:
@@ -77,7 +78,7 @@ class HydfsService:
         results = []
         for future in futures:
             try:
-                results.append(future.result())
+                results.append(future.result(timeout=PARALLEL_TIMEOUT))
             except Exception as exc:      # reported to the caller per item
                 results.append(exc)
         return results
@@ -104,8 +105,12 @@ class HydfsService:
 
     def handle_get(self, conn, msg: dict) -> None:
         name = _name(msg)
-        if self.store.get_state(name) is None:
+        st = self.store.get_state(name)
+        if st is None:
             raise HandlerError(f"no such file {name} in HyDFS")
+        must_hold = msg.get("must_hold")
+        if must_hold and not st.holds((str(must_hold[0]), int(must_hold[1]))):
+            raise HandlerError(f"behind: vm{self.vm} does not hold your last append to {name} yet")
         snap = self.store.snapshot(name)
         try:
             if msg.get("if_version") == snap.state_version:

@@ -24,6 +24,7 @@ handles and the piece list) under it and stream without holding it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -33,7 +34,9 @@ import zlib
 from dataclasses import dataclass, field
 
 from hydfs.idset import IdSet
-from hydfs.names import disk_name, name_from_disk
+from hydfs.names import disk_name, is_disk_name, name_from_disk
+
+log = logging.getLogger("hydfs")
 
 BLOCK = 1 << 20
 READ_CHUNK = 1 << 20
@@ -110,9 +113,13 @@ class FileState:
 
 @dataclass
 class Snapshot:
-    """A consistent view for streaming a file: (open file, offset, length, crcs) pieces."""
+    """A consistent view for streaming a file, taken under its lock: the summary, the
+    pending records and open handles to the bytes, as (file, offset, length, crcs,
+    per_block) pieces. Merges and installs after it do not change what it reads."""
     state_version: list
     size: int
+    summary: dict = field(default_factory=dict)
+    pending: list = field(default_factory=list)
     pieces: list = field(default_factory=list)
 
     def close(self) -> None:
@@ -206,7 +213,7 @@ class ReplicaStore:
         with self.lock(name):
             st = self.state(name)
             folder = self._dir(name)
-            snap = Snapshot(st.version(), st.size)
+            snap = Snapshot(st.version(), st.size, st.summary(), list(st.pending))
             if st.base_size:
                 base = open(os.path.join(folder, st.base_file), "rb")
                 snap.pieces.append((base, 0, st.base_size, list(st.base_crcs), True))
@@ -248,6 +255,16 @@ class ReplicaStore:
                     yield chunk[lo:hi]
                 here += len(chunk)
             pos += size
+
+    def snapshot_records(self, snap: Snapshot, exclude: IdSet) -> list:
+        """(header, bytes) of the snapshot's pending records not in `exclude`, verified."""
+        pieces = [p for p in snap.pieces if not p[4]]
+        out = []
+        for rec, (f, offset, size, crcs, _) in zip(snap.pending, pieces):
+            if rec.id not in exclude:
+                f.seek(offset)
+                out.append((rec.header(), b"".join(_read_record(f, size, crcs[0]))))
+        return out
 
     def pending_records(self, name: str, exclude: IdSet) -> list:
         """(header, bytes) of pending records whose ids are not in `exclude`, verified."""
@@ -369,7 +386,7 @@ class ReplicaStore:
             with self._guard:
                 self._files.pop(name, None)
             if reason == "corrupt":
-                aside = os.path.join(self.root, f".corrupt-{int(time.time())}-{disk_name(name)}")
+                aside = os.path.join(self.root, f".corrupt-{int(time.time())}-{uuid.uuid4().hex}")
                 os.rename(folder, aside)
             else:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -388,11 +405,14 @@ class ReplicaStore:
             path = os.path.join(self.root, entry)
             if entry.startswith(".tmp-"):
                 shutil.rmtree(path, ignore_errors=True)   # an install that never committed
-            elif not entry.startswith(".") and os.path.isdir(path):
+            elif is_disk_name(entry) and os.path.isdir(path):
                 try:
                     st = self._load(path)
-                except (OSError, ValueError, KeyError, CorruptReplica):
-                    shutil.rmtree(path, ignore_errors=True)   # re-replication restores it
+                except (OSError, ValueError, KeyError, CorruptReplica) as exc:
+                    # Kept aside, not deleted: re-replication restores the file, and a
+                    # person can still look at what failed to load.
+                    log.error("CORRUPT copy %s could not be loaded (%s); set aside", entry, exc)
+                    os.rename(path, os.path.join(self.root, f".unloadable-{uuid.uuid4().hex}"))
                     continue
                 self._files[st.name] = st
                 self._commit_meta(st)

@@ -12,6 +12,8 @@ the receiver's file; records are small appends and travel as one payload.
 
 from __future__ import annotations
 
+import dataclasses
+
 from cluster import wire
 from cluster.connection import Connection
 from hydfs.idset import IdSet
@@ -27,22 +29,20 @@ class RemoteError(Exception):
 def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
                exclude: IdSet | None = None) -> None:
     """Send our copy of `name`: the whole state, or only records not in `exclude`."""
-    st = store.state(name)
-    if full:
-        snap = store.snapshot(name)
-        try:
-            snap.pieces = [p for p in snap.pieces if p[4]]      # the base only
-            summary = st.summary()
-            size = sum(p[2] for p in snap.pieces)
+    snap = store.snapshot(name)          # summary, base and records of one moment
+    try:
+        if full:
+            summary = snap.summary
+            base = [p for p in snap.pieces if p[4]]
+            view = dataclasses.replace(snap, pieces=base)
             conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": summary},
-                                  size, store.read_chunks(snap))
-        finally:
-            snap.close()
-        exclude = IdSet(summary["merged"])
-    else:
-        conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": None}, 0, [])
-    records = store.pending_records(name, exclude or IdSet())
-    send_records(conn, name, records)
+                                  sum(p[2] for p in base), store.read_chunks(view))
+            exclude = IdSet(summary["merged"])
+        else:
+            conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": None}, 0, [])
+        send_records(conn, name, store.snapshot_records(snap, exclude or IdSet()))
+    finally:
+        snap.close()
 
 
 def send_records(conn: Connection, name: str, records: list) -> None:

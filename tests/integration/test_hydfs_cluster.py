@@ -178,7 +178,7 @@ def test_corrupted_replica_is_detected_and_repaired(local_cluster):
     data = os.urandom(300_000)
     cluster.query("01", "create", write(cluster, "c", data), "c")
     victim = Ring(cluster.vms, 11).replicas("c", 3)[0]
-    folder = cluster.root / "data" / f"vm{victim}" / "hydfs" / "c"
+    folder = cluster.root / "data" / f"vm{victim}" / "hydfs" / "f-c"
     base = next(p for p in folder.iterdir() if p.name.startswith("base."))
     raw = bytearray(base.read_bytes())
     raw[1000] ^= 0xFF
@@ -204,3 +204,27 @@ def test_get_reflects_own_appends_through_the_cache(local_cluster):
     cluster.query("02", "append", write(cluster, "c1", b"1"), "cached")
     cluster.query("02", "get", "cached", out)
     assert open(out, "rb").read() == b"01"
+
+
+def test_writes_need_as_many_live_nodes_as_replicas(local_cluster):
+    cluster = local_cluster(3)
+    cluster.query("01", "create", write(cluster, "w", b"w"), "w")
+    cluster.kill("03")
+    cluster.wait_converged(["01", "02"], timeout=5)
+    with pytest.raises(CommandFailed, match="not enough live replicas"):
+        cluster.query("01", "append", write(cluster, "w2", b"more"), "w", timeout=30)
+    cluster.query("02", "get", "w", str(cluster.root / "w.out"))      # reads still work
+    assert (cluster.root / "w.out").read_bytes() == b"w"
+
+
+def test_read_my_writes_after_the_primary_restarts_with_an_old_copy(local_cluster):
+    cluster = local_cluster(5)
+    cluster.query("02", "create", write(cluster, "b", b"base\n"), "rmw")
+    primary = Ring(cluster.vms, 11).replicas("rmw", 3)[0]
+    client = next(vm for vm in cluster.vms if vm not in (primary, "01"))
+    cluster.kill(primary)
+    cluster.wait_converged([vm for vm in cluster.vms if vm != primary], timeout=5)
+    cluster.query(client, "append", write(cluster, "x", b"appended\n"), "rmw", timeout=30)
+    cluster.start(primary)                         # back with its old copy on disk
+    cluster.query(client, "get", "rmw", str(cluster.root / "rmw.out"), timeout=30)
+    assert (cluster.root / "rmw.out").read_bytes() == b"base\nappended\n"

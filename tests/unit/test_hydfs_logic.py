@@ -15,13 +15,14 @@ from hydfs.ring import Ring
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.parametrize("name", ["TrafficSigns_1000", "app1_out", "logs/task-3", "a b", "x.y"])
+@pytest.mark.parametrize("name", ["TrafficSigns_1000", "app1_out", "logs/task-3", "a b", "x.y",
+                                  ".hidden", ".tmp-x", "x" * 200])
 def test_good_names_map_to_one_safe_path_component(name):
     assert check_name(name) == name
     assert "/" not in disk_name(name) and name_from_disk(disk_name(name)) == name
 
 
-@pytest.mark.parametrize("name", ["", "../x", "a/../b", "/etc/passwd", "..", ".", "a\x00b",
+@pytest.mark.parametrize("name", ["", "\u00e9" * 120, "../x", "a/../b", "/etc/passwd", "..", ".", "a\x00b",
                                   "a\nb", "x" * 256, None, 5, "C:\\x", "a/./b"])
 def test_bad_names_are_refused(name):
     with pytest.raises(BadName):
@@ -38,6 +39,13 @@ def test_idset_ranges_union_and_cover():
     assert IdSet(u.to_wire()) == u and u.max_seq("c") == 5
     with pytest.raises(ValueError):
         IdSet({"c": [[3, 1]]})
+
+
+@pytest.mark.timeout(10)
+def test_idset_with_many_sparse_ranges_stays_fast():
+    ids = IdSet.of(("c", seq) for seq in range(1, 80000, 2))        # 40,000 spans
+    assert len(ids) == 40000 and ("c", 79999) in ids and ("c", 2) not in ids
+    assert ids.union(IdSet.of([("c", 2)])).covers(ids)
 
 
 def summary(gen=0, merged=(), pending=(), merge_id="create", file_id="F"):
