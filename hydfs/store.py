@@ -186,24 +186,35 @@ class ReplicaStore:
             self._write_records(st, new)
             return len(new)
 
-    def _write_records(self, st: FileState, records) -> None:
+    def _write_records(self, st: FileState, records, folder: str | None = None) -> None:
+        """Append records to the pending log, fsync'd. The in-memory state changes only
+        once they are on disk; a failed write is cut back off, so a retry cannot double."""
         if not records:
             return
-        path = os.path.join(self._dir(st.name), st.pending_file)
-        with open(path, "r+b" if os.path.exists(path) else "wb") as f:
-            f.seek(st.pending_size)
-            new = []
-            for client, seq, ts, data in records:
-                rec = Record(client, seq, ts, len(data), zlib.crc32(data), 0)
-                header = json.dumps(rec.header(), separators=(",", ":")).encode() + b"\n"
-                rec.offset = st.pending_size + len(header)
-                f.write(header)
-                f.write(data)
-                st.pending_size = rec.offset + rec.size
-                new.append(rec)
-            f.truncate(st.pending_size)
-            f.flush()
-            os.fsync(f.fileno())
+        folder = folder or self._dir(st.name)
+        path = os.path.join(folder, st.pending_file)
+        created = not os.path.exists(path)
+        with open(path, "wb" if created else "r+b") as f:
+            end, new = st.pending_size, []
+            try:
+                f.seek(end)
+                for client, seq, ts, data in records:
+                    rec = Record(client, seq, ts, len(data), zlib.crc32(data), 0)
+                    header = json.dumps(rec.header(), separators=(",", ":")).encode() + b"\n"
+                    rec.offset = end + len(header)
+                    f.write(header)
+                    f.write(data)
+                    end = rec.offset + rec.size
+                    new.append(rec)
+                f.truncate(end)
+                f.flush()
+                os.fsync(f.fileno())
+            except BaseException:
+                f.truncate(st.pending_size)
+                raise
+        if created:
+            _fsync_dir(folder)          # the new log's name must survive a power cut too
+        st.pending_size = end
         for rec in new:
             st.pending.append(rec)
             st.pending_ids.add(rec.client, rec.seq)
@@ -364,20 +375,28 @@ class ReplicaStore:
             st.base_size, st.base_crcs = _write_blocks(os.path.join(tmp, st.base_file), chunks)
             if st.base_size != size:
                 raise ValueError(f"expected {size} bytes, received {st.base_size}")
+            self._write_records(st, [(h["id"][0], h["id"][1], h["ts"], d) for h, d in records
+                                     if not st.holds(tuple(h["id"]))], folder=tmp)
             _write_json(os.path.join(tmp, "meta.json"), st.meta())
-            final = self._dir(name)
-            if replace:
-                shutil.rmtree(final, ignore_errors=True)
-            os.rename(tmp, final)
-            _fsync_dir(self.root)
+            self._swap_in(tmp, self._dir(name), replace)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._write_records(st, [(h["id"][0], h["id"][1], h["ts"], d) for h, d in records
-                                 if not st.holds(tuple(h["id"]))])
         with self._guard:
             self._files[name] = st
         return st
+
+    def _swap_in(self, tmp: str, final: str, replace: bool) -> None:
+        """Put a complete copy in place of the old one; a crash in between leaves one of the
+        two intact (`_load_all` puts back an old copy whose replacement never arrived)."""
+        old = None
+        if replace and os.path.exists(final):
+            old = os.path.join(self.root, f".old-{uuid.uuid4().hex}")
+            os.rename(final, old)
+        os.rename(tmp, final)
+        _fsync_dir(self.root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
     def remove(self, name: str, reason: str = "") -> None:
         """Drop our copy (not a replica any more, or corrupt: then it is kept aside)."""
@@ -401,11 +420,15 @@ class ReplicaStore:
     # -- loading after a restart --------------------------------------------------------------
 
     def _load_all(self) -> None:
-        for entry in os.listdir(self.root):
+        for entry in os.listdir(self.root):       # first, what a crash left half done
             path = os.path.join(self.root, entry)
             if entry.startswith(".tmp-"):
                 shutil.rmtree(path, ignore_errors=True)   # an install that never committed
-            elif is_disk_name(entry) and os.path.isdir(path):
+            elif entry.startswith(".old-"):
+                self._recover_old(path)
+        for entry in os.listdir(self.root):
+            path = os.path.join(self.root, entry)
+            if is_disk_name(entry) and os.path.isdir(path):
                 try:
                     st = self._load(path)
                 except (OSError, ValueError, KeyError, CorruptReplica) as exc:
@@ -416,6 +439,20 @@ class ReplicaStore:
                     continue
                 self._files[st.name] = st
                 self._commit_meta(st)
+
+    def _recover_old(self, old: str) -> None:
+        """A copy moved aside by an install: drop it if its replacement is in place, else
+        put it back (the crash came between the two renames)."""
+        try:
+            with open(os.path.join(old, "meta.json"), encoding="utf-8") as f:
+                final = self._dir(json.load(f)["name"])
+        except (OSError, ValueError, KeyError):
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        if os.path.exists(final):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(old, final)
 
     def _load(self, folder: str) -> FileState:
         with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:

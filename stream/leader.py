@@ -160,6 +160,10 @@ class Leader:
     def _check_files(self, spec: JobSpec) -> int:
         try:
             check_name(spec.dest)
+            self.client.size(spec.src)          # "no such file" before anything else
+            # Replicas may order unmerged appends differently; after a merge every replica
+            # holds the same bytes, so sources can read their byte ranges from any of them.
+            self.client.merge(spec.src)
             size = self.client.size(spec.src)
             self.client.create_bytes(spec.dest, b"")
         except (HydfsError, BadName) as exc:

@@ -155,3 +155,30 @@ def test_byte_ranges_read_only_what_they_need_across_base_and_appends(tmp_path):
         got = b"".join(store.read_range(snap, start, length))
         snap.close()
         assert got == whole[start:start + length]
+
+
+def test_a_failed_append_write_is_cut_back_and_not_doubled(tmp_path, monkeypatch):
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id", [b"B"], 1)
+    store.append("f", "c", 1, 1.0, b"one")
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def failing_fsync(fd):
+        calls["n"] += 1
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        store.append("f", "c", 2, 2.0, b"two")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert not store.state("f").holds(("c", 2))
+    assert store.append("f", "c", 2, 2.0, b"two")                     # the retry
+    assert content(ReplicaStore(str(tmp_path)), "f") == b"Bonetwo"
+
+
+def test_a_crash_between_the_renames_of_an_install_keeps_the_old_copy(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id", [b"old"], 3)
+    final = folder(store, "f")
+    os.rename(final, os.path.join(str(tmp_path), ".old-crashed"))     # the first rename only
+    assert content(ReplicaStore(str(tmp_path)), "f") == b"old"
