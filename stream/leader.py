@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 import uuid
 from dataclasses import dataclass, field
 
@@ -202,14 +203,13 @@ class Leader:
     def _launch(self, job: Job, tasks: list[TaskId]) -> None:
         """Start `tasks` where the schedule puts them, then send everyone the schedule."""
         def start(task):
-            reply = self.peers.call(job.schedule[task], {
-                "t": "stream.start_task", "spec": job.task_specs[task]}, 60)
-            return task, reply["address"]
-        for task in tasks:
-            try:
-                task, address = start(task)
-            except (Unreachable, RemoteError) as exc:
-                raise CommandError(f"could not start task {task}: {exc}") from None
+            return self.peers.call(job.schedule[task], {
+                "t": "stream.start_task", "spec": job.task_specs[task]}, 60)["address"]
+        with ThreadPoolExecutor(max_workers=max(len(tasks), 1)) as pool:
+            started = list(pool.map(_attempt(start), tasks))
+        for task, address in zip(tasks, started):
+            if isinstance(address, Exception):
+                raise CommandError(f"could not start task {task}: {address}")
             job.addresses[task] = address
         self._send_schedule(job)
 
@@ -314,6 +314,16 @@ class Leader:
                 "failures_recovered": job.failures_recovered, "seconds": seconds,
                 "lines_per_second": round(t["in"] / seconds) if seconds else 0,
                 "printed": job.printed, "not_printed": job.skipped}
+
+
+def _attempt(fn):
+    """fn, returning the Unreachable/RemoteError it raises instead of raising it."""
+    def attempt(arg):
+        try:
+            return fn(arg)
+        except (Unreachable, RemoteError) as exc:
+            return exc
+    return attempt
 
 
 def _tell(address: str, message: dict, config) -> None:

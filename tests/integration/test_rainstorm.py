@@ -13,6 +13,7 @@ from bench import reference_apps
 from bench.gen_traffic_signs import iter_lines, write_csv
 from cluster.local_cluster import CommandFailed, LocalCluster
 from stream.scheduler import TaskId, assign, workers_for
+from stream.task import csv_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -145,22 +146,31 @@ def test_bad_jobs_get_clear_errors(cluster):
 
 
 def test_user_python_operator_and_executable_operator(cluster):
-    upper = cluster.root / "upper.py"
-    upper.write_text('KIND = "transform"\n\ndef process(key, value, arg):\n'
-                     '    if "Stop" not in value:\n        raise ValueError("not a stop")\n'
-                     '    return key, value.split(",")[2]\n')
-    doc = cluster.query("01", "RainStorm", "grep", str(upper), "TrafficSigns_1000", "user_out",
-                        "3", "--op1-args", "Stop", timeout=120)
-    assert doc["records_out"] > 0 and doc["errors"] >= 0
-    exe = cluster.root / "passthru"
+    """A user's operator by path that raises on some tuples (counted, job goes on), and an
+    executable operator speaking the batched line protocol."""
+    picky = cluster.root / "picky.py"
+    picky.write_text('KIND = "transform"\n\n'
+                     'def process(key, value, arg):\n'
+                     '    object_id = value.split(",")[2]\n'
+                     '    if int(object_id) % 2:\n'
+                     '        raise ValueError("odd OBJECTID")\n'
+                     '    return object_id, "even"\n')
+    lines = list(iter_lines(1000))
+    matching = [line for line in lines[1:] if "No Outlet" in line]
+    doc = cluster.query("01", "RainStorm", "grep", str(picky), "TrafficSigns_1000", "user_out",
+                        "3", "--op1-args", "No Outlet", timeout=120)
+    ids = [int(reference_apps.parse(line)[2]) for line in matching]
+    assert doc["errors"] == sum(1 for i in ids if i % 2)
+    assert rows_of(cluster, "user_out") == collections.Counter(
+        f"{i},even" for i in ids if i % 2 == 0)
+    exe = cluster.root / "shout"
     exe.write_text("#!/usr/bin/env python3\nimport json, sys\nfor line in sys.stdin:\n"
                    "    b = json.loads(line)\n"
-                   "    print(json.dumps({'out': [[k, v.upper()] for k, v in zip(b['keys'], b['values'])]}),"
-                   " flush=True)\n")
+                   "    out = [[k, v.upper()] for k, v in zip(b['keys'], b['values'])]\n"
+                   "    print(json.dumps({'out': out}), flush=True)\n")
     exe.chmod(0o755)
     doc = cluster.query("01", "RainStorm", "grep", str(exe), "TrafficSigns_1000", "exe_out", "3",
                         "--op1-args", "No Outlet", timeout=120)
-    assert doc["records_out"] == sum(expected(APP1, 1000).values())
-
-
-
+    keys = [f"TrafficSigns_1000:{n}" for n, line in enumerate(lines, 1) if "No Outlet" in line]
+    want = collections.Counter(csv_rows(keys, [v.upper() for v in matching]).decode().splitlines())
+    assert rows_of(cluster, "exe_out") == want and doc["records_out"] == len(matching)
