@@ -37,6 +37,7 @@ log = logging.getLogger("stream")
 
 PROGRESS_EVERY = 1.0
 PRINT_ROWS_PER_SECOND = 10
+MAX_TASK_RESTARTS = 3          # a task that keeps dying (a broken operator) fails the job
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Job:
     task_specs: dict = field(default_factory=dict)    # TaskId -> spec sent to its worker
     started: float = field(default_factory=time.monotonic)
     failures_recovered: int = 0
+    restarts: dict = field(default_factory=dict)      # TaskId -> times its process died
     printed: int = 0
     skipped: int = 0
 
@@ -264,6 +266,11 @@ class Leader:
 
     def _recover(self, ctx: Context, job: Job, gone: set | None = None,
                  exited: TaskId | None = None) -> None:
+        if exited is not None:
+            job.restarts[exited] = job.restarts.get(exited, 0) + 1
+            if job.restarts[exited] > MAX_TASK_RESTARTS:
+                raise CommandError(f"task {exited} failed {job.restarts[exited]} times "
+                                   f"(an operator error? see logs/vmNN-tasks.log); job stopped")
         live = [m.vm for m in self.membership.members()]
         workers = workers_for(live, self.vm)
         if exited is not None and job.schedule.get(exited) in workers:

@@ -174,3 +174,12 @@ def test_user_python_operator_and_executable_operator(cluster):
     keys = [f"TrafficSigns_1000:{n}" for n, line in enumerate(lines, 1) if "No Outlet" in line]
     want = collections.Counter(csv_rows(keys, [v.upper() for v in matching]).decode().splitlines())
     assert rows_of(cluster, "exe_out") == want and doc["records_out"] == len(matching)
+
+
+def test_an_operator_that_always_crashes_fails_the_job_clearly(cluster):
+    broken = cluster.root / "broken"
+    broken.write_text("#!/bin/sh\necho 'cannot work' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    with pytest.raises(CommandFailed, match="failed 4 times"):
+        cluster.query("01", "RainStorm", "grep", str(broken), "TrafficSigns_1000", "never",
+                      "3", "--op1-args", "No Outlet", timeout=120)
