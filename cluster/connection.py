@@ -138,9 +138,10 @@ class Connection:
         mac = wire.bulk_mac(self.key, self._received_header) if self.key is not None else None
         remaining = length
         while remaining:
-            if not self._decoder.buffered():
-                self._fill("a bulk payload")
-            chunk = self._decoder.take(min(remaining, CHUNK))
+            if self._decoder.buffered():      # bytes that came in with the header
+                chunk = self._decoder.take(min(remaining, CHUNK))
+            else:                             # the rest straight off the socket: no copies
+                chunk = self._recv_exactly(min(remaining, CHUNK))
             remaining -= len(chunk)
             if mac is not None:
                 mac.update(chunk)
@@ -150,6 +151,17 @@ class Connection:
                 self._fill("a bulk MAC")
             if not hmac.compare_digest(self._decoder.take(wire.BULK_MAC_LEN), mac.digest()):
                 raise wire.AuthError("bad bulk payload authentication code")
+
+    def _recv_exactly(self, n: int) -> bytes:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(view[got:], n - got)
+            if not k:
+                raise ConnectionClosed("connection closed while reading a bulk payload")
+            got += k
+        return bytes(buf) if n < 65536 else buf
 
     def recv_bulk_bytes(self, length: int, limit: int) -> bytes:
         """A payload small enough to hold in memory; refuses more than `limit` bytes."""
