@@ -10,8 +10,9 @@ That node coordinates, holding a per-file lock so that racing writes are seriali
   an append that returned success survives any `replicas - 1` failures. Each append carries
   its id (client, seq), so a retried append is stored once. A replica that does not hold the
   file yet (it just became a replica) is sent the whole file first.
-- merge: `merge.plan_merge` over every replica's state, the missing appends are sent where
-  they lack, then every replica applies the same order (see merge.py).
+- merge: `merge.plan_merge` over every replica's summary; the coordinator gathers every
+  append any replica holds, sends each replica what it lacks, and every replica merges the
+  same set, which gives the same bytes (merge.py).
 
 A node that is not among the file's replicas (its ring view differs from the client's)
 answers `not_owner`, and the client retries with fresh membership.
@@ -26,7 +27,8 @@ import uuid
 
 from cluster import wire
 from cluster.server import HandlerError
-from hydfs.merge import plan_merge
+from hydfs.idset import IdSet
+from hydfs.merge import held as merge_held, plan_merge
 from hydfs.peers import Unreachable
 from hydfs.service import MAX_APPEND_BYTES, HydfsService, _append_id, _name
 from hydfs.store import FileExists
@@ -169,55 +171,44 @@ class Coordinator:
         conn.send(dict(result, t="ok"))
 
     def _merge(self, name: str, owners: list[str]) -> dict:
+        """Every replica ends with all appends any of them holds, merged (merge.py)."""
         me = self.service.vm
         others = [vm for vm in owners if vm != me]
-        summaries, pending = {me: self.store.state(name).summary()}, {}
-        pending[me] = [r.header() for r in self.store.state(name).pending]
-        for vm, reply in zip(others, self.service.parallel(lambda vm: self._replica_view(vm, name),
+        summaries = {me: self.store.state(name).summary()}
+        for vm, reply in zip(others, self.service.parallel(lambda vm: self._summary(vm, name),
                                                            others)):
             if isinstance(reply, Exception):
                 raise NotEnoughReplicas(_not_enough(name, len(owners) - 1, len(owners)))
-            summary, headers = reply
-            if summary is None:
+            if reply is None:
                 self.service.push(name, vm)      # a new replica: give it the file first
-                summary, headers = self._replica_view(vm, name)
-            summaries[vm], pending[vm] = summary, headers
-        plan = plan_merge(summaries, pending)
+                reply = self._summary(vm, name)
+            summaries[vm] = reply
+        plan = plan_merge(summaries)
         if plan is None:
             return {"merged": 0, "gen": summaries[me]["gen"], "already": True}
-        if plan.source != me and summaries[plan.source]["gen"] > summaries[me]["gen"]:
-            self.service.pull(name, plan.source)
-        for vm in others:                         # collect every append we lack
-            st = self.store.state(name)
-            if all(st.holds(tuple(i)) for i in plan.order):
+        for vm in others:                         # gather every append we lack
+            if self.store.state(name).held().covers(plan.target):
                 break
             self.service.pull(name, vm)
-        base = summaries[plan.source]
         merge_id = f"{me}-{uuid.uuid4().hex[:8]}"
-        self._apply_everywhere(name, dict(gen=plan.gen, merge_id=merge_id, order=plan.order,
-                                          base_gen=base["gen"], base_merge_id=base["merge_id"]),
-                               others)
-        log.info("MERGE %s: %d appends into generation %d on %s", name, len(plan.order),
+        request = {"t": "hydfs.apply_merge", "name": name, "gen": plan.gen,
+                   "merge_id": merge_id, "target": plan.target.to_wire()}
+        if self.store.apply_merge(name, plan.gen, merge_id, plan.target):
+            raise HandlerError(f"merge of {name}: could not gather every append")
+        self._apply_everywhere(name, request, others, summaries)
+        log.info("MERGE %s: %d appends, generation %d on %s", name, len(plan.target),
                  plan.gen, ",".join(owners))
-        return {"merged": len(plan.order), "gen": plan.gen, "already": False}
+        return {"merged": len(plan.target) - len(IdSet(summaries[me]["merged"])),
+                "gen": plan.gen, "already": False}
 
-    def _replica_view(self, vm: str, name: str):
-        summary = self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 10)["summary"]
-        if summary is None:
-            return None, []
-        return summary, self.peers.call(vm, {"t": "hydfs.pending", "name": name}, 10)["records"]
+    def _summary(self, vm: str, name: str):
+        return self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 10)["summary"]
 
-    def _apply_everywhere(self, name: str, step: dict, others: list[str]) -> None:
-        """Apply the merge here, then on every other replica. A replica that lacks appends
-        or an older base is sent our (now merged) state instead, which it installs."""
-        missing = self.store.apply_merge(name, **step)
-        if missing:
-            raise HandlerError(f"merge of {name}: coordinator lacks {len(missing)} appends")
-        request = dict(step, t="hydfs.apply_merge", name=name)
-
+    def _apply_everywhere(self, name: str, request: dict, others: list[str], summaries) -> None:
+        """Apply the merge on every other replica; one that lacks appends is sent them."""
         def apply(vm):
             if self.peers.call(vm, request, 60)["missing"]:
-                self.service.push(name, vm)
+                self.service.push(name, vm, exclude=merge_held(summaries[vm]))
                 if self.peers.call(vm, request, 60)["missing"]:
                     raise RemoteError(f"node {vm} could not apply the merge")
             return True

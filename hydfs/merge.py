@@ -1,19 +1,25 @@
 """The merge rule: one order for every append, the same on every replica.
 
 Until a merge, each replica shows its pending appends in arrival order, so appends from
-different clients may appear in different orders on different replicas. A merge fixes one
-order for everything any live replica holds:
+different clients may appear in different orders on different replicas. A merge makes the
+content a function of the *set* of appends alone:
 
-    the committed base (all earlier merges), then every pending append not yet merged,
-    sorted by (client timestamp, client id, sequence number).
+    the create's content, then every append, sorted by (client timestamp, client id,
+    sequence number).
 
 A client stamps its appends with strictly increasing timestamps and sends them one at a time
-(each returns only once every replica holds it), so sorting by timestamp keeps each client's
-own order; the client id and sequence number break ties deterministically. The seed's design
-orders by timestamp likewise. Every replica then builds byte-identical content.
+(each returns only once every replica holds it), so the sort keeps each client's order; the
+client id and sequence number break ties. The seed's design orders by timestamp likewise.
 
-A merge with nothing pending anywhere and one generation everywhere is a no-op: the second
-`merge` in a row returns at once.
+Because the result depends only on which appends are merged, replicas that merged the same
+set hold byte-identical files however they got there: two merges coordinated at once, a
+coordinator that died half way, or a replica that missed a merge all converge at the next
+merge, which takes the union of what every replica holds (appends merged into one replica's
+base travel to the others as records, via the base index in store.py). Nothing is lost:
+a merge only ever adds appends to a base.
+
+A merge with nothing pending anywhere and the same merged set everywhere is a no-op: the
+second `merge` in a row returns at once.
 """
 
 from __future__ import annotations
@@ -25,44 +31,27 @@ from hydfs.idset import IdSet
 
 @dataclass(frozen=True)
 class MergePlan:
-    gen: int                      # the generation the merge creates
-    order: list                   # append ids, in merge order: [[client, seq], ...]
-    missing: dict                 # replica -> ids it must be sent before it can apply
-    stale: list                   # replicas behind the newest generation: they need its base
-    source: str                   # a replica at the newest generation
+    gen: int                      # generation number for the result (informational)
+    target: IdSet                 # every append any replica holds: all get merged
+    missing: dict                 # replica -> ids of `target` it must be sent first
 
 
-def sort_key(header: dict) -> tuple:
-    client, seq = header["id"]
-    return (header["ts"], client, seq)
+def held(summary: dict) -> IdSet:
+    return IdSet(summary["merged"]).union(IdSet(summary["pending"]))
 
 
-def plan_merge(summaries: dict[str, dict], pending: dict[str, list[dict]]) -> MergePlan | None:
-    """Plan a merge from each replica's summary and pending headers; None if nothing to do.
-
-    `summaries[r]` is replica r's file summary (gen, merged ranges, pending ranges);
-    `pending[r]` the headers of r's pending records. All replicas hold the same file id.
-    """
-    gens = {s["gen"] for s in summaries.values()}
-    anything_pending = any(pending.get(r) for r in summaries)
-    if len(gens) == 1 and not anything_pending:
+def plan_merge(summaries: dict[str, dict]) -> MergePlan | None:
+    """Plan a merge from each replica's summary; None if there is nothing to do."""
+    merged_sets = [IdSet(s["merged"]) for s in summaries.values()]
+    if all(len(IdSet(s["pending"])) == 0 for s in summaries.values()) and \
+            all(m == merged_sets[0] for m in merged_sets):
         return None
-    source = max(summaries, key=lambda r: (summaries[r]["gen"], summaries[r]["merge_id"], r))
-    newest = summaries[source]
-    merged = IdSet(newest["merged"])
-    stale = sorted(r for r, s in summaries.items() if s["gen"] < newest["gen"])
-    headers: dict[tuple, dict] = {}
-    for replica_headers in pending.values():
-        for h in replica_headers:
-            append_id = tuple(h["id"])
-            if append_id not in merged:
-                headers.setdefault(append_id, h)
-    order = [list(h["id"]) for h in sorted(headers.values(), key=sort_key)]
+    holdings = {r: held(s) for r, s in summaries.items()}
+    target = IdSet()
+    for ids in holdings.values():
+        target = target.union(ids)
     missing = {}
-    for replica, summary in summaries.items():
-        base = newest if replica in stale else summary
-        held = IdSet(base["merged"]).union(IdSet(summary["pending"]))
-        lacking = [i for i in order if tuple(i) not in held]
-        if lacking:
-            missing[replica] = lacking
-    return MergePlan(newest["gen"] + 1, order, missing, stale, source)
+    for replica, ids in holdings.items():
+        if not ids.covers(target):
+            missing[replica] = [list(i) for i in target if i not in ids]
+    return MergePlan(max(s["gen"] for s in summaries.values()) + 1, target, missing)

@@ -33,10 +33,11 @@ def held_ids(summary: dict) -> IdSet:
 
 
 def covers(mine: dict | None, theirs: dict) -> bool:
-    """Does copy `mine` hold everything copy `theirs` holds (and no older merge)?"""
+    """Does copy `mine` hold every append copy `theirs` holds? (Merged or not does not
+    matter: a merge's result depends only on the set of appends, merge.py.)"""
     if mine is None or mine["file_id"] != theirs["file_id"]:
         return False
-    return mine["gen"] >= theirs["gen"] and held_ids(mine).covers(held_ids(theirs))
+    return held_ids(mine).covers(held_ids(theirs))
 
 
 def plan(me: str, ring: Ring, replicas: int, local: dict[str, dict],

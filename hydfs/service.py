@@ -49,7 +49,7 @@ class HydfsService:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hydfs-rpc")
         self.last_resync = 0.0
-        for name in ("summary", "manifest", "pending", "get", "fetch", "state",
+        for name in ("summary", "manifest", "get", "fetch", "state",
                      "append_replica", "records", "apply_merge"):
             server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
         membership.add_listener(lambda events: self._wake.set())
@@ -97,12 +97,6 @@ class HydfsService:
                 files[name] = st.summary()
         conn.send({"t": "ok", "files": files})
 
-    def handle_pending(self, conn, msg: dict) -> None:
-        st = self.store.get_state(_name(msg))
-        if st is None:
-            raise HandlerError(f"no such file {msg['name']}")
-        conn.send({"t": "ok", "records": [r.header() for r in list(st.pending)]})
-
     def handle_get(self, conn, msg: dict) -> None:
         name = _name(msg)
         st = self.store.get_state(name)
@@ -135,7 +129,7 @@ class HydfsService:
         if st is None:
             raise HandlerError(f"no such file {name}")
         have = msg.get("have")
-        full = have is None or have["file_id"] != st.file_id or have["gen"] < st.gen
+        full = have is None or have["file_id"] != st.file_id
         exclude = None if full else replication.held_ids(have)
         try:
             transfer.send_state(conn, self.store, name, full, exclude)
@@ -159,11 +153,13 @@ class HydfsService:
         if summary is None and mine is None:
             _drain(conn, size)
             raise HandlerError(f"no such file {name}")
-        if summary is None or (mine is not None and mine.gen >= summary["gen"]):
+        if summary is None or (mine is not None and
+                               mine.held().covers(IdSet(summary["merged"]))):
             for _ in conn.recv_bulk_chunks(size):
-                pass
+                pass                          # we hold all its base has: the records suffice
         else:
-            self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [])
+            self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
+                               int(msg.get("create_size", 0)), msg.get("index") or [])
         self.store.add_records(name, transfer.recv_records(conn))
         conn.send({"t": "ok"})
 
@@ -193,9 +189,8 @@ class HydfsService:
         if self.store.get_state(name) is None:
             raise HandlerError(f"no such file {name}")
         try:
-            missing = self.store.apply_merge(
-                name, int(msg["gen"]), str(msg["merge_id"]), list(msg["order"]),
-                int(msg["base_gen"]), str(msg["base_merge_id"]))
+            missing = self.store.apply_merge(name, int(msg["gen"]), str(msg["merge_id"]),
+                                             IdSet(msg["target"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise HandlerError(f"bad apply_merge request: {exc}") from None
         conn.send({"t": "ok", "missing": missing})
@@ -209,11 +204,12 @@ class HydfsService:
             conn.send({"t": "hydfs.fetch", "name": name, "have": st.summary() if st else None})
             return transfer.recv_state(conn, self.store, name)
 
-    def push(self, name: str, vm: str, full: bool = True) -> None:
-        """Send our copy of `name` to node `vm` (it keeps appends it has that we lack)."""
+    def push(self, name: str, vm: str, exclude: IdSet | None = None) -> None:
+        """Send our copy of `name` to node `vm`: all of it, or the appends not in `exclude`
+        (what it holds already). It keeps appends it has that we lack."""
         with self.peers.open(vm) as conn:
             try:
-                transfer.send_state(conn, self.store, name, full)
+                transfer.send_state(conn, self.store, name, exclude is None, exclude)
                 reply = conn.recv()
             except (OSError, wire.ProtocolError) as exc:
                 raise Unreachable(f"node {vm}: {exc}") from None

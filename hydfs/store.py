@@ -86,12 +86,15 @@ class FileState:
     pending: list[Record] = field(default_factory=list)
     pending_ids: IdSet = field(default_factory=IdSet)
     pending_size: int = 0         # bytes of the pending log in use
+    create_size: int = 0          # the base starts with the create's content, this long
+    index: list = field(default_factory=list)   # merged appends: [client, seq, ts, offset, size]
 
     def meta(self) -> dict:
         return {"name": self.name, "file_id": self.file_id, "gen": self.gen,
                 "merge_id": self.merge_id, "merged": self.merged.to_wire(),
                 "base_file": self.base_file, "base_size": self.base_size,
-                "base_crcs": self.base_crcs, "pending_file": self.pending_file}
+                "base_crcs": self.base_crcs, "pending_file": self.pending_file,
+                "create_size": self.create_size, "index": self.index}
 
     def summary(self) -> dict:
         """What a peer needs to compare replicas (manifests, merge, re-replication)."""
@@ -110,6 +113,9 @@ class FileState:
     def holds(self, append_id: tuple[str, int]) -> bool:
         return append_id in self.merged or append_id in self.pending_ids
 
+    def held(self) -> IdSet:
+        return self.merged.union(self.pending_ids)
+
 
 @dataclass
 class Snapshot:
@@ -121,6 +127,8 @@ class Snapshot:
     summary: dict = field(default_factory=dict)
     pending: list = field(default_factory=list)
     pieces: list = field(default_factory=list)
+    index: list = field(default_factory=list)
+    create_size: int = 0
 
     def close(self) -> None:
         for f, *_ in self.pieces:
@@ -166,7 +174,8 @@ class ReplicaStore:
         with self.lock(name):
             if self.get_state(name) is not None:
                 raise FileExists(name)
-            return self._install(name, file_id, 0, "create", IdSet(), chunks, expected_size, [])
+            return self._install(name, file_id, 0, "create", IdSet(), chunks, expected_size, [],
+                                 create_size=expected_size)
 
     def append(self, name: str, client: str, seq: int, ts: float, data: bytes) -> bool:
         """Add one append to the pending log; False if this id is already held (a retry)."""
@@ -224,7 +233,8 @@ class ReplicaStore:
         with self.lock(name):
             st = self.state(name)
             folder = self._dir(name)
-            snap = Snapshot(st.version(), st.size, st.summary(), list(st.pending))
+            snap = Snapshot(st.version(), st.size, st.summary(), list(st.pending),
+                            index=list(st.index), create_size=st.create_size)
             if st.base_size:
                 base = open(os.path.join(folder, st.base_file), "rb")
                 snap.pieces.append((base, 0, st.base_size, list(st.base_crcs), True))
@@ -267,10 +277,17 @@ class ReplicaStore:
                 here += len(chunk)
             pos += size
 
-    def snapshot_records(self, snap: Snapshot, exclude: IdSet) -> list:
-        """(header, bytes) of the snapshot's pending records not in `exclude`, verified."""
-        pieces = [p for p in snap.pieces if not p[4]]
+    def snapshot_records(self, snap: Snapshot, exclude: IdSet, merged_too: bool = False) -> list:
+        """(header, bytes) of the snapshot's appends not in `exclude`, verified: its pending
+        records, and with `merged_too` also those merged into its base (via the index)."""
         out = []
+        if merged_too:
+            for client, seq, ts, offset, size in snap.index:
+                if (client, seq) not in exclude:
+                    data = b"".join(self.read_range(snap, offset, size))
+                    out.append(({"id": [client, seq], "ts": ts, "size": size,
+                                 "crc": zlib.crc32(data)}, data))
+        pieces = [p for p in snap.pieces if not p[4]]
         for rec, (f, offset, size, crcs, _) in zip(snap.pending, pieces):
             if rec.id not in exclude:
                 f.seek(offset)
@@ -293,34 +310,57 @@ class ReplicaStore:
 
     # -- merge and whole-file installs --------------------------------------------------------
 
-    def apply_merge(self, name: str, gen: int, merge_id: str, order: list, base_gen: int,
-                    base_merge_id: str) -> list:
-        """Make generation `gen`: base generation `base_gen` plus the appends `order` names,
-        in that order.
+    def apply_merge(self, name: str, gen: int, merge_id: str, target: IdSet) -> list:
+        """Merge: the base becomes the create's content, then every append in `target` or
+        already merged, sorted by (timestamp, client, seq) (merge.py). The content is thus a
+        function of the set of appends alone, whatever merges came before or ran at once.
 
-        Returns what this replica lacks (nothing is changed then): the ids in `order` it does
-        not hold, or ["base"] if its base is not generation `base_gen` of `base_merge_id`.
-        A replica already at `gen` or later has nothing to do.
+        Returns the ids of `target` this replica lacks (nothing is changed then); the caller
+        sends them and calls again. Appends not in `target` stay pending.
         """
         with self.lock(name):
             st = self.state(name)
-            if gen <= st.gen:
-                return []
-            if (st.gen, st.merge_id) != (base_gen, base_merge_id):
-                return ["base"]
-            by_id = {r.id: r for r in st.pending}
-            todo = [tuple(i) for i in order if tuple(i) not in st.merged]
-            missing = [list(i) for i in todo if i not in by_id]
+            missing = [list(i) for i in target if not st.holds(i)]
             if missing:
                 return missing
+            new = sorted((r for r in st.pending if r.id in target), key=_order_key)
+            if not new:
+                return []
             folder = self._dir(name)
-            self._append_to_base(st, folder, [by_id[i] for i in todo])
-            merged = st.merged.union(IdSet.of(todo))
+            last = max((_order_key(e) for e in _entries(st.index)), default=None)
+            if last is None or _order_key(new[0]) > last:
+                self._append_to_base(st, folder, new)       # the common case: all later
+            else:
+                self._rebuild_base(st, folder, new)
+            merged = st.merged.union(IdSet.of(r.id for r in new))
             remaining = [r for r in st.pending if r.id not in merged]
             self._rewrite_pending(st, folder, remaining)
-            st.gen, st.merge_id, st.merged = gen, merge_id, merged
+            st.gen, st.merge_id, st.merged = max(st.gen + 1, gen), merge_id, merged
             self._commit_meta(st)
             return []
+
+    def _rebuild_base(self, st: FileState, folder: str, new: list[Record]) -> None:
+        """Write a new base: the create's content, then old and new appends in order."""
+        order = sorted(_entries(st.index) + new, key=_order_key)
+        base_path = os.path.join(folder, st.base_file)
+        log_path = os.path.join(folder, st.pending_file)
+        new_file = f"base.{uuid.uuid4().hex[:12]}"
+        index, offset = [], st.create_size
+        for item in order:
+            index.append([item.client, item.seq, item.ts, offset, item.size])
+            offset += item.size
+
+        def chunks():
+            with open(base_path, "rb") as base, open(log_path, "rb") as log:
+                yield from _read_verified(base, st, 0, st.create_size)
+                for item in order:
+                    if isinstance(item, Record):
+                        log.seek(item.offset)
+                        yield from _read_record(log, item.size, item.crc)
+                    else:
+                        yield from _read_verified(base, st, item.offset, item.size)
+        size, crcs = _write_blocks(os.path.join(folder, new_file), chunks())
+        st.base_file, st.base_size, st.base_crcs, st.index = new_file, size, crcs, index
 
     def _append_to_base(self, st: FileState, folder: str, records: list[Record]) -> None:
         base_path = os.path.join(folder, st.base_file)
@@ -337,6 +377,10 @@ class ReplicaStore:
             base.flush()
             os.fsync(base.fileno())
             new_size = base.tell()
+        offset = st.base_size
+        for rec in records:
+            st.index.append([rec.client, rec.seq, rec.ts, offset, rec.size])
+            offset += rec.size
         st.base_crcs = _recompute_tail_crcs(base_path, st.base_crcs, st.base_size, new_size)
         st.base_size = new_size
 
@@ -352,26 +396,32 @@ class ReplicaStore:
         st.pending, st.pending_ids, st.pending_size = [], IdSet(), 0
         self._write_records(st, data)
 
-    def install(self, name: str, summary: dict, chunks, size: int, records) -> FileState:
-        """Replace our copy with a peer's base (from `chunks`) and add `records`, keeping
-        any pending appends of ours that the new base does not contain."""
+    def install(self, name: str, summary: dict, chunks, size: int, records,
+                create_size: int = 0, index: list = ()) -> FileState:
+        """Replace our copy with a peer's base (from `chunks`, laid out as `index` says) and
+        add `records`, keeping any appends of ours that the new base does not contain."""
         with self.lock(name):
             old = self.get_state(name)
             keep = []
             merged = IdSet(summary["merged"])
             if old is not None and old.file_id == summary["file_id"]:
-                keep = [(h, d) for h, d in self.pending_records(name, merged)]
-            st = self._install(name, summary["file_id"], summary["gen"], summary["merge_id"],
-                               merged, chunks, size, keep + list(records), replace=old is not None)
-            return st
+                snap = self.snapshot(name)
+                try:
+                    keep = self.snapshot_records(snap, merged, merged_too=True)
+                finally:
+                    snap.close()
+            return self._install(name, summary["file_id"], summary["gen"], summary["merge_id"],
+                                 merged, chunks, size, keep + list(records),
+                                 replace=old is not None, create_size=create_size, index=index)
 
     def _install(self, name, file_id, gen, merge_id, merged, chunks, size, records,
-                 replace: bool = False) -> FileState:
+                 replace: bool = False, create_size: int = 0, index=()) -> FileState:
         tmp = os.path.join(self.root, f".tmp-{uuid.uuid4().hex}")
         os.makedirs(tmp)
         try:
             st = FileState(name, file_id, gen, merge_id, merged, f"base.{uuid.uuid4().hex[:12]}",
-                           0, [], f"pending.{uuid.uuid4().hex[:12]}.log")
+                           0, [], f"pending.{uuid.uuid4().hex[:12]}.log",
+                           create_size=create_size, index=[list(e) for e in index])
             st.base_size, st.base_crcs = _write_blocks(os.path.join(tmp, st.base_file), chunks)
             if st.base_size != size:
                 raise ValueError(f"expected {size} bytes, received {st.base_size}")
@@ -459,7 +509,8 @@ class ReplicaStore:
             meta = json.load(f)
         st = FileState(meta["name"], meta["file_id"], meta["gen"], meta["merge_id"],
                        IdSet(meta["merged"]), meta["base_file"], meta["base_size"],
-                       meta["base_crcs"], meta["pending_file"])
+                       meta["base_crcs"], meta["pending_file"],
+                       create_size=meta["create_size"], index=meta["index"])
         if name_from_disk(os.path.basename(folder)) != st.name:
             raise ValueError("meta.json names another file")
         base_path = os.path.join(folder, st.base_file)
@@ -469,6 +520,42 @@ class ReplicaStore:
         st.pending, st.pending_size = _scan_pending(os.path.join(folder, st.pending_file))
         st.pending_ids = IdSet.of(r.id for r in st.pending)
         return st
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """A merged append as the base index describes it."""
+    client: str
+    seq: int
+    ts: float
+    offset: int
+    size: int
+
+
+def _entries(index: list) -> list[_Merged]:
+    return [_Merged(*e) for e in index]
+
+
+def _order_key(item) -> tuple:
+    """The merge order (merge.py): client timestamp, then client id, then sequence number."""
+    return (item.ts, item.client, item.seq)
+
+
+def _read_verified(base, st: FileState, offset: int, size: int):
+    """Bytes [offset, offset+size) of the base, checked against its block CRCs."""
+    if not size:
+        return
+    first, last = offset // BLOCK, (offset + size - 1) // BLOCK
+    base.seek(first * BLOCK)
+    here = first * BLOCK
+    for i in range(first, last + 1):
+        want = min(BLOCK, st.base_size - i * BLOCK)
+        block = base.read(want)
+        if len(block) != want or zlib.crc32(block) != st.base_crcs[i]:
+            raise CorruptReplica(f"{base.name}: block {i} fails its checksum")
+        lo, hi = max(offset - here, 0), min(offset + size - here, want)
+        yield block[lo:hi]
+        here += want
 
 
 def _scan_pending(path: str) -> tuple[list[Record], int]:

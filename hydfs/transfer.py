@@ -28,19 +28,22 @@ class RemoteError(Exception):
 
 def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
                exclude: IdSet | None = None) -> None:
-    """Send our copy of `name`: the whole state, or only records not in `exclude`."""
+    """Send our copy of `name`: the whole state (base, its index, pending records), or only
+    the appends not in `exclude`, merged or pending, as records."""
     snap = store.snapshot(name)          # summary, base and records of one moment
     try:
         if full:
             summary = snap.summary
             base = [p for p in snap.pieces if p[4]]
             view = dataclasses.replace(snap, pieces=base)
-            conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": summary},
+            conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": summary,
+                                   "create_size": snap.create_size, "index": snap.index},
                                   sum(p[2] for p in base), store.read_chunks(view))
-            exclude = IdSet(summary["merged"])
+            records = store.snapshot_records(snap, IdSet(summary["merged"]))
         else:
             conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": None}, 0, [])
-        send_records(conn, name, store.snapshot_records(snap, exclude or IdSet()))
+            records = store.snapshot_records(snap, exclude or IdSet(), merged_too=True)
+        send_records(conn, name, records)
     finally:
         snap.close()
 
@@ -82,6 +85,7 @@ def recv_state(conn: Connection, store: ReplicaStore, name: str) -> str:
         return "records"
     # The base must be read off the socket before the records that follow it; the store
     # writes it to a temporary file as it arrives, so it is never whole in memory.
-    store.install(name, summary, conn.recv_bulk_chunks(size), size, [])
+    store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
+                  int(msg.get("create_size", 0)), msg.get("index") or [])
     store.add_records(name, recv_records(conn))
     return "full"

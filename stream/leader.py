@@ -66,6 +66,7 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     failures_recovered: int = 0
     restarts: dict = field(default_factory=dict)      # TaskId -> times its process died
+    avoid: set = field(default_factory=set)           # workers that failed to start a task
     printed: int = 0
     skipped: int = 0
 
@@ -203,17 +204,36 @@ class Leader:
                 "source_rate": spec.source_rate / spec.num_tasks}
 
     def _launch(self, job: Job, tasks: list[TaskId]) -> None:
-        """Start `tasks` where the schedule puts them, then send everyone the schedule."""
+        """Start `tasks` where the schedule puts them, then send everyone the schedule. A
+        worker that cannot start one (it died, and is not detected yet) is avoided for the
+        rest of the job, and its tasks go to other live workers."""
         def start(task):
             return self.peers.call(job.schedule[task], {
                 "t": "stream.start_task", "spec": job.task_specs[task]}, 60)["address"]
-        with ThreadPoolExecutor(max_workers=max(len(tasks), 1)) as pool:
-            started = list(pool.map(_attempt(start), tasks))
-        for task, address in zip(tasks, started):
-            if isinstance(address, Exception):
-                raise CommandError(f"could not start task {task}: {address}")
-            job.addresses[task] = address
+        todo = list(tasks)
+        while todo:
+            with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+                started = list(pool.map(_attempt(start), todo))
+            failed = []
+            for task, address in zip(todo, started):
+                if isinstance(address, Exception):
+                    log.warning("could not start task %s on vm%s: %s", task,
+                                job.schedule[task], address)
+                    job.avoid.add(job.schedule[task])
+                    failed.append(task)
+                else:
+                    job.addresses[task] = address
+            if failed:
+                workers = [vm for vm in self._workers() if vm not in job.avoid]
+                if not workers:
+                    raise CommandError(f"could not start tasks {', '.join(map(str, failed))}: "
+                                       f"no live worker left")
+                job.schedule.update(reassign(job.schedule, workers))
+            todo = failed
         self._send_schedule(job)
+
+    def _workers(self) -> list[str]:
+        return workers_for([m.vm for m in self.membership.members()], self.vm)
 
     def _send_schedule(self, job: Job) -> None:
         message = {"t": "stream.schedule", "job": job.id,
@@ -271,8 +291,7 @@ class Leader:
             if job.restarts[exited] > MAX_TASK_RESTARTS:
                 raise CommandError(f"task {exited} failed {job.restarts[exited]} times "
                                    f"(an operator error? see logs/vmNN-tasks.log); job stopped")
-        live = [m.vm for m in self.membership.members()]
-        workers = workers_for(live, self.vm)
+        workers = [vm for vm in self._workers() if vm not in job.avoid] or self._workers()
         if exited is not None and job.schedule.get(exited) in workers:
             moves = {exited: job.schedule[exited]}       # restart it where it was
         else:

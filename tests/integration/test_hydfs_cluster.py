@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from cluster.connection import Connection
 from cluster.local_cluster import CommandFailed, wait_until
 from hydfs.ring import Ring, ring_position
 
@@ -228,3 +229,26 @@ def test_read_my_writes_after_the_primary_restarts_with_an_old_copy(local_cluste
     cluster.start(primary)                         # back with its old copy on disk
     cluster.query(client, "get", "rmw", str(cluster.root / "rmw.out"), timeout=30)
     assert (cluster.root / "rmw.out").read_bytes() == b"base\nappended\n"
+
+
+def test_two_merges_coordinated_at_once_converge_without_losing_appends(local_cluster):
+    cluster = local_cluster(5)
+    cluster.query("01", "create", write(cluster, "empty", b""), "twice")
+    owners = Ring(cluster.vms, 11).replicas("twice", 3)
+    expected = set()
+    for round_ in range(3):
+        for vm in cluster.vms:
+            record = f"{vm}-{round_}\n".encode()
+            cluster.query(vm, "append", write(cluster, f"r{vm}", record), "twice")
+            expected.add(record.decode().strip())
+
+        def merge_via(vm):               # straight to a replica, as a failed-over client would
+            with Connection.open(cluster.address(vm), None, 30) as conn:
+                return conn.request({"t": "hydfs.merge", "name": "twice"})
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(merge_via, owners[:2]))
+    cluster.query("01", "merge", "twice", timeout=60)
+    contents = replica_contents(cluster, "twice", owners)
+    assert len(set(contents.values())) == 1
+    lines = next(iter(contents.values())).decode().split()
+    assert sorted(lines) == sorted(expected)

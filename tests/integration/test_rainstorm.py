@@ -85,6 +85,14 @@ class JobThread(threading.Thread):
         return self.result
 
 
+def revive(cluster, vms: list[str]) -> None:
+    """Restart killed nodes so that later tests in this module see all ten."""
+    for vm in vms:
+        if cluster.procs[vm].poll() is not None:
+            cluster.start(vm)
+    cluster.wait_converged(cluster.vms, timeout=20)
+
+
 def victims_for(cluster) -> list[str]:
     """Two workers that run no source task (placement is deterministic)."""
     schedule = assign(workers_for(cluster.vms, "01"), 3)
@@ -100,14 +108,14 @@ def test_two_workers_killed_mid_job_output_is_still_exact(cluster, app):
         dest = f"{name}_{attempt}"
         job = JobThread(cluster, app, "TrafficSigns_10000", dest, "--rate", "3000")
         time.sleep(1.5)                   # "about 1.5 s into the job", as the demo does
-        for vm in victims:
-            cluster.kill(vm)
-        result = job.outcome()
+        try:
+            for vm in victims:
+                cluster.kill(vm)
+            result = job.outcome()
+        finally:
+            revive(cluster, victims)      # the second round runs with them back
         assert rows_of(cluster, dest) == expected(app, 10000)
         assert result["failures_recovered"] >= 1
-        for vm in victims:                # the second round runs with them back
-            cluster.start(vm)
-        cluster.wait_converged(cluster.vms, timeout=20)
 
 
 def test_task_log_is_readable_and_a_replacement_resumes_from_it(cluster):
@@ -118,8 +126,11 @@ def test_task_log_is_readable_and_a_replacement_resumes_from_it(cluster):
     victim = schedule[TaskId(2, 0)]
     job = JobThread(cluster, APP2, "TrafficSigns_10000", "resume_out", "--rate", "3000")
     time.sleep(1.5)
-    cluster.kill(victim)
-    result = job.outcome()
+    try:
+        cluster.kill(victim)
+        result = job.outcome()
+    finally:
+        revive(cluster, [victim])
     assert result["failures_recovered"] >= 1
     assert rows_of(cluster, "resume_out") == expected(APP2, 10000)
     out = cluster.root / "op2-0.log"
@@ -128,8 +139,6 @@ def test_task_log_is_readable_and_a_replacement_resumes_from_it(cluster):
     seqs = [r["seq"] for r in records]
     assert seqs == sorted(set(seqs)), "the replacement restarted its commit numbers"
     assert any(r.get("state") for r in records)
-    cluster.start(victim)
-    cluster.wait_converged(cluster.vms, timeout=20)
 
 
 def test_bad_jobs_get_clear_errors(cluster):

@@ -94,20 +94,58 @@ def test_corrupted_append_is_detected(tmp_path):
         content(store, "f")
 
 
-def test_merge_applies_an_order_and_reports_what_is_missing(tmp_path):
+def test_merge_sorts_by_timestamp_and_reports_what_is_missing(tmp_path):
     store = ReplicaStore(str(tmp_path))
     store.create("f", "id1", [b"B"], 1)
     store.append("f", "c1", 1, 2.0, b"1")
     store.append("f", "c2", 1, 1.0, b"2")
-    assert store.apply_merge("f", 1, "m1", [["c2", 1], ["c1", 1], ["c3", 1]], 0, "create") == [["c3", 1]]
+    want = IdSet.of([("c1", 1), ("c2", 1)])
+    assert store.apply_merge("f", 1, "m1", want.union(IdSet.of([("c3", 1)]))) == [["c3", 1]]
     assert content(store, "f") == b"B12"                     # unchanged
-    assert store.apply_merge("f", 1, "m1", [["c2", 1], ["c1", 1]], 0, "create") == []
-    assert content(store, "f") == b"B21"
+    assert store.apply_merge("f", 1, "m1", want) == []
+    assert content(store, "f") == b"B21"                     # c2 was stamped first
     st = store.state("f")
-    assert st.gen == 1 and st.pending == [] and st.merged == IdSet.of([("c1", 1), ("c2", 1)])
+    assert st.gen == 1 and st.pending == [] and st.merged == want
     assert not store.append("f", "c1", 1, 2.0, b"1")          # merged ids still deduplicate
-    assert store.apply_merge("f", 2, "m2", [], 0, "create") == ["base"]   # stale base
+    assert store.apply_merge("f", 2, "m2", want) == []        # nothing new: no change
     assert content(ReplicaStore(str(tmp_path)), "f") == b"B21"
+
+
+def test_replicas_converge_whatever_their_arrival_orders_and_merge_histories(tmp_path):
+    appends = [("a", 1, 1.0, b"a1."), ("b", 1, 2.0, b"b1."), ("c", 1, 3.0, b"c1."),
+               ("a", 2, 4.0, b"a2.")]
+    histories = [                                  # (arrival order, merges along the way)
+        ([0, 1, 2, 3], [[0, 1], [0, 1, 2, 3]]),
+        ([2, 1, 3, 0], [[1, 2], [0, 1, 2, 3]]),    # its first base misses a1: rebuilt later
+        ([3, 2, 1, 0], [[0, 1, 2, 3]]),
+        ([1, 0, 3, 2], []),
+    ]
+    results = []
+    for n, (arrival, merges) in enumerate(histories):
+        store = ReplicaStore(str(tmp_path / str(n)))
+        store.create("f", "id", [b"BASE:"], 5)
+        for step, i in enumerate(arrival):
+            store.append("f", *appends[i][:3], appends[i][3])
+            for k, ids in enumerate(merges):
+                if set(ids) <= set(arrival[:step + 1]) and len(ids) == step + 1:
+                    target = IdSet.of((appends[j][0], appends[j][1]) for j in ids)
+                    assert store.apply_merge("f", k + 1, f"m{n}{k}", target) == []
+        everything = IdSet.of((a[0], a[1]) for a in appends)
+        assert store.apply_merge("f", 9, "final", everything) == []
+        results.append(content(ReplicaStore(str(tmp_path / str(n))), "f"))
+    assert results == [b"BASE:a1.b1.c1.a2."] * len(histories)
+
+
+def test_merged_appends_travel_as_records_via_the_base_index(tmp_path):
+    src = ReplicaStore(str(tmp_path / "src"))
+    src.create("f", "id", [b"B"], 1)
+    src.append("f", "x", 1, 1.0, b"one")
+    src.append("f", "x", 2, 2.0, b"two")
+    src.apply_merge("f", 1, "m", IdSet.of([("x", 1), ("x", 2)]))
+    snap = src.snapshot("f")
+    records = src.snapshot_records(snap, IdSet.of([("x", 1)]), merged_too=True)
+    snap.close()
+    assert [(h["id"], d) for h, d in records] == [(["x", 2], b"two")]
 
 
 def test_crashed_merge_leftovers_past_the_committed_size_are_cut(tmp_path):
@@ -126,9 +164,10 @@ def test_install_replaces_the_base_but_keeps_our_unmerged_appends(tmp_path):
     dst.create("f", "id1", [b"B"], 1)
     src.append("f", "c1", 1, 1.0, b"1")
     dst.append("f", "c2", 1, 2.0, b"2")
-    src.apply_merge("f", 1, "m1", [["c1", 1]], 0, "create")
-    dst.install("f", src.state("f").summary(), [b"B1"], 2, [])
-    assert content(dst, "f") == b"B12" and dst.state("f").gen == 1
+    src.apply_merge("f", 1, "m1", IdSet.of([("c1", 1)]))
+    st = src.state("f")
+    dst.install("f", st.summary(), [b"B1"], 2, [], st.create_size, st.index)
+    assert content(dst, "f") == b"B12" and dst.state("f").holds(("c2", 1))
 
 
 def test_large_file_streams_in_bounded_chunks(tmp_path):
