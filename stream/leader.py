@@ -181,7 +181,8 @@ class Leader:
         partitions = plan_partitions(chunks, size, spec.num_tasks)
         log.info("JOB %s partitions planned at %.3f s", job.id, time.monotonic() - job.started)
         live = [m.vm for m in self.membership.members()]
-        job.schedule = assign(workers_for(live, self.vm), spec.num_tasks)
+        job.schedule = assign(workers_for(live, self.vm), spec.num_tasks,
+                              source_hosts=self.client.owners(spec.src))
         for task in job.schedule:
             self.client.create_bytes(task_log.log_name(job.id, str(task)), b"")
             job.task_specs[task] = self._task_spec(ctx, job, task, op1, op2, partitions)

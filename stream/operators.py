@@ -125,6 +125,10 @@ class Operator:
         self.stateful = kind == AGGREGATE       # does apply need the state dict?
         self.description = f"{name} ({origin} {kind})"   # e.g. "grep (shipped filter)"
 
+    def apply_lines(self, data: bytes, first_line: int, src: str) -> Result | None:
+        """Optional fast path for a whole source block (see ShippedOperator)."""
+        return None
+
     def apply(self, keys: list[str], values: list[str], state: dict | None = None) -> Result:
         """Run the operator on one batch of tuples.
 
@@ -155,6 +159,12 @@ class ShippedOperator(Operator):
 
     def _apply(self, keys, values, state):
         return self._module.apply(keys, values, self._arg, state)
+
+    def apply_lines(self, data: bytes, first_line: int, src: str) -> Result | None:
+        """A source block in one call, for operators that can work on its raw bytes
+        (`grep` looks only at matching lines); None when this operator cannot."""
+        fast = getattr(self._module, "apply_lines", None)
+        return None if fast is None else fast(data, first_line, src, self._arg)
 
 
 class PythonOperator(Operator):

@@ -43,15 +43,21 @@ def workers_for(live: list[str], leader: str) -> list[str]:
     return workers or sorted(live)
 
 
-def assign(workers: list[str], num_tasks: int) -> dict[TaskId, str]:
+def assign(workers: list[str], num_tasks: int,
+           source_hosts: list[str] = ()) -> dict[TaskId, str]:
+    """Deal the tasks out; sources go first to `source_hosts` (the workers holding a replica
+    of the source file: they read it from their own disk) while those are not busier."""
     if not workers:
         raise ValueError("no live workers to run the job")
     load = {vm: 0 for vm in workers}
+    local = [vm for vm in source_hosts if vm in load]
     schedule = {}
     turn = 0
     for stage in range(STAGES):
         for index in range(num_tasks):
             order = workers[turn % len(workers):] + workers[:turn % len(workers)]
+            if stage == 0 and local:
+                order = sorted(order, key=lambda w: w not in local)
             vm = min(order, key=lambda w: load[w])
             schedule[TaskId(stage, index)] = vm
             load[vm] += 1

@@ -210,7 +210,8 @@ class SourceTask(TaskBase):
                 self._pump(min(due, time.monotonic() + self.spec.batch_interval))
         dest = TaskId(1, route_block(stage_salt(1, bid), self.spec.num_tasks))
         msg = {"t": "stream.block", "job": self.spec.job, "from": self.spec.task.to_wire(),
-               "to": dest.to_wire(), "id": bid, "enc": "lines", "first_line": first_line}
+               "to": dest.to_wire(), "id": bid, "enc": "lines", "first_line": first_line,
+               "lines": lines}
         self.unacked[bid] = (dest, msg, block)
         self.sender(dest).send(msg, block)
         self.stats["in"] += lines
@@ -303,9 +304,13 @@ class OperatorTask(TaskBase):
         batch, self.pending = self.pending, {}
         outputs, state_before = {}, dict(self.state) if self.op.stateful else None
         for bid, (msg, payload) in batch.items():
-            keys, values = self._tuples(msg, payload)
-            result = self.op.apply(keys, values, self.state if self.op.stateful else None)
-            self.stats["in"] += len(keys)
+            result = None
+            if msg["enc"] == "lines":
+                result = self.op.apply_lines(payload, msg["first_line"], self.spec.src)
+            if result is None:
+                keys, values = self._tuples(msg, payload)
+                result = self.op.apply(keys, values, self.state if self.op.stateful else None)
+            self.stats["in"] += msg["lines"] if "lines" in msg else len(keys)
             self.stats["dropped"] += result.dropped
             self.stats["errors"] += result.errors
             outputs[bid] = self._route(bid, result.keys, result.values)

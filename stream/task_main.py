@@ -49,5 +49,18 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(3)
 
 
+def profiled(fn):
+    """With RAINSTORM_PROFILE_DIR set, each task writes a cProfile of its run there."""
+    folder = os.environ.get("RAINSTORM_PROFILE_DIR")
+    if not folder:
+        return fn()
+    import cProfile
+    profile = cProfile.Profile()
+    try:
+        return profile.runcall(fn)
+    finally:
+        profile.dump_stats(os.path.join(folder, f"task-{os.getpid()}.prof"))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(profiled(main))

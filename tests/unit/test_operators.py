@@ -371,3 +371,16 @@ def test_a_failing_executable_gives_operator_error(tmp_path, script, reason):
         op.apply(["k"], ["v"])
     assert str(info.value).startswith("operator bad: ") and "\n" not in str(info.value)
     op.close()
+
+
+@pytest.mark.parametrize("pattern", ["Stop", "No Outlet", "\u00e9", "", "a\nb", "X,Y,OBJECTID"])
+def test_grep_on_a_raw_block_equals_grep_on_its_lines(pattern):
+    from bench.gen_traffic_signs import iter_lines
+    lines = list(iter_lines(3000)) + ["caf\u00e9 Stop", "", "last line without newline Stop"]
+    data = ("\n".join(lines)).encode("utf-8")
+    op = load_operator("grep", pattern)
+    keys = [f"src:{100 + i}" for i in range(len(lines))]
+    slow = op.apply(keys, lines)
+    fast = op.apply_lines(data, 100, "src")
+    assert (fast.keys, fast.values) == (slow.keys, slow.values)
+    assert load_operator("count", "").apply_lines(data, 1, "src") is None

@@ -84,3 +84,11 @@ def test_reassignment_moves_only_the_failed_workers_tasks_to_the_least_loaded():
     loads = sorted(list(after.values()).count(vm) for vm in ("02", "04", "05"))
     assert loads == [3, 3, 3]
     assert TaskId.from_wire([1, 2]) == TaskId(1, 2) and str(TaskId(0, 1)) == "source-1"
+
+
+def test_sources_go_to_the_workers_that_hold_the_source_file():
+    workers = [f"{i:02d}" for i in range(2, 11)]
+    schedule = assign(workers, 3, source_hosts=["07", "04", "01"])     # 01 is no worker
+    sources = {vm for t, vm in schedule.items() if t.stage == 0}
+    assert {"07", "04"} <= sources and len(sources) == 3
+    assert len(set(schedule.values())) == 9
