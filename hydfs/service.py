@@ -50,7 +50,7 @@ class HydfsService:
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hydfs-rpc")
         self.last_resync = 0.0
         for name in ("summary", "manifest", "get", "fetch", "state",
-                     "append_replica", "records", "apply_merge"):
+                     "append_replica", "apply_merge"):
             server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
         membership.add_listener(lambda events: self._wake.set())
         self._thread = threading.Thread(target=self._replicate_loop, name="hydfs-replicator",
@@ -97,11 +97,16 @@ class HydfsService:
                 files[name] = st.summary()
         conn.send({"t": "ok", "files": files})
 
-    def handle_get(self, conn, msg: dict) -> None:
+    def _held(self, msg: dict):
+        """The request's file name and our copy of it; a clear error if we have none."""
         name = _name(msg)
         st = self.store.get_state(name)
         if st is None:
             raise HandlerError(f"no such file {name} in HyDFS")
+        return name, st
+
+    def handle_get(self, conn, msg: dict) -> None:
+        name, st = self._held(msg)
         must_hold = msg.get("must_hold")
         if must_hold and not st.holds((str(must_hold[0]), int(must_hold[1]))):
             raise HandlerError(f"behind: vm{self.vm} does not hold your last append to {name} yet")
@@ -124,10 +129,7 @@ class HydfsService:
             snap.close()
 
     def handle_fetch(self, conn, msg: dict) -> None:
-        name = _name(msg)
-        st = self.store.get_state(name)
-        if st is None:
-            raise HandlerError(f"no such file {name}")
+        name, st = self._held(msg)
         have = msg.get("have")
         full = have is None or have["file_id"] != st.file_id
         exclude = None if full else replication.held_ids(have)
@@ -173,21 +175,8 @@ class HydfsService:
         self.store.append(name, client, seq, ts, data)
         conn.send({"t": "ok"})
 
-    def handle_records(self, conn, msg: dict) -> None:
-        name = _name(msg)
-        payload = conn.recv_bulk_bytes(wire.bulk_length(msg), transfer.MAX_RECORDS_BYTES)
-        records, offset = [], 0
-        for header in msg.get("records", []):
-            records.append((header, payload[offset:offset + int(header["size"])]))
-            offset += int(header["size"])
-        if self.store.get_state(name) is None:
-            raise HandlerError(f"no such file {name}")
-        conn.send({"t": "ok", "added": self.store.add_records(name, records)})
-
     def handle_apply_merge(self, conn, msg: dict) -> None:
-        name = _name(msg)
-        if self.store.get_state(name) is None:
-            raise HandlerError(f"no such file {name}")
+        name, _ = self._held(msg)
         try:
             missing = self.store.apply_merge(name, int(msg["gen"]), str(msg["merge_id"]),
                                              IdSet(msg["target"]))
