@@ -9,7 +9,6 @@ command line. `wait_until` polls a condition against a deadline: no test sleeps 
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess

@@ -316,6 +316,8 @@ class OperatorTask(TaskBase):
             outputs[bid] = self._route(bid, result.keys, result.values)
         seq = self.seq
         self.seq += 1
+        if self.final:    # counted before the commit is logged: a replacement inherits it
+            self.stats["out"] += sum(len(o["dest"][0]) for o in outputs.values() if o)
         if self.write_ahead:
             changed = {k: v for k, v in self.state.items() if state_before.get(k) != v} \
                 if self.op.stateful else {}
@@ -383,7 +385,6 @@ class OperatorTask(TaskBase):
             values += v
         if keys:
             self.link.append(self.spec.dest, csv_rows(keys, values), (self.client, seq))
-            self.stats["out"] += len(keys)
             if len(self.sample) < SAMPLE_ROWS:
                 self.sample += csv_rows(keys[:SAMPLE_ROWS], values[:SAMPLE_ROWS]).decode().splitlines()
         for bid in bids:

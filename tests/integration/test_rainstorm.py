@@ -133,6 +133,7 @@ def test_task_log_is_readable_and_a_replacement_resumes_from_it(cluster):
         revive(cluster, [victim])
     assert result["failures_recovered"] >= 1
     assert rows_of(cluster, "resume_out") == expected(APP2, 10000)
+    assert result["records_out"] == sum(expected(APP2, 10000).values())
     out = cluster.root / "op2-0.log"
     cluster.query("01", "get", f"rainstorm/{result['job']}/op2-0.log", str(out))
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -8,7 +8,7 @@ from membership.member import (ALIVE, FAILED, LEFT, SUSPECT, MemberState, supers
 from membership.probe import fixed_monitored, probe_targets
 from membership.protocol import Settings
 from membership.suspicion import SuspicionTimers, detection_bound
-from tests.simnet import FAST, SimNet, address, start_cluster
+from tests.simnet import FAST, address, start_cluster
 
 pytestmark = pytest.mark.timeout(60)
 
