@@ -130,15 +130,18 @@ class HydfsClient:
         return self._with_temp(data, lambda path: self.create(path, name))
 
     def append(self, local_path: str, name: str) -> dict:
+        """Append a local file, streamed from disk (never whole in memory)."""
         size = _local_size(local_path)
-        if size > (1 << 30):
-            raise HydfsError(f"append of {size} bytes is over the 1 GiB limit for one append")
-        with open(local_path, "rb") as f:
-            return self.append_bytes(name, f.read())
+        return self._append(name, size, None,
+                            lambda conn, header: conn.send_bulk_file(header, local_path, 0, size))
 
     def append_bytes(self, name: str, data: bytes, append_id: tuple[str, int] | None = None) -> dict:
         """Append `data`. `append_id` (client, seq) lets a caller that survives this process
         (a RainStorm task and its replacement) retry an append so that it lands once."""
+        return self._append(name, len(data), append_id,
+                            lambda conn, header: conn.send_bulk_bytes(header, data))
+
+    def _append(self, name: str, size: int, append_id, send) -> dict:
         check_name(name)
         with self._file_lock(name):
             # A sequence number names one append's bytes forever: it is used up even if the
@@ -149,12 +152,20 @@ class HydfsClient:
                 append_id = (self.client_id, seq)
             header = {"t": "hydfs.append", "name": name, "id": list(append_id),
                       "ts": self._timestamp()}
+
+            def attempt(vm):
+                with self.peers.open(vm) as conn:
+                    try:
+                        send(conn, header)
+                        return check_reply(conn.recv())
+                    except (OSError, wire.ProtocolError) as exc:
+                        raise Unreachable(f"node {vm}: {exc}") from None
             try:
-                reply = self._write(name, lambda vm: self.peers.call_with_bytes(vm, header, data))
+                reply = self._write(name, attempt)
             finally:
                 self._invalidate(name)
             self._last_write[name] = list(append_id)
-        return {"name": name, "size": len(data), "seq": append_id[1], "new": reply["new"],
+        return {"name": name, "size": size, "seq": append_id[1], "new": reply["new"],
                 "replicas": reply["replicas"]}
 
     def merge(self, name: str) -> dict:

@@ -30,7 +30,7 @@ from cluster.server import HandlerError
 from hydfs.idset import IdSet
 from hydfs.merge import held as merge_held, plan_merge
 from hydfs.peers import Unreachable
-from hydfs.service import MAX_APPEND_BYTES, HydfsService, _append_id, _name
+from hydfs.service import HydfsService, _append_id, _append_size, _name
 from hydfs.store import FileExists
 from hydfs.transfer import RemoteError
 
@@ -116,30 +116,50 @@ class Coordinator:
     # -- append -----------------------------------------------------------------------------
 
     def handle_append(self, conn, msg: dict) -> None:
+        """Store the append as it streams in, then stream it to every other replica."""
         name = _name(msg)
         client, seq, ts = _append_id(msg)
-        data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND_BYTES)
-        owners = self._owners_or_refuse(name)
-        self._ensure_local_copy(name, owners)
-        new = self.store.append(name, client, seq, ts, data)
+        size = _append_size(msg)
+        try:
+            owners = self._owners_or_refuse(name)
+            self._ensure_local_copy(name, owners)
+        except HandlerError:
+            _drain_bulk(conn, size)
+            raise
+        chunks = conn.recv_bulk_chunks(size)
+        new = self.store.append_stream(name, client, seq, ts, size, chunks)
+        if not new:
+            for _ in chunks:               # a retry of an append we hold: read it off the wire
+                pass
         others = [vm for vm in owners if vm != self.service.vm]
         header = {"t": "hydfs.append_replica", "name": name, "id": [client, seq], "ts": ts}
-        results = self.service.parallel(lambda vm: self._replica_append(vm, name, header, data),
-                                        others)
+        results = self.service.parallel(
+            lambda vm: self._replica_append(vm, name, header, (client, seq)), others)
         acked = 1 + sum(1 for r in results if r is True)
         if acked < len(owners):
             raise NotEnoughReplicas(_not_enough(name, acked, len(owners)))
         conn.send({"t": "ok", "new": new, "replicas": owners})
 
-    def _replica_append(self, vm: str, name: str, header: dict, data: bytes) -> bool:
+    def _replica_append(self, vm: str, name: str, header: dict, append_id) -> bool:
         try:
-            self.peers.call_with_bytes(vm, header, data, timeout=10)
+            self._send_append(vm, name, header, append_id)
         except RemoteError as exc:
             if str(exc) != "missing":
                 raise
             self.service.push(name, vm)         # a new replica: give it the whole file
-            self.peers.call_with_bytes(vm, header, data, timeout=10)
+            self._send_append(vm, name, header, append_id)
         return True
+
+    def _send_append(self, vm: str, name: str, header: dict, append_id) -> None:
+        size, _, chunks = self.store.append_chunks(name, append_id)
+        with self.peers.open(vm, timeout=30) as conn:
+            try:
+                conn.send_bulk_chunks(header, size, chunks)
+                reply = conn.recv()
+            except (OSError, wire.ProtocolError) as exc:
+                raise Unreachable(f"node {vm}: {exc}") from None
+        if reply.get("t") == "error":
+            raise RemoteError(reply.get("error", "error"))
 
     def _ensure_local_copy(self, name: str, owners: list[str]) -> None:
         """A replica that does not hold the file yet pulls it before coordinating."""

@@ -41,15 +41,6 @@ class Peers:
         with self.open(vm, timeout) as conn:
             return self.exchange(vm, conn, message)
 
-    def call_with_bytes(self, vm: str, message: dict, data: bytes,
-                        timeout: float = REPLY_TIMEOUT) -> dict:
-        with self.open(vm, timeout) as conn:
-            try:
-                conn.send_bulk_bytes(message, data)
-                return check_reply(conn.recv())
-            except (OSError, socket.timeout, wire.ProtocolError) as exc:
-                raise Unreachable(f"node {vm}: {exc}") from None
-
     @staticmethod
     def exchange(vm: str, conn: Connection, message: dict) -> dict:
         try:

@@ -30,7 +30,7 @@ from membership.service import MembershipService
 
 log = logging.getLogger("hydfs")
 
-MAX_APPEND_BYTES = 1 << 30
+MAX_APPEND_BYTES = 1 << 36         # appends stream to disk; this only bounds a typo
 PARALLEL_TIMEOUT = 120.0     # no fan-out waits forever on one stuck peer
 
 
@@ -168,11 +168,15 @@ class HydfsService:
     def handle_append_replica(self, conn, msg: dict) -> None:
         name = _name(msg)
         client, seq, ts = _append_id(msg)
-        data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND_BYTES)
+        size = _append_size(msg)
+        chunks = conn.recv_bulk_chunks(size)
+        if self.store.get_state(name) is None or \
+                not self.store.append_stream(name, client, seq, ts, size, chunks):
+            for _ in chunks:              # not stored (missing file, or a retry): drain
+                pass
         if self.store.get_state(name) is None:
             conn.send({"t": "error", "error": "missing", "missing": True})
             return
-        self.store.append(name, client, seq, ts, data)
         conn.send({"t": "ok"})
 
     def handle_apply_merge(self, conn, msg: dict) -> None:
@@ -282,6 +286,13 @@ def _byte_range(msg: dict, size: int) -> tuple[int, int]:
         raise HandlerError("bad byte range")
     start = min(offset, size)
     return start, min(length, size - start)
+
+
+def _append_size(msg: dict) -> int:
+    size = wire.bulk_length(msg)
+    if size > MAX_APPEND_BYTES:
+        raise wire.ProtocolError(f"append of {size} bytes exceeds {MAX_APPEND_BYTES}")
+    return size
 
 
 def _append_id(msg: dict) -> tuple[str, int, float]:

@@ -10,9 +10,10 @@ Layout, under ``data_dir/vmNN/hydfs/<percent-encoded name>/``:
   A merge appends to it in place and then commits a larger size; bytes beyond the committed
   size are a crashed merge's leftovers and are cut off when the file is loaded.
 - ``pending.<token>.log``: appends received since the last merge, in arrival order, each a
-  JSON header line ``{"id": [client, seq], "ts": ..., "size": N, "crc": ...}`` and N bytes.
-  An append is one write and one fsync. A torn record at the end (a crash mid-append) is cut
-  off when the file is loaded; a bad CRC anywhere else is corruption.
+  JSON header line ``{"id": [client, seq], "ts": ..., "size": N}``, N bytes, and a trailer
+  line ``{"crc": ...}`` (so an append streams to disk as it arrives, never whole in memory).
+  An append is one fsync. A torn record at the end (a crash mid-append: no trailer yet) is
+  cut off when the file is loaded; a bad CRC anywhere is corruption.
 
 Reads verify every block and record against its CRC; corruption raises `CorruptReplica`, and
 the caller quarantines the copy so re-replication restores it from another replica. Files
@@ -179,12 +180,32 @@ class ReplicaStore:
 
     def append(self, name: str, client: str, seq: int, ts: float, data: bytes) -> bool:
         """Add one append to the pending log; False if this id is already held (a retry)."""
+        return self.append_stream(name, client, seq, ts, len(data), [data])
+
+    def append_stream(self, name: str, client: str, seq: int, ts: float, size: int,
+                      chunks) -> bool:
+        """Add one append whose bytes arrive as chunks; False (chunks unread) if its id is
+        already held (a retry): the caller then drains them."""
         with self.lock(name):
             st = self.state(name)
             if st.holds((client, seq)):
                 return False
-            self._write_records(st, [(client, seq, ts, data)])
+            self._write_streams(st, [(client, seq, ts, size, chunks)])
             return True
+
+    def append_chunks(self, name: str, append_id: tuple[str, int]):
+        """(size, ts, chunks) of a held append, pending or merged, read from a snapshot."""
+        snap = self.snapshot(name)
+        pieces = [p for p in snap.pieces if not p[4]]
+        for rec, (f, offset, size, crcs, _) in zip(snap.pending, pieces):
+            if rec.id == append_id:
+                f.seek(offset)
+                return size, rec.ts, _closing(snap, _read_record(f, size, crcs[0]))
+        for client, seq, ts, offset, size in snap.index:
+            if (client, seq) == append_id:
+                return size, ts, _closing(snap, self.read_range(snap, offset, size))
+        snap.close()
+        raise NoSuchFile(f"{name} holds no append {append_id}")
 
     def add_records(self, name: str, records) -> int:
         """Add pulled pending records (header dict, bytes); skips ids already held."""
@@ -196,9 +217,13 @@ class ReplicaStore:
             return len(new)
 
     def _write_records(self, st: FileState, records, folder: str | None = None) -> None:
-        """Append records to the pending log, fsync'd. The in-memory state changes only
-        once they are on disk; a failed write is cut back off, so a retry cannot double."""
-        if not records:
+        self._write_streams(st, [(c, s, ts, len(d), [d]) for c, s, ts, d in records], folder)
+
+    def _write_streams(self, st: FileState, items, folder: str | None = None) -> None:
+        """Append records (client, seq, ts, size, chunks) to the pending log, fsync'd. The
+        in-memory state changes only once they are on disk; a failed write (a dropped
+        connection mid-append, a full disk) is cut back off, so a retry cannot double."""
+        if not items:
             return
         folder = folder or self._dir(st.name)
         path = os.path.join(folder, st.pending_file)
@@ -207,13 +232,21 @@ class ReplicaStore:
             end, new = st.pending_size, []
             try:
                 f.seek(end)
-                for client, seq, ts, data in records:
-                    rec = Record(client, seq, ts, len(data), zlib.crc32(data), 0)
-                    header = json.dumps(rec.header(), separators=(",", ":")).encode() + b"\n"
-                    rec.offset = end + len(header)
+                for client, seq, ts, size, chunks in items:
+                    header = json.dumps({"id": [client, seq], "ts": ts, "size": size},
+                                        separators=(",", ":")).encode() + b"\n"
                     f.write(header)
-                    f.write(data)
-                    end = rec.offset + rec.size
+                    crc, written = 0, 0
+                    for chunk in chunks:
+                        f.write(chunk)
+                        crc = zlib.crc32(chunk, crc)
+                        written += len(chunk)
+                    if written != size:
+                        raise ValueError(f"append of {size} bytes delivered {written}")
+                    trailer = b'{"crc":%d}\n' % crc
+                    f.write(trailer)
+                    rec = Record(client, seq, ts, size, crc, end + len(header))
+                    end = rec.offset + size + len(trailer)
                     new.append(rec)
                 f.truncate(end)
                 f.flush()
@@ -570,19 +603,37 @@ def _scan_pending(path: str) -> tuple[list[Record], int]:
                 break
             try:
                 h = json.loads(line)
-                rec = Record(str(h["id"][0]), int(h["id"][1]), float(h["ts"]), int(h["size"]),
-                             int(h["crc"]), f.tell())
+                client, seq, ts, size = str(h["id"][0]), int(h["id"][1]), float(h["ts"]), int(h["size"])
             except (ValueError, KeyError, IndexError, TypeError):
                 break
-            data = f.read(rec.size)
-            if len(data) < rec.size:
+            offset, crc, remaining = f.tell(), 0, size
+            while remaining:
+                data = f.read(min(READ_CHUNK, remaining))
+                if not data:
+                    break
+                crc = zlib.crc32(data, crc)
+                remaining -= len(data)
+            trailer = f.readline()
+            if remaining or not trailer.endswith(b"\n"):
+                break                           # torn: the crash came mid-append
+            try:
+                expected = int(json.loads(trailer)["crc"])
+            except (ValueError, KeyError, TypeError):
                 break
-            if zlib.crc32(data) != rec.crc:
-                raise CorruptReplica(f"{path}: record {rec.id} fails its checksum")
-            records.append(rec)
+            if crc != expected:
+                raise CorruptReplica(f"{path}: record {(client, seq)} fails its checksum")
+            records.append(Record(client, seq, ts, size, crc, offset))
             good = f.tell()
         f.truncate(good)
     return records, good
+
+
+def _closing(snap: Snapshot, chunks):
+    """Yield chunks, then close the snapshot they are read from."""
+    try:
+        yield from chunks
+    finally:
+        snap.close()
 
 
 def _write_blocks(path: str, chunks) -> tuple[int, list[int]]:

@@ -116,7 +116,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @pytest.mark.timeout(300)
-def test_a_200_mb_file_round_trips_with_bounded_node_memory(local_cluster):
+def test_a_200_mb_file_and_a_200_mb_append_round_trip_with_bounded_node_memory(local_cluster):
     cluster = local_cluster(4)
     src = cluster.root / "big.bin"
     block = hashlib.sha256(b"seed").digest() * 32768          # 1 MiB, repeated with a twist
@@ -127,9 +127,19 @@ def test_a_200_mb_file_round_trips_with_bounded_node_memory(local_cluster):
             f.write(chunk)
             sha.update(chunk)
     cluster.query("02", "create", str(src), "big", timeout=120)
+    cluster.query("04", "append", str(src), "big", timeout=120)     # appends stream too
     out = cluster.root / "big.out"
     cluster.query("03", "get", "big", str(out), timeout=120)
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == sha.hexdigest()
+    got = hashlib.sha256()
+    with open(out, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            got.update(chunk)
+    twice = sha.copy()
+    with open(src, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            twice.update(chunk)
+    assert got.hexdigest() == twice.hexdigest()
     for vm in cluster.vms:
         rss = peak_rss_mb(cluster.procs[vm].pid)
         assert rss < 120, f"node {vm} peaked at {rss:.0f} MB for a 200 MB file"
+    assert (cluster.root / "big.out").stat().st_size == 400 * (1 << 20)
