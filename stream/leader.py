@@ -183,8 +183,10 @@ class Leader:
         live = [m.vm for m in self.membership.members()]
         job.schedule = assign(workers_for(live, self.vm), spec.num_tasks,
                               source_hosts=self.client.owners(spec.src))
+        with ThreadPoolExecutor(max_workers=8) as pool:   # the tasks' (empty) logs
+            list(pool.map(lambda t: self.client.create_bytes(task_log.log_name(job.id, str(t)),
+                                                             b""), job.schedule))
         for task in job.schedule:
-            self.client.create_bytes(task_log.log_name(job.id, str(task)), b"")
             job.task_specs[task] = self._task_spec(ctx, job, task, op1, op2, partitions)
         ctx.emit(f"job {job.id}: {spec.op1} -> {spec.op2} over {spec.src} ({size} bytes) "
                  f"into {spec.dest}, {spec.num_tasks} tasks per stage on "

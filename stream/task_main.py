@@ -23,7 +23,10 @@ from stream.task_io import Inbox
 
 
 def main() -> int:
-    setup = json.loads(sys.stdin.readline())
+    line = sys.stdin.readline()              # a spare process waits here, warm
+    if not line:
+        return 0                             # its node stopped without using it
+    setup = json.loads(line)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"%(asctime)s task {setup['spec']['job']}/%(message)s")
     spec = TaskSpec.from_wire(setup["spec"])

@@ -26,6 +26,7 @@ log = logging.getLogger("stream")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 30.0
+SPARE_PROCESSES = 2        # warm task processes kept ready per node
 MAX_APPEND = 1 << 30
 
 
@@ -37,6 +38,9 @@ class StreamWorker:
         self.address = config.address(vm)
         self.leader_address = config.address(config.leader)
         self._procs: dict[tuple[str, tuple], subprocess.Popen] = {}
+        self._spares: list[subprocess.Popen] = []
+        self._stopping = False
+        self._task_log = os.path.join(config.log_dir, f"vm{vm}-tasks.log")
         self._lock = threading.Lock()
         for name in ("start_task", "stop_job", "hydfs_append", "hydfs_create", "hydfs_read"):
             server.route(f"stream.{name}", getattr(self, f"handle_{name}"))
@@ -47,26 +51,50 @@ class StreamWorker:
         spec = msg["spec"]
         key = (spec["job"], tuple(spec["task"]))
         self._stop_proc(key)                       # a restart of a task we ran before
-        log_path = os.path.join(self.config.log_dir, f"vm{self.vm}-tasks.log")
-        with open(log_path, "ab") as errors:
-            proc = subprocess.Popen([sys.executable, "-m", "stream.task_main"], cwd=REPO,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=errors)
+        proc = self._take_process()
         setup = {"spec": spec, "node": list(self.address), "leader": list(self.leader_address),
                  "secret": self.config.secret}
-        proc.stdin.write((wire.encode(setup).decode()).encode())
-        proc.stdin.close()
+        try:
+            proc.stdin.write(wire.encode(setup))
+            proc.stdin.close()
+        except OSError:
+            pass                                   # it died; _read_ready says so below
         line = _read_ready(proc)
         if not line.startswith("READY "):
             proc.kill()
             raise HandlerError(f"task {spec['task']} did not start on vm{self.vm}: "
-                               f"{line or 'it exited'} (see {log_path})")
+                               f"{line or 'it exited'} (see {self._task_log})")
         with self._lock:
             self._procs[key] = proc
         threading.Thread(target=self._watch, args=(key, proc), daemon=True).start()
         log.info("TASK %s/%s started on vm%s at %s", spec["job"], spec["task"], self.vm,
                  line.split()[1])
         conn.send({"t": "ok", "address": line.split()[1]})
+
+    # Spare task processes: started when a job ends, while the node is idle, they have the
+    # interpreter and the engine's modules loaded and wait for a spec on stdin, so the next
+    # job's tasks start in milliseconds instead of a Python start-up each.
+
+    def _spawn(self) -> subprocess.Popen:
+        with open(self._task_log, "ab") as errors:
+            return subprocess.Popen([sys.executable, "-m", "stream.task_main"], cwd=REPO,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=errors)
+
+    def _take_process(self) -> subprocess.Popen:
+        with self._lock:
+            while self._spares:
+                proc = self._spares.pop()
+                if proc.poll() is None:
+                    return proc
+        return self._spawn()
+
+    def _top_up_spares(self) -> None:
+        with self._lock:
+            missing = SPARE_PROCESSES - len(self._spares)
+            if self._stopping or missing <= 0:
+                return
+            self._spares += [self._spawn() for _ in range(missing)]
 
     def _watch(self, key, proc: subprocess.Popen) -> None:
         code = proc.wait()
@@ -85,6 +113,7 @@ class StreamWorker:
         for key in keys:
             self._stop_proc(key)
         conn.send({"t": "ok", "stopped": len(keys)})
+        self._top_up_spares()              # while the node is idle, ready for the next job
 
     def _stop_proc(self, key) -> None:
         with self._lock:
@@ -98,9 +127,12 @@ class StreamWorker:
 
     def stop(self) -> None:
         with self._lock:
-            keys = list(self._procs)
+            self._stopping = True
+            keys, spares, self._spares = list(self._procs), self._spares, []
         for key in keys:
             self._stop_proc(key)
+        for proc in spares:
+            proc.kill()
 
     def _tell_leader(self, message: dict) -> None:
         from cluster.connection import Connection
