@@ -169,17 +169,17 @@ class SourceTask(TaskBase):
         acked = self.recovered.completed
         self.unacked: dict[str, tuple[TaskId, dict, bytes]] = {}
         self.newly_acked: list[str] = []
-        total_blocks = 0
         leftover, block_no, line = b"", 0, part.first_line
         self.started = time.monotonic()
         limit = self.spec.block_bytes
         for chunk in self._read_partition(part):
+            if self.stopped:
+                return                      # the leader gave up on the job
             blocks, leftover = cut_blocks(leftover + chunk, final=False, limit=limit)
             for block in blocks:
                 line = self._emit(block, block_no, line, acked)
                 block_no += 1
-        blocks, _ = cut_blocks(leftover, final=True, limit=limit)
-        for block in blocks:
+        for block in cut_blocks(leftover, final=True, limit=limit)[0]:
             line = self._emit(block, block_no, line, acked)
             block_no += 1
         total_blocks = block_no
