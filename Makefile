@@ -6,8 +6,9 @@ CONFIG ?= config.ini
 VM     ?= 02
 RUN    := run
 
-.PHONY: help venv test test-unit test-integration demo demo-membership cluster stop \
-        introducer node status data clean bench bench-hydfs
+.PHONY: help venv test test-unit test-integration demo demo-membership cluster stop app-src \
+        introducer node status data clean bench bench-hydfs bench-stream app1 app2 \
+        bench-peers-venv
 
 help:
 	@echo "make test              create .venv and run the whole test suite"
@@ -18,6 +19,8 @@ help:
 	@echo "make introducer        run the introducer in the foreground (as on a course VM)"
 	@echo "make node VM=03        run node 03 in the foreground (as on a course VM)"
 	@echo "make data              traffic-signs CSV files in datasets/"
+	@echo "make app1 / make app2  the two classic RainStorm apps on the running cluster (make cluster)"
+	@echo "                       (LINES=1000|5000|10000, TASKS=3)"
 
 $(VPY): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -79,10 +82,36 @@ data:
 	@ls -l datasets
 
 # Benchmarks on real local clusters; results (markdown and JSON) go to bench/results/.
-bench: bench-hydfs
+bench: bench-hydfs bench-stream
 
 bench-hydfs:
 	$(PYTHON) bench/hydfs_bench.py $(BENCH_ARGS)
+
+# RainStorm vs a plain Python loop, and Bytewax / PySpark if $(PEERS_VENV) exists: the peer
+# engines' own venv (`make bench-peers-venv`), kept out of the project's dependencies.
+PEERS_VENV ?= /tmp/rainstorm-peers
+bench-stream:
+	$(PYTHON) bench/stream_bench.py --peers-venv $(PEERS_VENV) $(BENCH_ARGS)
+
+bench-peers-venv:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check bytewax==0.21.1 pyspark==4.3.0
+
+# The two classic applications (INTERFACE.md) on the cluster `make cluster` started: the
+# source file is put into HyDFS once; each run writes a new DEST (appN_out_<time>).
+LINES ?= 1000
+TASKS ?= 3
+CTL   := $(PYTHON) rainstorm.py ctl --vm 01 --config $(CONFIG)
+SRC   := TrafficSigns_$(LINES)
+
+app-src: data
+	@$(CTL) ls $(SRC) >/dev/null 2>&1 || $(CTL) create datasets/$(SRC) $(SRC)
+
+app1: app-src
+	$(CTL) RainStorm grep signs_select $(SRC) app1_out_$$(date +%H%M%S) $(TASKS) --op1-args "No Outlet"
+
+app2: app-src
+	$(CTL) RainStorm signs_by_category count $(SRC) app2_out_$$(date +%H%M%S) $(TASKS) --op1-args "Punched Telespar"
 
 clean:
 	rm -rf $(RUN) data logs datasets .pytest_cache

@@ -9,16 +9,19 @@ node's TCP port with `LocalCluster.query`, so a latency includes the control rou
 Parts (select with `--parts`):
 
 - throughput: `create` and `get` of 1, 10 and 100 MB files on a 10-node cluster, issued from
-  nodes that are not replicas of the file (so the bytes cross a socket), each the median of a
-  few runs; gets come from distinct client nodes, so none is served from a cache. The
-  reference is a raw Python socket copy of the same bytes over loopback in this process
-  (sender `sendall`, receiver `recv_into` a 1 MB buffer), also with the receiver writing a
-  local file and with a final fsync. The headline ratio is HyDFS MB/s over raw-socket MB/s
-  (target: get >= 50 %).
+  nodes that are not replicas of the file (so the bytes cross a socket): the median of 3
+  creates (3 files) and of 9 gets (3 distinct client nodes per file, so none is served from a
+  cache; `--quick`: 2 and 4). The reference is a raw Python socket copy of the same bytes over loopback in this
+  process (sender `sendall`, receiver `recv_into` a 1 MB buffer), also with the receiver
+  writing a local file, and with a final fsync; median of 5. The headline ratio is HyDFS MB/s
+  over raw-socket MB/s (target: get >= 50 %); a get also writes a local file, so get over
+  "raw + file" is shown too. Every timed transfer starts after `os.sync()`, so one run's
+  dirty pages do not slow the next. "extra pulls" counts `REPLICATE` log lines for these
+  files: a replica's re-replicator pulling a file that the create is pushing to it anyway.
 - append: p50/p99 latency of a few hundred 4 KB appends from one client node.
 - merge: 1000 appends (4 KB or 40 KB) to a fresh file from 1, 2, 5 or 10 client nodes at
   once (one thread per client node, the appends split between them), then `merge`: the
-  command's wall time and the `seconds` the coordinator reports.
+  command's wall time and the `seconds` the coordinator reports; median of 3 files each.
 - rerep: per file size, a fresh 10-node cluster, one file whose replicas exclude the
   introducer 01, kill -9 of two of its replicas; kill -> first `FAIL` log line about a
   victim on any survivor (detection), and detection -> the last `REPLICATE` log line of the
@@ -31,7 +34,8 @@ Parts (select with `--parts`):
   The first ops of each workload warm the cache and are not measured.
 
 Output: a markdown table per part on stdout and in `--out`.md, raw numbers in `--out`.json
-(default bench/results/hydfs; `--quick` writes nothing unless `--out` is given). Scratch
+(default bench/results/hydfs for a full run of every part; a `--quick` run or a subset of
+`--parts` writes nothing unless `--out` is given). Scratch
 data lives in a temporary directory that is removed at the end (`--keep` keeps it).
 """
 
@@ -47,6 +51,7 @@ import re
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -87,6 +92,7 @@ class Settings:
     merge_total: int = 1000
     merge_clients: tuple = (1, 2, 5, 10)
     merge_kb: tuple = (4, 40)
+    merge_reps: int = 3
     rerep_mb: tuple = (1, 5, 20, 50, 100)
     cache_files: int = 200
     cache_fractions: tuple = (0.0, 0.1, 0.2, 0.5, 1.0)
@@ -96,11 +102,23 @@ class Settings:
 
 
 QUICK = Settings(throughput_mb=(1, 10), throughput_reps=2, appends=50, merge_total=100,
-                 merge_clients=(1, 10), rerep_mb=(1, 5), cache_files=50,
+                 merge_clients=(1, 10), merge_reps=1, rerep_mb=(1, 5), cache_files=50,
                  cache_fractions=(0.0, 0.5, 1.0), cache_ops=150, cache_warmup=30)
 
 
 # -- small helpers ----------------------------------------------------------------------------
+
+def code_version() -> str:
+    """The git commit of the code under test, "+changes" if hydfs/ or cluster/ differ."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        dirty = git("status", "--porcelain", "--", "hydfs", "cluster")
+        return git("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
 
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -122,10 +140,22 @@ def latency_stats(seconds: list[float]) -> dict:
             "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
 
 
+def settle() -> None:
+    """Write back dirty pages, so that one measurement's writes do not slow the next."""
+    os.sync()
+
+
 def timed(fn, *args, **kwargs):
+    """(seconds, result) of fn(*args, **kwargs)."""
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return time.perf_counter() - start, result
+
+
+def timed_settled(fn, *args, **kwargs):
+    """`timed`, started with no dirty pages pending (for bulk transfers)."""
+    settle()
+    return timed(fn, *args, **kwargs)
 
 
 def random_file(path: Path, size: int) -> Path:
@@ -230,7 +260,8 @@ def raw_references(path: Path, scratch: Path) -> dict:
     out = {}
     for label, kwargs in (("raw", {}), ("raw_file", {"sink": sink}),
                           ("raw_file_fsync", {"sink": sink, "fsync": True})):
-        seconds = statistics.median(raw_socket_copy(data, **kwargs) for _ in range(RAW_REPS))
+        seconds = statistics.median(timed_settled(raw_socket_copy, data, **kwargs)[0]
+                                    for _ in range(RAW_REPS))
         out[label] = mb / seconds
     sink.unlink(missing_ok=True)
     return out
@@ -261,10 +292,16 @@ class Bench:
         rows = []
         for mb in self.s.throughput_mb:
             src = random_file(cluster.root / f"src-{mb}", mb * MB)
+            started = time.time()
             row = {"mb": mb, **raw_references(src, cluster.root)}
             row.update(self._create_and_get(cluster, src, mb))
             row["create_ratio"] = row["create"] / row["raw"]
             row["get_ratio"] = row["get"] / row["raw"]
+            row["get_file_ratio"] = row["get"] / row["raw_file"]
+            # A create pushes the file to its replicas; a replicator that pulls it as well
+            # (it saw the new file in the primary's manifest) doubles the work.
+            row["extra_pulls"] = len(log_events(cluster, cluster.vms,
+                                                rf"^REPLICATE tput-{mb}-", started))
             src.unlink()
             log(f"throughput {mb} MB: raw {row['raw']:.0f} MB/s, create {row['create']:.0f}, "
                 f"get {row['get']:.0f} MB/s")
@@ -277,10 +314,11 @@ class Bench:
         for rep in range(self.s.throughput_reps):
             name = f"tput-{mb}-{rep}"
             clients = non_replicas(cluster, name)
-            creates.append(timed(cluster.query, clients[0], "create", str(src), name,
-                                 timeout=600)[0])
+            creates.append(timed_settled(cluster.query, clients[0], "create", str(src), name,
+                                         timeout=600)[0])
             for client in clients[1:1 + self.s.throughput_reps]:
-                seconds, doc = timed(cluster.query, client, "get", name, str(out), timeout=600)
+                seconds, doc = timed_settled(cluster.query, client, "get", name, str(out),
+                                             timeout=600)
                 assert not doc["cached"] and doc["size"] == mb * MB, doc
                 gets.append(seconds)
         out.unlink(missing_ok=True)
@@ -309,12 +347,20 @@ class Bench:
 
     def part_merge(self) -> dict:
         cluster = self.shared()
-        rows = [self._merge_once(cluster, kb, clients)
-                for kb in self.s.merge_kb for clients in self.s.merge_clients]
-        return {"rows": rows}
+        rows = []
+        for kb in self.s.merge_kb:
+            for clients in self.s.merge_clients:
+                runs = [self._merge_once(cluster, kb, clients, rep)
+                        for rep in range(self.s.merge_reps)]
+                rows.append({"kb": kb, "clients": clients, "appends": self.s.merge_total,
+                             "failed": sum(r["failed"] for r in runs),
+                             "merged": min(r["merged"] for r in runs), "runs": runs,
+                             **{key: statistics.median(r[key] for r in runs)
+                                for key in ("append_s", "merge_wall_s", "merge_seconds")}})
+        return {"reps": self.s.merge_reps, "rows": rows}
 
-    def _merge_once(self, cluster: LocalCluster, kb: int, clients: int) -> dict:
-        name = f"merge-{kb}k-{clients}c"
+    def _merge_once(self, cluster: LocalCluster, kb: int, clients: int, rep: int) -> dict:
+        name = f"merge-{kb}k-{clients}c-{rep}"
         cluster.query("01", "create", str(random_file(cluster.root / "empty", 0)), name)
         vms = cluster.vms[:clients]
         paths = {vm: random_file(cluster.root / f"merge-{vm}-{kb}k", kb * KB) for vm in vms}
@@ -332,12 +378,10 @@ class Bench:
             return job
         append_s, _ = timed(run_threads, [client_job(vm, n) for vm, n in zip(vms, shares)])
         wall, doc = timed(cluster.query, vms[0], "merge", name, timeout=600)
-        row = {"kb": kb, "clients": clients, "appends": self.s.merge_total,
-               "failed": len(failures), "append_s": append_s, "merge_wall_s": wall,
-               "merge_seconds": doc["seconds"], "merged": doc["merged"]}
         log(f"merge {kb} KB x {clients} clients: appends {append_s:.2f} s, merge {wall:.3f} s "
             f"(reported {doc['seconds']:.3f} s, {doc['merged']} merged)")
-        return row
+        return {"failed": len(failures), "append_s": append_s, "merge_wall_s": wall,
+                "merge_seconds": doc["seconds"], "merged": doc["merged"]}
 
     # -- part 4: re-replication ----------------------------------------------------------------
 
@@ -357,6 +401,7 @@ class Bench:
         victims = ring.replicas(name, REPLICAS)[:2]
         survivors = [vm for vm in cluster.vms if vm not in victims]
         new_replicas = Ring(survivors, RING_BITS).replicas(name, REPLICAS)
+        settle()
         killed_at = time.time()
         for vm in victims:
             cluster.kill(vm)
@@ -411,12 +456,13 @@ class Bench:
         gets, appends, cached = [], [], 0
         for i in range(self.s.cache_warmup + self.s.cache_ops):
             name = names[pick()]
+            measured = i >= self.s.cache_warmup
             if rng.random() < mix:
                 seconds, _ = timed(cluster.query, client, "append", str(chunk), name)
-                appends.append(seconds)
+                appends += [seconds] if measured else []
                 continue
             seconds, doc = timed(cluster.query, client, "get", name, out)
-            if i >= self.s.cache_warmup:
+            if measured:
                 gets.append(seconds)
                 cached += doc["cached"]
         return {"dist": dist, "append_share": mix, "get": latency_stats(gets),
@@ -441,11 +487,12 @@ def md_table(headers: list[str], rows: list[list]) -> str:
 def render_throughput(r: dict) -> str:
     rows = [[row["mb"], f"{row['raw']:.0f}", f"{row['raw_file']:.0f}",
              f"{row['raw_file_fsync']:.0f}", f"{row['create']:.0f}",
-             f"{row['create_ratio']:.1%}", f"{row['get']:.0f}", f"{row['get_ratio']:.1%}",
-             "yes" if row["get_ratio"] >= 0.5 else "no"] for row in r["rows"]]
+             f"{row['create_ratio']:.1%}", row["extra_pulls"], f"{row['get']:.0f}",
+             f"{row['get_ratio']:.1%}", "yes" if row["get_ratio"] >= 0.5 else "no",
+             f"{row['get_file_ratio']:.1%}"] for row in r["rows"]]
     return md_table(["size MB", "raw socket MB/s", "raw + file MB/s", "raw + file + fsync MB/s",
-                     "create MB/s", "create / raw", "get MB/s", "get / raw", "get >= 50 %"],
-                    rows)
+                     "create MB/s", "create / raw", "extra pulls", "get MB/s", "get / raw",
+                     "get >= 50 %", "get / (raw + file)"], rows)
 
 
 def render_append(r: dict) -> str:
@@ -461,8 +508,9 @@ def render_merge(r: dict) -> str:
              f"{row['append_s']:.2f}", f"{row['appends'] / row['append_s']:.0f}",
              row["merged"], f"{row['merge_wall_s']:.3f}", f"{row['merge_seconds']:.3f}"]
             for row in r["rows"]]
-    return md_table(["append size", "clients", "appends", "failed", "append phase s",
-                     "appends/s", "merged", "merge wall s", "merge reported s"], rows)
+    return (f"Median of {r['reps']} runs, each on a fresh file.\n\n" +
+            md_table(["append size", "clients", "appends", "failed", "append phase s",
+                      "appends/s", "merged", "merge wall s", "merge reported s"], rows))
 
 
 def render_rerep(r: dict) -> str:
@@ -499,8 +547,10 @@ SECTIONS = {
 
 def render(results: dict) -> str:
     meta = results["meta"]
-    out = [f"# HyDFS benchmark\n\n{meta['date']}, Python {meta['python']}, "
-           f"{meta['cpus']} CPUs, {'quick' if meta['quick'] else 'full'} run, "
+    out = [f"# HyDFS benchmark\n\n{meta['date']}, code {meta['code']}, Python {meta['python']}, "
+           f"{meta['cpus']} CPUs (load average {meta['load_before']} before, "
+           f"{meta['load_after']} after), "
+           f"{'quick' if meta['quick'] else 'full'} run, "
            f"{meta['elapsed_s']:.0f} s. MB = 2^20 bytes.\n"]
     for part, (title, renderer) in SECTIONS.items():
         if part in results:
@@ -515,8 +565,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer ops")
     p.add_argument("--parts", default=",".join(PARTS),
                    help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
-    p.add_argument("--out", type=Path, help="write OUT.md and OUT.json "
-                   f"(default {DEFAULT_OUT.relative_to(REPO)}; none with --quick)")
+    p.add_argument("--out", type=Path, help="write OUT.md and OUT.json (default for a full "
+                   f"run of every part: {DEFAULT_OUT.relative_to(REPO)}; else none)")
     p.add_argument("--workdir", type=Path,
                    help="scratch directory, kept afterwards (default: a temp dir, removed)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (node logs)")
@@ -525,7 +575,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.parts) - set(PARTS)
     if unknown:
         p.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
-    if args.out is None and not args.quick:
+    if args.out is None and not args.quick and set(args.parts) == set(PARTS):
         args.out = DEFAULT_OUT
     return args
 
@@ -536,7 +586,9 @@ def main(argv=None) -> int:
     own_workdir = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="hydfs-bench-")) if own_workdir else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    results = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
+    results = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "code": code_version(),
+                        "python": platform.python_version(),
+                        "load_before": round(os.getloadavg()[0], 2),
                         "cpus": os.cpu_count(), "quick": args.quick, "membership": MEMBERSHIP,
                         "settings": asdict(settings)}}
     bench = Bench(settings, workdir)
@@ -550,6 +602,7 @@ def main(argv=None) -> int:
         if own_workdir and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["elapsed_s"] = time.monotonic() - started
+    results["meta"]["load_after"] = round(os.getloadavg()[0], 2)
     markdown = render(results)
     print(markdown)
     if args.out:

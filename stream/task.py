@@ -135,11 +135,14 @@ class TaskBase:
         record["stats"] = self.stats
         self.link.append(self.log_file, task_log.encode(record))
 
+    def report_due(self) -> bool:
+        return time.monotonic() - self.last_report >= REPORT_EVERY
+
     def report(self, force: bool = False, **extra) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_report < REPORT_EVERY:
+        """Counters (and extras) to the leader, at most every REPORT_EVERY unless forced."""
+        if not force and not self.report_due():
             return
-        self.last_report = now
+        self.last_report = time.monotonic()
         try:
             self.link.report(dict({"t": "stream.report", "job": self.spec.job,
                                    "task": self.spec.task.to_wire(), "stats": self.stats},
@@ -273,7 +276,8 @@ class OperatorTask(TaskBase):
                 self.seq += 1
                 self.newly_done = []
             self.flush_acks()
-            self.report(sample=self._take_sample())
+            if self.report_due():
+                self.report(sample=self._take_sample())
         self.report(force=True, final=True, sample=self._take_sample())
 
     # -- input ------------------------------------------------------------------------------
