@@ -9,6 +9,7 @@ command line. `wait_until` polls a condition against a deadline: no test sleeps 
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -30,15 +31,19 @@ class CommandFailed(Exception):
     pass
 
 
+PORT_RANGE = (20000, 32000)   # below Linux's ephemeral range, so no outgoing connection
+                              # can take a port between our check and the node's bind
+
+
 def free_ports(count: int) -> list[int]:
     """Ports free for both TCP and UDP on 127.0.0.1 right now."""
     ports, held = [], []
     while len(ports) < count:
+        port = random.randrange(*PORT_RANGE)
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.bind(("127.0.0.1", 0))
-        port = tcp.getsockname()[1]
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            tcp.bind(("127.0.0.1", port))
             udp.bind(("127.0.0.1", port))
         except OSError:
             tcp.close()

@@ -86,11 +86,14 @@ class Coordinator:
                 if exists:
                     raise HandlerError(f"file {name} already exists in HyDFS")
                 raise NotEnoughReplicas(_not_enough(name, len(owners) - len(down), len(owners)))
+            self.service.in_flight.add(name)
             try:
                 self.store.create(name, file_id, conn.recv_bulk_chunks(size), size)
+                failed = self._push_everywhere(name, others)
             except FileExists:
                 raise HandlerError(f"file {name} already exists in HyDFS") from None
-            failed = self._push_everywhere(name, others)
+            finally:
+                self.service.in_flight.discard(name)
             if failed:
                 self._roll_back_create(name, file_id, others)
                 raise NotEnoughReplicas(_not_enough(name, len(owners) - len(failed), len(owners)))

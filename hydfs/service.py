@@ -49,6 +49,9 @@ class HydfsService:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hydfs-rpc")
         self.last_resync = 0.0
+        # Files in flight: being created here (not offered to others until every replica
+        # has them) or arriving here by push (not pulled a second time meanwhile).
+        self.in_flight: set[str] = set()
         for name in ("summary", "manifest", "get", "fetch", "state",
                      "append_replica", "apply_merge"):
             server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
@@ -93,7 +96,7 @@ class HydfsService:
         files = {}
         for name in self.store.names():
             st = self.store.get_state(name)
-            if st is not None:
+            if st is not None and name not in self.in_flight:
                 files[name] = st.summary()
         conn.send({"t": "ok", "files": files})
 
@@ -160,8 +163,12 @@ class HydfsService:
             for _ in conn.recv_bulk_chunks(size):
                 pass                          # we hold all its base has: the records suffice
         else:
-            self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
-                               int(msg.get("create_size", 0)), msg.get("index") or [])
+            self.in_flight.add(name)
+            try:
+                self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
+                                   int(msg.get("create_size", 0)), msg.get("index") or [])
+            finally:
+                self.in_flight.discard(name)
         self.store.add_records(name, transfer.recv_records(conn))
         conn.send({"t": "ok"})
 
@@ -245,6 +252,8 @@ class HydfsService:
         plan = replication.plan(self.vm, ring, self.replicas, local, manifests)
         done = {"pulled": 0, "dropped": 0}
         for name, vm in plan.pulls:
+            if name in self.in_flight:
+                continue                  # a push of it is arriving right now
             try:
                 how = self.pull(name, vm)
                 done["pulled"] += 1
@@ -269,7 +278,9 @@ def _drain(conn, size: int) -> None:
     """Read and discard a refused transfer, so the connection can carry the error reply."""
     for _ in conn.recv_bulk_chunks(size):
         pass
-    transfer.recv_records(conn)
+    for _, chunks in transfer.recv_records(conn):
+        for _ in chunks:
+            pass
 
 
 def _name(msg: dict) -> str:

@@ -207,14 +207,12 @@ class ReplicaStore:
         snap.close()
         raise NoSuchFile(f"{name} holds no append {append_id}")
 
-    def add_records(self, name: str, records) -> int:
-        """Add pulled pending records (header dict, bytes); skips ids already held."""
+    def add_records(self, name: str, records) -> None:
+        """Add records (header, chunks), each written to disk as its bytes arrive; ids
+        already held are skipped (their bytes drained)."""
         with self.lock(name):
             st = self.state(name)
-            new = [(h["id"][0], h["id"][1], h["ts"], data) for h, data in records
-                   if not st.holds(tuple(h["id"]))]
-            self._write_records(st, new)
-            return len(new)
+            self._write_streams(st, _unheld(st, records))
 
     def _write_records(self, st: FileState, records, folder: str | None = None) -> None:
         self._write_streams(st, [(c, s, ts, len(d), [d]) for c, s, ts, d in records], folder)
@@ -223,8 +221,6 @@ class ReplicaStore:
         """Append records (client, seq, ts, size, chunks) to the pending log, fsync'd. The
         in-memory state changes only once they are on disk; a failed write (a dropped
         connection mid-append, a full disk) is cut back off, so a retry cannot double."""
-        if not items:
-            return
         folder = folder or self._dir(st.name)
         path = os.path.join(folder, st.pending_file)
         created = not os.path.exists(path)
@@ -311,35 +307,22 @@ class ReplicaStore:
             pos += size
 
     def snapshot_records(self, snap: Snapshot, exclude: IdSet, merged_too: bool = False) -> list:
-        """(header, bytes) of the snapshot's appends not in `exclude`, verified: its pending
-        records, and with `merged_too` also those merged into its base (via the index)."""
+        """(header, chunks) of the snapshot's appends not in `exclude`: its pending records,
+        and with `merged_too` also those merged into its base (via the index). The chunks
+        are read lazily, verified, in order: consume each before the next, while `snap`
+        is open. Nothing is held whole in memory."""
         out = []
         if merged_too:
             for client, seq, ts, offset, size in snap.index:
                 if (client, seq) not in exclude:
-                    data = b"".join(self.read_range(snap, offset, size))
-                    out.append(({"id": [client, seq], "ts": ts, "size": size,
-                                 "crc": zlib.crc32(data)}, data))
+                    out.append(({"id": [client, seq], "ts": ts, "size": size},
+                                self.read_range(snap, offset, size)))
         pieces = [p for p in snap.pieces if not p[4]]
         for rec, (f, offset, size, crcs, _) in zip(snap.pending, pieces):
             if rec.id not in exclude:
-                f.seek(offset)
-                out.append((rec.header(), b"".join(_read_record(f, size, crcs[0]))))
+                out.append(({"id": [rec.client, rec.seq], "ts": rec.ts, "size": size},
+                            _read_at(f, offset, size, crcs[0])))
         return out
-
-    def pending_records(self, name: str, exclude: IdSet) -> list:
-        """(header, bytes) of pending records whose ids are not in `exclude`, verified."""
-        with self.lock(name):
-            st = self.state(name)
-            wanted = [r for r in st.pending if r.id not in exclude]
-            if not wanted:
-                return []
-            with open(os.path.join(self._dir(name), st.pending_file), "rb") as f:
-                out = []
-                for rec in wanted:
-                    f.seek(rec.offset)
-                    out.append((rec.header(), b"".join(_read_record(f, rec.size, rec.crc))))
-                return out
 
     # -- merge and whole-file installs --------------------------------------------------------
 
@@ -435,17 +418,19 @@ class ReplicaStore:
         add `records`, keeping any appends of ours that the new base does not contain."""
         with self.lock(name):
             old = self.get_state(name)
-            keep = []
+            keep, snap = [], None
             merged = IdSet(summary["merged"])
             if old is not None and old.file_id == summary["file_id"]:
                 snap = self.snapshot(name)
-                try:
-                    keep = self.snapshot_records(snap, merged, merged_too=True)
-                finally:
+                keep = self.snapshot_records(snap, merged, merged_too=True)
+            try:
+                return self._install(name, summary["file_id"], summary["gen"],
+                                     summary["merge_id"], merged, chunks, size,
+                                     keep + list(records), replace=old is not None,
+                                     create_size=create_size, index=index)
+            finally:
+                if snap is not None:
                     snap.close()
-            return self._install(name, summary["file_id"], summary["gen"], summary["merge_id"],
-                                 merged, chunks, size, keep + list(records),
-                                 replace=old is not None, create_size=create_size, index=index)
 
     def _install(self, name, file_id, gen, merge_id, merged, chunks, size, records,
                  replace: bool = False, create_size: int = 0, index=()) -> FileState:
@@ -458,8 +443,7 @@ class ReplicaStore:
             st.base_size, st.base_crcs = _write_blocks(os.path.join(tmp, st.base_file), chunks)
             if st.base_size != size:
                 raise ValueError(f"expected {size} bytes, received {st.base_size}")
-            self._write_records(st, [(h["id"][0], h["id"][1], h["ts"], d) for h, d in records
-                                     if not st.holds(tuple(h["id"]))], folder=tmp)
+            self._write_streams(st, _unheld(st, records), folder=tmp)
             _write_json(os.path.join(tmp, "meta.json"), st.meta())
             self._swap_in(tmp, self._dir(name), replace)
         except BaseException:
@@ -626,6 +610,23 @@ def _scan_pending(path: str) -> tuple[list[Record], int]:
             good = f.tell()
         f.truncate(good)
     return records, good
+
+
+def _unheld(st: FileState, records):
+    """(client, seq, ts, size, chunks) of the records `st` does not hold yet; the bytes of
+    the others are read and dropped, so a stream of records stays in step."""
+    for header, chunks in records:
+        client, seq = str(header["id"][0]), int(header["id"][1])
+        if st.holds((client, seq)):
+            for _ in chunks:
+                pass
+            continue
+        yield (client, seq, float(header["ts"]), int(header["size"]), chunks)
+
+
+def _read_at(f, offset: int, size: int, crc: int):
+    f.seek(offset)
+    yield from _read_record(f, size, crc)
 
 
 def _closing(snap: Snapshot, chunks):

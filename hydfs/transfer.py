@@ -19,9 +19,6 @@ from cluster.connection import Connection
 from hydfs.idset import IdSet
 from hydfs.store import ReplicaStore
 
-MAX_RECORDS_BYTES = 1 << 30
-
-
 class RemoteError(Exception):
     """The peer answered with an error message."""
 
@@ -49,25 +46,24 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
 
 
 def send_records(conn: Connection, name: str, records: list) -> None:
-    payload = b"".join(data for _, data in records)
-    conn.send_bulk_bytes({"t": "hydfs.records", "name": name,
-                          "records": [h for h, _ in records]}, payload)
+    """A count, then each record as its own message with its bytes streamed after it."""
+    conn.send({"t": "hydfs.records", "name": name, "count": len(records)})
+    for header, chunks in records:
+        conn.send_bulk_chunks({"t": "hydfs.record", "id": header["id"], "ts": header["ts"]},
+                              int(header["size"]), chunks)
 
 
-def recv_records(conn: Connection) -> list:
-    """Read a hydfs.records message; [(header, bytes), ...]."""
+def recv_records(conn: Connection):
+    """Yield (header, chunks) per record; consume each record's chunks before the next."""
     msg = conn.recv()
     if msg.get("t") != "hydfs.records":
         raise wire.ProtocolError(f"expected hydfs.records, got {msg.get('t')!r}")
-    payload = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_RECORDS_BYTES)
-    out, offset = [], 0
-    for header in msg["records"]:
-        size = int(header["size"])
-        out.append((header, payload[offset:offset + size]))
-        offset += size
-    if offset != len(payload):
-        raise wire.ProtocolError("record sizes do not add up to the payload")
-    return out
+    for _ in range(int(msg["count"])):
+        record = conn.recv()
+        if record.get("t") != "hydfs.record":
+            raise wire.ProtocolError(f"expected hydfs.record, got {record.get('t')!r}")
+        size = wire.bulk_length(record)
+        yield {"id": record["id"], "ts": record["ts"], "size": size}, conn.recv_bulk_chunks(size)
 
 
 def recv_state(conn: Connection, store: ReplicaStore, name: str) -> str:

@@ -139,14 +139,17 @@ class Leader:
         size = self._check_files(spec)
         job = Job(uuid.uuid4().hex[:8], spec)
         self.jobs[job.id] = job
+        finished = False
         try:
             self._start(ctx, job, op1, op2, size)
             log.info("JOB %s started in %.3f s", job.id, time.monotonic() - started)
             self._watch(ctx, job, started)
             log.info("JOB %s sources done at %.3f s", job.id, time.monotonic() - started)
-            self._stop(job, ctx)
+            self._stop(job, ctx)                  # and collect the tasks' last counts
+            finished = True
         finally:
-            self._stop(job)
+            if not finished:
+                self._stop(job)                   # a failed job leaves no task behind
             self.jobs.pop(job.id, None)
         return self._summary(job, started)
 
@@ -313,11 +316,10 @@ class Leader:
             _tell(address, {"t": "stream.stop", "job": job.id}, self.config)
         if ctx is not None:
             self._final_reports(ctx, job)
-        for vm in set(job.schedule.values()):
-            try:
-                self.peers.call(vm, {"t": "stream.stop_job", "job": job.id}, 15)
-            except (Unreachable, RemoteError):
-                pass
+        vms = sorted(set(job.schedule.values()))
+        with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
+            list(pool.map(_attempt(lambda vm: self.peers.call(
+                vm, {"t": "stream.stop_job", "job": job.id}, 15)), vms))
 
     # -- what the user sees -----------------------------------------------------------------
 

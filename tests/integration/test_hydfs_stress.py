@@ -117,7 +117,7 @@ def peak_rss_mb(pid: int) -> float:
 
 @pytest.mark.timeout(300)
 def test_a_200_mb_file_and_a_200_mb_append_round_trip_with_bounded_node_memory(local_cluster):
-    cluster = local_cluster(4)
+    cluster = local_cluster(5)
     src = cluster.root / "big.bin"
     block = hashlib.sha256(b"seed").digest() * 32768          # 1 MiB, repeated with a twist
     sha = hashlib.sha256()
@@ -139,7 +139,14 @@ def test_a_200_mb_file_and_a_200_mb_append_round_trip_with_bounded_node_memory(l
         for chunk in iter(lambda: f.read(1 << 20), b""):
             twice.update(chunk)
     assert got.hexdigest() == twice.hexdigest()
-    for vm in cluster.vms:
+    # Re-replicating it (a 200 MB base and a 200 MB pending append) is bounded too.
+    owners = Ring(cluster.vms, 11).replicas("big", 3)
+    victim = next(vm for vm in owners if vm != "01")
+    cluster.kill(victim)
+    alive = [vm for vm in cluster.vms if vm != victim]
+    wait_until(lambda: holders(cluster, "big") == sorted(Ring(alive, 11).replicas("big", 3)),
+               60, interval=0.3, what="re-replication of the big file")
+    for vm in alive:
         rss = peak_rss_mb(cluster.procs[vm].pid)
         assert rss < 120, f"node {vm} peaked at {rss:.0f} MB for a 200 MB file"
     assert (cluster.root / "big.out").stat().st_size == 400 * (1 << 20)

@@ -24,13 +24,15 @@ APP2 = ("signs_by_category", "count", "Punched Telespar")
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     cluster = LocalCluster(tmp_path_factory.mktemp("rainstorm"), 10)
-    cluster.start_all()
-    for n in (1000, 5000, 10000):
-        path = cluster.root / f"TrafficSigns_{n}"
-        write_csv(n, str(path))
-        cluster.query("01", "create", str(path), f"TrafficSigns_{n}", timeout=60)
-    yield cluster
-    cluster.close()
+    try:
+        cluster.start_all()
+        for n in (1000, 5000, 10000):
+            path = cluster.root / f"TrafficSigns_{n}"
+            write_csv(n, str(path))
+            cluster.query("01", "create", str(path), f"TrafficSigns_{n}", timeout=60)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def rows_of(cluster, dest: str) -> collections.Counter:
