@@ -79,11 +79,17 @@ class Coordinator:
             summaries = self.service.parallel(
                 lambda vm: self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5), others)
             down = [vm for vm, r in zip(others, summaries) if isinstance(r, Exception)]
-            exists = self.store.get_state(name) is not None or any(
-                isinstance(r, dict) and r.get("summary") for r in summaries)
-            if exists or down:
+            mine = self.store.get_state(name)
+            ids = {r["summary"]["file_id"] for r in summaries
+                   if isinstance(r, dict) and r.get("summary")}
+            ids |= {mine.file_id} if mine is not None else set()
+            if ids == {file_id} and not down:
+                _drain_bulk(conn, size)       # our own create, retried after a lost reply
+                conn.send({"t": "ok", "replicas": owners})
+                return
+            if ids or down:
                 _drain_bulk(conn, size)
-                if exists:
+                if ids:
                     raise HandlerError(f"file {name} already exists in HyDFS")
                 raise NotEnoughReplicas(_not_enough(name, len(owners) - len(down), len(owners)))
             self.service.in_flight.add(name)
@@ -216,9 +222,7 @@ class Coordinator:
         merge_id = f"{me}-{uuid.uuid4().hex[:8]}"
         request = {"t": "hydfs.apply_merge", "name": name, "gen": plan.gen,
                    "merge_id": merge_id, "target": plan.target.to_wire()}
-        if self.store.apply_merge(name, plan.gen, merge_id, plan.target):
-            raise HandlerError(f"merge of {name}: could not gather every append")
-        self._apply_everywhere(name, request, others, summaries)
+        self._apply_everywhere(name, request, others, summaries, plan, merge_id)
         log.info("MERGE %s: %d appends, generation %d on %s", name, len(plan.target),
                  plan.gen, ",".join(owners))
         return {"merged": len(plan.target) - len(IdSet(summaries[me]["merged"])),
@@ -227,17 +231,24 @@ class Coordinator:
     def _summary(self, vm: str, name: str):
         return self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 10)["summary"]
 
-    def _apply_everywhere(self, name: str, request: dict, others: list[str], summaries) -> None:
-        """Apply the merge on every other replica; one that lacks appends is sent them."""
+    def _apply_everywhere(self, name: str, request: dict, others: list[str], summaries,
+                          plan, merge_id: str) -> None:
+        """Apply the merge here and on every other replica at once (each result depends
+        only on the set of appends, so the order does not matter); a replica that lacks
+        appends is sent them first."""
         def apply(vm):
+            if vm == self.service.vm:
+                if self.store.apply_merge(name, plan.gen, merge_id, plan.target):
+                    raise HandlerError(f"merge of {name}: could not gather every append")
+                return True
             if self.peers.call(vm, request, 60)["missing"]:
                 self.service.push(name, vm, exclude=merge_held(summaries[vm]))
                 if self.peers.call(vm, request, 60)["missing"]:
                     raise RemoteError(f"node {vm} could not apply the merge")
             return True
-        results = self.service.parallel(apply, others)
+        results = self.service.parallel(apply, [self.service.vm] + others)
         if any(isinstance(r, Exception) for r in results):
-            ok = 1 + sum(1 for r in results if r is True)
+            ok = sum(1 for r in results if r is True)
             raise NotEnoughReplicas(_not_enough(name, ok, len(others) + 1))
 
 

@@ -252,3 +252,20 @@ def test_two_merges_coordinated_at_once_converge_without_losing_appends(local_cl
     assert len(set(contents.values())) == 1
     lines = next(iter(contents.values())).decode().split()
     assert sorted(lines) == sorted(expected)
+
+
+def test_a_retried_create_is_not_mistaken_for_someone_elses(local_cluster):
+    """A client whose create reply was lost retries with the same file id: that succeeds;
+    another create of the name fails."""
+    cluster = local_cluster(4)
+    primary = Ring(cluster.vms, 11).replicas("retried", 3)[0]
+
+    def create(file_id: str) -> dict:
+        with Connection.open(cluster.address(primary), None, 30) as conn:
+            conn.send_bulk_bytes({"t": "hydfs.create", "name": "retried", "file_id": file_id},
+                                 b"content")
+            return conn.recv()
+    assert create("0001-me")["t"] == "ok"
+    assert create("0001-me")["t"] == "ok"
+    reply = create("0002-someone-else")
+    assert reply["t"] == "error" and "already exists" in reply["error"]
