@@ -415,25 +415,44 @@ class ReplicaStore:
     def install(self, name: str, summary: dict, chunks, size: int, records,
                 create_size: int = 0, index: list = ()) -> FileState:
         """Replace our copy with a peer's base (from `chunks`, laid out as `index` says) and
-        add `records`, keeping any appends of ours that the new base does not contain."""
-        with self.lock(name):
-            old = self.get_state(name)
-            keep, snap = [], None
-            merged = IdSet(summary["merged"])
-            if old is not None and old.file_id == summary["file_id"]:
-                snap = self.snapshot(name)
-                keep = self.snapshot_records(snap, merged, merged_too=True)
-            try:
-                return self._install(name, summary["file_id"], summary["gen"],
-                                     summary["merge_id"], merged, chunks, size,
-                                     keep + list(records), replace=old is not None,
-                                     create_size=create_size, index=index)
-            finally:
-                if snap is not None:
-                    snap.close()
+        add `records`, keeping any appends of ours that the new base does not contain.
+
+        The base streams into a temporary directory without the file's lock (appends and
+        reads of our copy go on meanwhile); the lock is taken only to add our appends and
+        swap the copies."""
+        tmp, st = self._receive_base(name, summary["file_id"], summary["gen"],
+                                     summary["merge_id"], IdSet(summary["merged"]), chunks,
+                                     size, create_size, index)
+        try:
+            with self.lock(name):
+                old = self.get_state(name)
+                keep, snap = [], None
+                if old is not None and old.file_id == summary["file_id"]:
+                    snap = self.snapshot(name)
+                    keep = self.snapshot_records(snap, st.merged, merged_too=True)
+                try:
+                    return self._commit_install(name, tmp, st, keep + list(records),
+                                                replace=old is not None)
+                finally:
+                    if snap is not None:
+                        snap.close()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def _install(self, name, file_id, gen, merge_id, merged, chunks, size, records,
                  replace: bool = False, create_size: int = 0, index=()) -> FileState:
+        tmp, st = self._receive_base(name, file_id, gen, merge_id, merged, chunks, size,
+                                     create_size, index)
+        try:
+            return self._commit_install(name, tmp, st, records, replace)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _receive_base(self, name, file_id, gen, merge_id, merged, chunks, size, create_size,
+                      index) -> tuple[str, FileState]:
+        """A new copy's base, written into a temporary directory (removed on failure)."""
         tmp = os.path.join(self.root, f".tmp-{uuid.uuid4().hex}")
         os.makedirs(tmp)
         try:
@@ -443,12 +462,17 @@ class ReplicaStore:
             st.base_size, st.base_crcs = _write_blocks(os.path.join(tmp, st.base_file), chunks)
             if st.base_size != size:
                 raise ValueError(f"expected {size} bytes, received {st.base_size}")
-            self._write_streams(st, _unheld(st, records), folder=tmp)
-            _write_json(os.path.join(tmp, "meta.json"), st.meta())
-            self._swap_in(tmp, self._dir(name), replace)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        return tmp, st
+
+    def _commit_install(self, name: str, tmp: str, st: FileState, records,
+                        replace: bool) -> FileState:
+        """Add the records, write the metadata, swap the copy in (caller holds the lock)."""
+        self._write_streams(st, _unheld(st, records), folder=tmp)
+        _write_json(os.path.join(tmp, "meta.json"), st.meta())
+        self._swap_in(tmp, self._dir(name), replace)
         with self._guard:
             self._files[name] = st
         return st
