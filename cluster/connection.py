@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import select
 import socket
 
 from cluster import wire
@@ -170,8 +171,40 @@ class Connection:
         return b"".join(self.recv_bulk_chunks(length))
 
     def recv_bulk_to_file(self, length: int, f) -> None:
-        for chunk in self.recv_bulk_chunks(length):
-            f.write(chunk)
+        """Write a payload into an open binary file. Without a MAC to check, the bytes go
+        from the socket to the file inside the kernel (splice through a pipe), which is
+        what lets a HyDFS get run near the speed of the disk."""
+        if self.key is not None or not hasattr(os, "splice"):
+            for chunk in self.recv_bulk_chunks(length):
+                f.write(chunk)
+            return
+        early = self._decoder.take(min(length, self._decoder.buffered()))
+        f.write(early)
+        f.flush()
+        _splice_into(self.sock, f.fileno(), length - len(early))
+
+
+def _splice_into(sock: socket.socket, fd: int, length: int) -> None:
+    """Move `length` bytes from the socket to the file descriptor through a pipe."""
+    read_end, write_end = os.pipe()
+    timeout = sock.gettimeout()
+    try:
+        while length:
+            try:
+                moved = os.splice(sock.fileno(), write_end, min(length, CHUNK))
+            except BlockingIOError:       # a socket with a timeout is non-blocking inside
+                if not select.select([sock], [], [], timeout)[0]:
+                    raise socket.timeout("timed out while reading a bulk payload") from None
+                continue
+            if not moved:
+                raise ConnectionClosed("connection closed while reading a bulk payload")
+            left = moved
+            while left:
+                left -= os.splice(read_end, fd, left)
+            length -= moved
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def _digest(key: bytes, header_line: bytes, data: bytes) -> bytes:

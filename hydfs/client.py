@@ -332,12 +332,12 @@ def _local_size(path: str) -> int:
 
 def _receive_to_local(conn: Connection, size: int, local_path: str, keep: bool):
     """Stream the payload into local_path (temp file, then rename); the bytes if `keep`."""
-    kept = [] if keep else None
-    chunks = conn.recv_bulk_chunks(size)
-    if keep:
-        chunks = _tee(chunks, kept)
-    _write_local(local_path, chunks)
-    return b"".join(kept) if keep else None
+    if not keep:
+        _write_local_file(local_path, lambda f: conn.recv_bulk_to_file(size, f))
+        return None
+    kept = []
+    _write_local(local_path, _tee(conn.recv_bulk_chunks(size), kept))
+    return b"".join(kept)
 
 
 def _tee(chunks, into: list):
@@ -347,14 +347,18 @@ def _tee(chunks, into: list):
 
 
 def _write_local(local_path: str, chunks) -> None:
+    _write_local_file(local_path, lambda f: f.writelines(chunks))
+
+
+def _write_local_file(local_path: str, fill) -> None:
+    """Write local_path via a temporary file renamed into place: no half-written file."""
     folder = os.path.dirname(os.path.abspath(local_path))
     if not os.path.isdir(folder):
         raise HydfsError(f"local directory {folder} does not exist")
     tmp = os.path.join(folder, f".{os.path.basename(local_path)}.{uuid.uuid4().hex[:8]}.part")
     try:
         with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
+            fill(f)
         os.replace(tmp, local_path)
     except BaseException:
         if os.path.exists(tmp):

@@ -114,3 +114,17 @@ def test_a_payload_moved_under_another_header_fails_authentication():
     header = receiver.recv()
     with pytest.raises(wire.AuthError):
         receiver.recv_bulk_bytes(header["bulk"], 100)
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["splice", "hmac"])
+def test_bulk_payload_into_a_file_including_bytes_that_came_with_the_header(tmp_path, key):
+    payload = bytes(range(256)) * 20000                  # ~5 MB: several splice rounds
+    a, b = socket.socketpair()
+    sender, receiver = Connection(a, key), Connection(b, key)
+    thread = threading.Thread(target=sender.send_bulk_bytes, args=({"t": "put"}, payload))
+    thread.start()
+    header = receiver.recv()                             # may buffer the payload's start
+    with open(tmp_path / "out", "wb") as f:
+        receiver.recv_bulk_to_file(wire.bulk_length(header), f)
+    thread.join()
+    assert (tmp_path / "out").read_bytes() == payload
