@@ -58,7 +58,6 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from itertools import accumulate
 from pathlib import Path
 
@@ -81,7 +80,6 @@ ZIPF_A = 1.2
 SEED = 1234
 PARTS = ("throughput", "append", "merge", "rerep", "cache")
 DEFAULT_OUT = REPO / "bench" / "results" / "hydfs"
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) vm\d+ \w+ \w+: (.*)$")
 
 
 @dataclass(frozen=True)
@@ -181,21 +179,6 @@ def non_replicas(cluster: LocalCluster, name: str) -> list[str]:
 
 def holds(cluster: LocalCluster, vm: str, name: str) -> bool:
     return name in {f["name"] for f in cluster.query(vm, "store", timeout=5)["files"]}
-
-
-def log_events(cluster: LocalCluster, vms: list[str], pattern: str, since: float) -> list:
-    """(epoch seconds, vm, message) of the log lines of `vms` matching `pattern` after
-    `since` (log timestamps are local time with milliseconds)."""
-    wanted = re.compile(pattern)
-    events = []
-    for vm in vms:
-        for line in cluster.log(vm).splitlines():
-            m = LOG_LINE.match(line)
-            if m and wanted.search(m.group(2)):
-                at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
-                if at >= since:
-                    events.append((at, vm, m.group(2)))
-    return sorted(events)
 
 
 @contextmanager
@@ -300,7 +283,7 @@ class Bench:
             row["get_file_ratio"] = row["get"] / row["raw_file"]
             # A create pushes the file to its replicas; a replicator that pulls it as well
             # (it saw the new file in the primary's manifest) doubles the work.
-            row["extra_pulls"] = len(log_events(cluster, cluster.vms,
+            row["extra_pulls"] = len(cluster.log_events(cluster.vms,
                                                 rf"^REPLICATE tput-{mb}-", started))
             src.unlink()
             log(f"throughput {mb} MB: raw {row['raw']:.0f} MB/s, create {row['create']:.0f}, "
@@ -408,8 +391,8 @@ class Bench:
         wait_until(lambda: all(holds(cluster, vm, name) for vm in new_replicas),
                    60 + mb, interval=0.1, what=f"{name} on {new_replicas}")
         seen_at = time.time()
-        fails = log_events(cluster, survivors, rf"^FAIL ({'|'.join(victims)})@", killed_at - 1)
-        copies = log_events(cluster, new_replicas, rf"^REPLICATE {re.escape(name)} from",
+        fails = cluster.log_events(survivors, rf"^FAIL ({'|'.join(victims)})@", killed_at - 1)
+        copies = cluster.log_events(new_replicas, rf"^REPLICATE {re.escape(name)} from",
                             killed_at)
         detected = fails[0][0] if fails else float("nan")
         done = copies[-1][0] if copies else seen_at

@@ -74,7 +74,6 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +96,6 @@ DATA = REPO / "bench" / "data"
 DEFAULT_OUT = REPO / "bench" / "results" / "stream"
 LEADER = "01"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) vm\d+ \w+ \w+: (.*)$")
 PROGRESS = re.compile(r"^\[\s*([\d.]+)s\] read (\d+) lines .*\| \S+ out (\d+) \| \S+ out (\d+)"
                       r" \| sources done (\d+)/(\d+)")
 MOVE = re.compile(r"^task (\S+) moves from vm(\d+) to vm(\d+)")
@@ -269,7 +267,7 @@ def placement(cluster: LocalCluster, job: str, vms=None) -> dict:
     """vm -> the task ids ([stage, index]) of `job` its node started, from the nodes' logs
     ("TASK <job>/[s, i] started on vmNN ...")."""
     where = {}
-    for _, vm, msg in log_events(cluster, vms or cluster.vms, rf"^TASK {job}/\[\d+, \d+\] "
+    for _, vm, msg in cluster.log_events(vms or cluster.vms, rf"^TASK {job}/\[\d+, \d+\] "
                                                               "started"):
         m = re.match(r"TASK \S+?/\[(\d+), (\d+)\]", msg)
         where.setdefault(vm, []).append([int(m.group(1)), int(m.group(2))])
@@ -379,24 +377,10 @@ def idle_cpu(cluster: LocalCluster, seconds: float = 3.0) -> float:
     return sum(after[vm][0] - before[vm][0] for vm in after if vm in before) / seconds
 
 
-def log_events(cluster: LocalCluster, vms, pattern: str, since: float = 0.0) -> list:
-    """(epoch s, vm, message) of log lines of `vms` matching `pattern`, at or after `since`."""
-    wanted = re.compile(pattern)
-    events = []
-    for vm in vms:
-        for line in cluster.log(vm).splitlines():
-            m = LOG_LINE.match(line)
-            if m and wanted.search(m.group(2)):
-                at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
-                if at >= since:
-                    events.append((at, vm, m.group(2)))
-    return sorted(events)
-
-
 def job_phases(cluster: LocalCluster, job: str, seconds: float) -> dict:
     """plan / launch / stream / stop seconds of a job, from the leader's JOB log lines."""
     marks = {}
-    for _, _, msg in log_events(cluster, [LEADER], rf"^JOB {job} "):
+    for _, _, msg in cluster.log_events([LEADER], rf"^JOB {job} "):
         m = re.match(r"JOB \w+ (partitions planned at|started in|sources done at) ([\d.]+) s",
                      msg)
         if m:
@@ -640,9 +624,9 @@ class Bench:
         k = kill["mono"]
         where = placement(cluster, job.job, victims)
         killed_tasks = [f"[{s}, {i}]" for vm in victims for s, i in where.get(vm, [])]
-        fails = log_events(cluster, [LEADER], rf"^FAIL ({'|'.join(victims)})@", kill["epoch"])
+        fails = cluster.log_events([LEADER], rf"^FAIL ({'|'.join(victims)})@", kill["epoch"])
         moves = [at for at, line in job.lines if MOVE.match(line) and at >= k]
-        ready = log_events(cluster, [vm for vm in cluster.vms if vm not in victims],
+        ready = cluster.log_events([vm for vm in cluster.vms if vm not in victims],
                            rf"^TASK {job.job}/", kill["epoch"])
         end = job.started + job.wall
         progress = [(job.started + t, out) for t, _, out in job.progress()] + \

@@ -10,11 +10,13 @@ command line. `wait_until` polls a condition against a deadline: no test sleeps 
 from __future__ import annotations
 
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from cluster import wire
@@ -25,6 +27,9 @@ RAINSTORM = REPO / "rainstorm.py"
 
 FAST_MEMBERSHIP = {"protocol_period": 0.2, "ping_timeout": 0.3, "suspicion": "on",
                    "suspicion_timeout": 1.5, "monitors": 4}
+
+
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) vm\d+ \w+ \w+: (.*)$")
 
 
 class CommandFailed(Exception):
@@ -151,6 +156,20 @@ class LocalCluster:
     def log(self, vm: str) -> str:
         path = self.root / "logs" / f"vm{vm}.log"
         return path.read_text() if path.exists() else ""
+
+    def log_events(self, vms, pattern: str, since: float = 0.0) -> list:
+        """(epoch seconds, vm, message) of the log lines of `vms` whose message matches
+        `pattern`, at or after `since` (log timestamps are local time, in milliseconds)."""
+        wanted = re.compile(pattern)
+        events = []
+        for vm in vms:
+            for line in self.log(vm).splitlines():
+                m = LOG_LINE.match(line)
+                if m and wanted.search(m.group(2)):
+                    at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+                    if at >= since:
+                        events.append((at, vm, m.group(2)))
+        return sorted(events)
 
     # -- talking to nodes -------------------------------------------------------------------
 
