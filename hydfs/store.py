@@ -384,12 +384,12 @@ class ReplicaStore:
                 open(os.path.join(folder, st.pending_file), "rb") as log:
             base.truncate(st.base_size)
             base.seek(st.base_size)
+            crcs = _BlockCrcs(st.base_crcs, st.base_size)
             for rec in records:
                 log.seek(rec.offset)
-                data = log.read(rec.size)
-                if zlib.crc32(data) != rec.crc:
-                    raise CorruptReplica(f"record {rec.id} fails its checksum")
-                base.write(data)
+                for chunk in _read_record(log, rec.size, rec.crc):   # bounded memory
+                    base.write(chunk)
+                    crcs.update(chunk)
             base.flush()
             os.fsync(base.fileno())
             new_size = base.tell()
@@ -397,7 +397,7 @@ class ReplicaStore:
         for rec in records:
             st.index.append([rec.client, rec.seq, rec.ts, offset, rec.size])
             offset += rec.size
-        st.base_crcs = _recompute_tail_crcs(base_path, st.base_crcs, st.base_size, new_size)
+        st.base_crcs = crcs.result()
         st.base_size = new_size
 
     def _rewrite_pending(self, st: FileState, folder: str, remaining: list[Record]) -> None:
@@ -661,38 +661,42 @@ def _closing(snap: Snapshot, chunks):
         snap.close()
 
 
+class _BlockCrcs:
+    """CRC-32 per BLOCK of a file as it is written, continuing after `size` bytes whose
+    block CRCs are `crcs` (the last one may be of a partial block)."""
+
+    def __init__(self, crcs: list[int] = (), size: int = 0):
+        full = size // BLOCK
+        self.crcs = list(crcs[:full])
+        self.fill = size - full * BLOCK
+        self.crc = crcs[full] if self.fill else 0
+
+    def update(self, chunk) -> None:
+        view = memoryview(chunk)
+        while len(view):
+            take = min(BLOCK - self.fill, len(view))
+            self.crc = zlib.crc32(view[:take], self.crc)
+            self.fill += take
+            view = view[take:]
+            if self.fill == BLOCK:
+                self.crcs.append(self.crc)
+                self.crc, self.fill = 0, 0
+
+    def result(self) -> list[int]:
+        return self.crcs + ([self.crc] if self.fill else [])
+
+
 def _write_blocks(path: str, chunks) -> tuple[int, list[int]]:
     """Write chunks to `path` (fsync'd); return its size and per-BLOCK CRCs."""
-    crcs, size, block_fill, crc = [], 0, 0, 0
+    crcs, size = _BlockCrcs(), 0
     with open(path, "wb") as f:
         for chunk in chunks:
             f.write(chunk)
-            view = memoryview(chunk)
-            while len(view):
-                take = min(BLOCK - block_fill, len(view))
-                crc = zlib.crc32(view[:take], crc)
-                block_fill += take
-                view = view[take:]
-                if block_fill == BLOCK:
-                    crcs.append(crc)
-                    crc, block_fill = 0, 0
+            crcs.update(chunk)
             size += len(chunk)
-        if block_fill:
-            crcs.append(crc)
         f.flush()
         os.fsync(f.fileno())
-    return size, crcs
-
-
-def _recompute_tail_crcs(path: str, crcs: list[int], old_size: int, new_size: int) -> list[int]:
-    """CRCs after growing the file from old_size to new_size: only the tail blocks change."""
-    first = old_size // BLOCK
-    crcs = list(crcs[:first])
-    with open(path, "rb") as f:
-        f.seek(first * BLOCK)
-        while f.tell() < new_size:
-            crcs.append(zlib.crc32(f.read(min(BLOCK, new_size - f.tell()))))
-    return crcs
+    return size, crcs.result()
 
 
 def _write_json(path: str, doc: dict) -> None:
