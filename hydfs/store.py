@@ -401,16 +401,14 @@ class ReplicaStore:
         st.base_size = new_size
 
     def _rewrite_pending(self, st: FileState, folder: str, remaining: list[Record]) -> None:
+        """Move the appends a merge left pending into a fresh log, streamed."""
         old_file = st.pending_file
         st.pending_file = f"pending.{uuid.uuid4().hex[:12]}.log"
-        data = []
-        if remaining:
-            with open(os.path.join(folder, old_file), "rb") as log:
-                for rec in remaining:
-                    log.seek(rec.offset)
-                    data.append((rec.client, rec.seq, rec.ts, log.read(rec.size)))
         st.pending, st.pending_ids, st.pending_size = [], IdSet(), 0
-        self._write_records(st, data)
+        with open(os.path.join(folder, old_file), "rb") as log:
+            self._write_streams(st, ((r.client, r.seq, r.ts, r.size,
+                                      _read_at(log, r.offset, r.size, r.crc))
+                                     for r in remaining), folder)
 
     def install(self, name: str, summary: dict, chunks, size: int, records,
                 create_size: int = 0, index: list = ()) -> FileState:
