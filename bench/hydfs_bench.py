@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import json
 import os
 import platform
 import random
@@ -64,6 +63,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import write_report  # noqa: E402
 from cluster.local_cluster import CommandFailed, LocalCluster, wait_until  # noqa: E402
 from hydfs.ring import Ring  # noqa: E402
 
@@ -586,13 +586,7 @@ def main(argv=None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["elapsed_s"] = time.monotonic() - started
     results["meta"]["load_after"] = round(os.getloadavg()[0], 2)
-    markdown = render(results)
-    print(markdown)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(markdown)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-        log(f"wrote {args.out.with_suffix('.md')} and {args.out.with_suffix('.json')}")
+    write_report(render(results), results, args.out, log)
     return 0
 
 

@@ -62,6 +62,18 @@ VENV_SETUP = ("python3 -m venv /tmp/rainstorm-peers && "
               "/tmp/rainstorm-peers/bin/pip install bytewax==0.21.1 pyspark==4.3.0")
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat_fields():
+    """(pid, fields of /proc/PID/stat after the command name) of every live process."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                yield int(name), f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
 SPARK_COLUMNS = HEADER.split(",")
 
 
@@ -406,16 +418,9 @@ class SessionCpu(threading.Thread):
         sessions = {p.pid for p in self.procs}
         if not sessions:
             return
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
+        for pid, fields in proc_stat_fields():
             if int(fields[3]) in sessions:
-                self.used[int(name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+                self.used[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def run(self) -> None:
         while not self._done.wait(0.05):

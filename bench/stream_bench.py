@@ -80,6 +80,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import peers, reference_apps  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from bench import gen_traffic_signs  # noqa: E402
 from cluster.local_cluster import LocalCluster  # noqa: E402
 from hydfs.ring import Ring  # noqa: E402
@@ -95,7 +96,7 @@ APPS = {1: ("grep", "signs_select", "Stop"),
 DATA = REPO / "bench" / "data"
 DEFAULT_OUT = REPO / "bench" / "results" / "stream"
 LEADER = "01"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLK_TCK = peers.CLK_TCK
 PROGRESS = re.compile(r"^\[\s*([\d.]+)s\] read (\d+) lines .*\| \S+ out (\d+) \| \S+ out (\d+)"
                       r" \| sources done (\d+)/(\d+)")
 MOVE = re.compile(r"^task (\S+) moves from vm(\d+) to vm(\d+)")
@@ -211,17 +212,9 @@ def running_cluster(root: Path, attempts: int = 3):
 def process_table() -> dict:
     """pid -> (ppid, own CPU s, reaped children's CPU s) of every process, from /proc."""
     table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
+    for pid, fields in peers.proc_stat_fields():
         utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-        table[int(name)] = (int(fields[1]), (utime + stime) / CLK_TCK,
-                            (cutime + cstime) / CLK_TCK)
+        table[pid] = (int(fields[1]), (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK)
     return table
 
 
@@ -1009,13 +1002,7 @@ def main(argv=None) -> int:
     results["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
     if args.out and not args.quick and set(args.parts) != set(PARTS):
         results = merged_with_earlier(results, args.out.with_suffix(".json"))
-    markdown = render(results)
-    print(markdown)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(markdown)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-        log(f"wrote {args.out.with_suffix('.md')} and {args.out.with_suffix('.json')}")
+    write_report(render(results), results, args.out, log)
     failed = [r for part in ("throughput", "recovery") if part in results
               for r in results[part]["runs"] if not r["ok"]]
     if failed:
