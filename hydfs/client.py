@@ -331,19 +331,21 @@ def _local_size(path: str) -> int:
 
 
 def _receive_to_local(conn: Connection, size: int, local_path: str, keep: bool):
-    """Stream the payload into local_path (temp file, then rename); the bytes if `keep`."""
-    if not keep:
-        _write_local_file(local_path, lambda f: conn.recv_bulk_to_file(size, f))
-        return None
-    kept = []
-    _write_local(local_path, _tee(conn.recv_bulk_chunks(size), kept))
-    return b"".join(kept)
+    """Stream the payload into local_path (temp file, then rename; socket to file inside
+    the kernel when there is no MAC to check). With `keep` (small enough for the cache),
+    also return the bytes, read back from the page cache: cheaper than receiving them into
+    memory and writing the file from there."""
+    kept = None
 
-
-def _tee(chunks, into: list):
-    for chunk in chunks:
-        into.append(chunk)
-        yield chunk
+    def fill(f):
+        nonlocal kept
+        conn.recv_bulk_to_file(size, f)
+        if keep:
+            f.flush()
+            f.seek(0)
+            kept = f.read(size)
+    _write_local_file(local_path, fill)
+    return kept
 
 
 def _write_local(local_path: str, chunks) -> None:
@@ -357,7 +359,7 @@ def _write_local_file(local_path: str, fill) -> None:
         raise HydfsError(f"local directory {folder} does not exist")
     tmp = os.path.join(folder, f".{os.path.basename(local_path)}.{uuid.uuid4().hex[:8]}.part")
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "w+b") as f:
             fill(f)
         os.replace(tmp, local_path)
     except BaseException:

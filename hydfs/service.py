@@ -20,9 +20,11 @@ from cluster import wire
 from cluster.config import Config
 from cluster.server import HandlerError, MessageServer
 from hydfs import replication, transfer
+from hydfs.checked_read import BLOCK
 from hydfs.idset import IdSet
 from hydfs.names import BadName, check_name
 from hydfs.peers import Peers, Unreachable
+from hydfs.read_ahead import CheckedRanges
 from hydfs.ring import Ring
 from hydfs.store import CorruptReplica, ReplicaStore
 from hydfs.transfer import RemoteError
@@ -120,11 +122,12 @@ class HydfsService:
                 return
             header = {"t": "hydfs.data", "version": snap.state_version, "replica": self.vm,
                       "size": snap.size}
+            start, length = 0, snap.size
             if "offset" in msg:              # a byte range (RainStorm sources read these)
                 start, length = _byte_range(msg, snap.size)
-                conn.send_bulk_chunks(header, length, self.store.read_range(snap, start, length))
-            else:
-                conn.send_bulk_chunks(header, snap.size, self.store.read_chunks(snap))
+            spans = self.store.spans(snap, start, length, window=BLOCK)
+            with CheckedRanges(spans, length) as ranges:
+                conn.send_bulk_ranges(header, length, ranges)
         except CorruptReplica as exc:
             self.quarantine(name, exc)
             raise OSError("corrupt replica: transfer aborted") from None

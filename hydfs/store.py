@@ -15,8 +15,9 @@ Layout, under ``data_dir/vmNN/hydfs/<percent-encoded name>/``:
   An append is one fsync. A torn record at the end (a crash mid-append: no trailer yet) is
   cut off when the file is loaded; a bad CRC anywhere is corruption.
 
-Reads verify every block and record against its CRC; corruption raises `CorruptReplica`, and
-the caller quarantines the copy so re-replication restores it from another replica. Files
+Reads verify every block and record against its CRC before passing it on (checked_read.py);
+corruption raises `CorruptReplica`, and the caller quarantines the copy so re-replication
+restores it from another replica. Files
 being created are assembled in a temporary directory and renamed into place, so a crash
 never leaves a half-created file. Each file has a lock; readers take a `Snapshot` (open file
 handles and the piece list) under it and stream without holding it.
@@ -34,18 +35,13 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 
+from hydfs.checked_read import BLOCK, WINDOW, CorruptReplica, piece_spans, read_piece
 from hydfs.idset import IdSet
 from hydfs.names import disk_name, is_disk_name, name_from_disk
 
 log = logging.getLogger("hydfs")
 
-BLOCK = 1 << 20
 READ_CHUNK = 1 << 20
-
-
-class CorruptReplica(Exception):
-    """Stored bytes do not match their checksum."""
-
 
 class FileExists(Exception):
     pass
@@ -199,8 +195,7 @@ class ReplicaStore:
         pieces = [p for p in snap.pieces if not p[4]]
         for rec, (f, offset, size, crcs, _) in zip(snap.pending, pieces):
             if rec.id == append_id:
-                f.seek(offset)
-                return size, rec.ts, _closing(snap, _read_record(f, size, crcs[0]))
+                return size, rec.ts, _closing(snap, read_piece(f, offset, size, crcs, False))
         for client, seq, ts, offset, size in snap.index:
             if (client, seq) == append_id:
                 return size, ts, _closing(snap, self.read_range(snap, offset, size))
@@ -273,37 +268,23 @@ class ReplicaStore:
             return snap
 
     def read_chunks(self, snap: Snapshot):
-        """Yield the snapshot's bytes in order, verifying CRCs; raises CorruptReplica."""
-        for f, offset, length, crcs, per_block in snap.pieces:
-            f.seek(offset)
-            if per_block:
-                yield from _read_blocks(f, length, crcs)
-            else:
-                yield from _read_record(f, length, crcs[0])
+        """Yield the snapshot's bytes in order, verified; raises CorruptReplica."""
+        return self.read_range(snap, 0, snap.size)
 
     def read_range(self, snap: Snapshot, start: int, length: int):
         """Yield bytes [start, start + length) of the snapshot, verifying every block and
-        record it touches; blocks and records before `start` are skipped unread."""
+        record it touches; blocks before `start` are skipped unread."""
+        for span in self.spans(snap, start, length):
+            yield bytes(span.view)
+
+    def spans(self, snap: Snapshot, start: int, length: int, window: int = WINDOW):
+        """The verified `Span`s (checked_read.py) of bytes [start, start + length) of the
+        snapshot, at most `window` bytes each: a sender can `sendfile` their ranges."""
         end, pos = start + length, 0
         for f, offset, size, crcs, per_block in snap.pieces:
-            if pos + size <= start or pos >= end:
-                pos += size
-                continue
-            if per_block:
-                first = (max(start, pos) - pos) // BLOCK
-                f.seek(offset + first * BLOCK)
-                chunks = _read_blocks(f, size - first * BLOCK, crcs[first:])
-                here = pos + first * BLOCK
-            else:
-                f.seek(offset)
-                chunks, here = _read_record(f, size, crcs[0]), pos
-            for chunk in chunks:
-                if here >= end:
-                    break
-                lo, hi = max(start - here, 0), min(end - here, len(chunk))
-                if lo < hi:
-                    yield chunk[lo:hi]
-                here += len(chunk)
+            if pos < end and start < pos + size:
+                yield from piece_spans(f, offset, size, crcs, per_block,
+                                       max(start - pos, 0), min(end - pos, size), window)
             pos += size
 
     def snapshot_records(self, snap: Snapshot, exclude: IdSet, merged_too: bool = False) -> list:
@@ -321,7 +302,7 @@ class ReplicaStore:
         for rec, (f, offset, size, crcs, _) in zip(snap.pending, pieces):
             if rec.id not in exclude:
                 out.append(({"id": [rec.client, rec.seq], "ts": rec.ts, "size": size},
-                            _read_at(f, offset, size, crcs[0])))
+                            read_piece(f, offset, size, crcs, False)))
         return out
 
     # -- merge and whole-file installs --------------------------------------------------------
@@ -368,13 +349,12 @@ class ReplicaStore:
 
         def chunks():
             with open(base_path, "rb") as base, open(log_path, "rb") as log:
-                yield from _read_verified(base, st, 0, st.create_size)
+                yield from _read_base(base, st, 0, st.create_size)
                 for item in order:
                     if isinstance(item, Record):
-                        log.seek(item.offset)
-                        yield from _read_record(log, item.size, item.crc)
+                        yield from read_piece(log, item.offset, item.size, [item.crc], False)
                     else:
-                        yield from _read_verified(base, st, item.offset, item.size)
+                        yield from _read_base(base, st, item.offset, item.size)
         size, crcs = _write_blocks(os.path.join(folder, new_file), chunks())
         st.base_file, st.base_size, st.base_crcs, st.index = new_file, size, crcs, index
 
@@ -385,11 +365,10 @@ class ReplicaStore:
             base.truncate(st.base_size)
             base.seek(st.base_size)
             crcs = _BlockCrcs(st.base_crcs, st.base_size)
-            for rec in records:
-                log.seek(rec.offset)
-                for chunk in _read_record(log, rec.size, rec.crc):   # bounded memory
-                    base.write(chunk)
-                    crcs.update(chunk)
+            for rec in records:                       # in bounded windows, no copies
+                for span in piece_spans(log, rec.offset, rec.size, [rec.crc], False):
+                    base.write(span.view)
+                    crcs.update(span.view)
             base.flush()
             os.fsync(base.fileno())
             new_size = base.tell()
@@ -407,7 +386,7 @@ class ReplicaStore:
         st.pending, st.pending_ids, st.pending_size = [], IdSet(), 0
         with open(os.path.join(folder, old_file), "rb") as log:
             self._write_streams(st, ((r.client, r.seq, r.ts, r.size,
-                                      _read_at(log, r.offset, r.size, r.crc))
+                                      read_piece(log, r.offset, r.size, [r.crc], False))
                                      for r in remaining), folder)
 
     def install(self, name: str, summary: dict, chunks, size: int, records,
@@ -580,21 +559,9 @@ def _order_key(item) -> tuple:
     return (item.ts, item.client, item.seq)
 
 
-def _read_verified(base, st: FileState, offset: int, size: int):
+def _read_base(base, st: FileState, offset: int, size: int):
     """Bytes [offset, offset+size) of the base, checked against its block CRCs."""
-    if not size:
-        return
-    first, last = offset // BLOCK, (offset + size - 1) // BLOCK
-    base.seek(first * BLOCK)
-    here = first * BLOCK
-    for i in range(first, last + 1):
-        want = min(BLOCK, st.base_size - i * BLOCK)
-        block = base.read(want)
-        if len(block) != want or zlib.crc32(block) != st.base_crcs[i]:
-            raise CorruptReplica(f"{base.name}: block {i} fails its checksum")
-        lo, hi = max(offset - here, 0), min(offset + size - here, want)
-        yield block[lo:hi]
-        here += want
+    return read_piece(base, 0, st.base_size, st.base_crcs, True, offset, offset + size)
 
 
 def _scan_pending(path: str) -> tuple[list[Record], int]:
@@ -644,11 +611,6 @@ def _unheld(st: FileState, records):
                 pass
             continue
         yield (client, seq, float(header["ts"]), int(header["size"]), chunks)
-
-
-def _read_at(f, offset: int, size: int, crc: int):
-    f.seek(offset)
-    yield from _read_record(f, size, crc)
 
 
 def _closing(snap: Snapshot, chunks):
@@ -713,26 +675,3 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _read_blocks(f, length: int, crcs: list[int]):
-    for i, crc in enumerate(crcs):
-        want = min(BLOCK, length - i * BLOCK)
-        block = f.read(want)
-        if len(block) != want or zlib.crc32(block) != crc:
-            raise CorruptReplica(f"{f.name}: block {i} fails its checksum")
-        yield block
-
-
-def _read_record(f, length: int, expected_crc: int):
-    """Stream one record in bounded chunks; the CRC is checked after the last chunk."""
-    crc, remaining = 0, length
-    while remaining:
-        data = f.read(min(READ_CHUNK, remaining))
-        if not data:
-            raise CorruptReplica(f"{f.name}: record at {f.tell()} is truncated")
-        crc = zlib.crc32(data, crc)
-        remaining -= len(data)
-        yield data
-    if crc != expected_crc:
-        raise CorruptReplica(f"{f.name}: a record fails its checksum")

@@ -16,7 +16,9 @@ import dataclasses
 
 from cluster import wire
 from cluster.connection import Connection
+from hydfs.checked_read import BLOCK
 from hydfs.idset import IdSet
+from hydfs.read_ahead import CheckedRanges
 from hydfs.store import ReplicaStore
 
 class RemoteError(Exception):
@@ -33,9 +35,11 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
             summary = snap.summary
             base = [p for p in snap.pieces if p[4]]
             view = dataclasses.replace(snap, pieces=base)
-            conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": summary,
-                                   "create_size": snap.create_size, "index": snap.index},
-                                  sum(p[2] for p in base), store.read_chunks(view))
+            size = sum(p[2] for p in base)
+            with CheckedRanges(store.spans(view, 0, size, window=BLOCK), size) as ranges:
+                conn.send_bulk_ranges({"t": "hydfs.state", "name": name, "summary": summary,
+                                       "create_size": snap.create_size, "index": snap.index},
+                                      size, ranges)
             records = store.snapshot_records(snap, IdSet(summary["merged"]))
         else:
             conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": None}, 0, [])

@@ -128,3 +128,31 @@ def test_bulk_payload_into_a_file_including_bytes_that_came_with_the_header(tmp_
         receiver.recv_bulk_to_file(wire.bulk_length(header), f)
     thread.join()
     assert (tmp_path / "out").read_bytes() == payload
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["sendfile", "hmac"])
+def test_file_ranges_go_out_as_one_payload(tmp_path, key):
+    src = tmp_path / "src"
+    src.write_bytes(bytes(range(256)) * 20000)
+    data = src.read_bytes()
+    pieces = [(7, 3 << 20), (5 << 19, 1), (100, 0), (0, 10)]    # any ranges, any order
+    a, b = socket.socketpair()
+    a.settimeout(10)              # as on a node: sendfile must cope with a timeout socket
+    sender, receiver = Connection(a, key), Connection(b, key)
+    with open(src, "rb") as f:
+        ranges = [(f, off, n) for off, n in pieces]
+        thread = threading.Thread(target=sender.send_bulk_ranges,
+                                  args=({"t": "put"}, sum(n for _, n in pieces), ranges))
+        thread.start()
+        header = receiver.recv()
+        got = receiver.recv_bulk_bytes(wire.bulk_length(header), 1 << 30)
+        thread.join()
+    assert got == b"".join(data[off:off + n] for off, n in pieces)
+
+
+def test_ranges_that_do_not_add_up_to_the_declared_length_are_an_error(tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 100)
+    a, b = socket.socketpair()
+    with open(src, "rb") as f, pytest.raises(OSError, match="declared"):
+        Connection(a).send_bulk_ranges({"t": "put"}, 50, [(f, 0, 10)])
