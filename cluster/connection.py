@@ -112,18 +112,16 @@ class Connection:
         If the chunk source fails midway (e.g. a checksum error), the exception propagates
         and the caller must drop the connection: the peer sees a truncated payload.
         """
-        self.send(dict(message, bulk=length))
-        mac = wire.bulk_mac(self.key, self._sent_header) if self.key is not None else None
-        sent = 0
+        writer = self.bulk_writer(message, length)
         for chunk in chunks:
-            self.sock.sendall(chunk)
-            sent += len(chunk)
-            if mac is not None:
-                mac.update(chunk)
-        if sent != length:
-            raise OSError(f"bulk source gave {sent} bytes, {length} declared")
-        if mac is not None:
-            self.sock.sendall(mac.digest())
+            writer.write(chunk)
+        writer.close()
+
+    def bulk_writer(self, message: dict, length: int) -> "BulkWriter":
+        """Send `message` with `"bulk": length`; the payload follows through the writer, as
+        its pieces become available (e.g. forwarded while they arrive from elsewhere)."""
+        self.send(dict(message, bulk=length))
+        return BulkWriter(self, length)
 
     def send_bulk_ranges(self, message: dict, length: int, ranges) -> None:
         """`send_bulk_chunks` for (file, offset, count) ranges of open files. Without a MAC
@@ -223,6 +221,29 @@ def _splice_into(sock: socket.socket, fd: int, length: int) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+class BulkWriter:
+    """One bulk payload being sent: `write` its pieces, then `close` (which checks that
+    exactly the declared length went out and sends the MAC, if any)."""
+
+    def __init__(self, conn: Connection, length: int):
+        self.sock = conn.sock
+        self.length = length
+        self.sent = 0
+        self._mac = wire.bulk_mac(conn.key, conn._sent_header) if conn.key is not None else None
+
+    def write(self, chunk) -> None:
+        self.sock.sendall(chunk)
+        self.sent += len(chunk)
+        if self._mac is not None:
+            self._mac.update(chunk)
+
+    def close(self) -> None:
+        if self.sent != self.length:
+            raise OSError(f"bulk source gave {self.sent} bytes, {self.length} declared")
+        if self._mac is not None:
+            self.sock.sendall(self._mac.digest())
 
 
 def _read_ranges(ranges):

@@ -4,8 +4,9 @@ A client sends a write to the file's first reachable replica (the primary, in ri
 That node coordinates, holding a per-file lock so that racing writes are serialized:
 
 - create: refused if any replica already holds the name (so of racing creates exactly one
-  wins); otherwise stored here, pushed to every other replica, and successful only when all
-  of them hold it; a failed create is rolled back.
+  wins); otherwise stored here and, chunk by chunk as it arrives, streamed on to every other
+  replica (fanout.py), and successful only when all of them hold it; a failed create is
+  rolled back.
 - append: applied here and on every other replica; successful only when all hold it, so
   an append that returned success survives any `replicas - 1` failures. Each append carries
   its id (client, seq), so a retried append is stored once. A replica that does not hold the
@@ -27,6 +28,7 @@ import uuid
 
 from cluster import wire
 from cluster.server import HandlerError
+from hydfs.fanout import Fanout
 from hydfs.idset import IdSet
 from hydfs.merge import held as merge_held, plan_merge
 from hydfs.peers import Unreachable
@@ -94,10 +96,7 @@ class Coordinator:
                 raise NotEnoughReplicas(_not_enough(name, len(owners) - len(down), len(owners)))
             self.service.in_flight.add(name)
             try:
-                self.store.create(name, file_id, conn.recv_bulk_chunks(size), size)
-                failed = self._push_everywhere(name, others)
-            except FileExists:
-                raise HandlerError(f"file {name} already exists in HyDFS") from None
+                failed = self._store_and_forward(conn, name, file_id, size, others)
             finally:
                 self.service.in_flight.discard(name)
             if failed:
@@ -106,9 +105,21 @@ class Coordinator:
         log.info("CREATE %s (%d bytes) on %s", name, size, ",".join(owners))
         conn.send({"t": "ok", "replicas": owners})
 
-    def _push_everywhere(self, name: str, vms: list[str]) -> list[str]:
-        results = self.service.parallel(lambda vm: self.service.push(name, vm), vms)
-        return [vm for vm, r in zip(vms, results) if isinstance(r, Exception)]
+    def _store_and_forward(self, conn, name: str, file_id: str, size: int,
+                           others: list[str]) -> list[str]:
+        """Store the create's bytes here as they arrive, streaming each chunk on to the
+        other replicas at the same time; the replicas that failed to store it."""
+        header = {"t": "hydfs.create_replica", "name": name, "file_id": file_id}
+        with Fanout(self.peers, others, header, size) as fanout:
+            try:
+                self.store.create(name, file_id, fanout.tee(conn.recv_bulk_chunks(size)), size)
+            except FileExists:     # raised before a byte was read
+                _drain_bulk(conn, size)
+                raise HandlerError(f"file {name} already exists in HyDFS") from None
+            failed = fanout.finish()
+        for vm, reason in failed.items():
+            log.warning("CREATE %s: replica vm%s failed: %s", name, vm, reason)
+        return list(failed)
 
     def _roll_back_create(self, name: str, file_id: str, others: list[str]) -> None:
         self.store.remove(name)

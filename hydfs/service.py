@@ -26,7 +26,7 @@ from hydfs.names import BadName, check_name
 from hydfs.peers import Peers, Unreachable
 from hydfs.read_ahead import CheckedRanges
 from hydfs.ring import Ring
-from hydfs.store import CorruptReplica, ReplicaStore
+from hydfs.store import CorruptReplica, FileExists, ReplicaStore
 from hydfs.transfer import RemoteError
 from membership.service import MembershipService
 
@@ -54,7 +54,7 @@ class HydfsService:
         # Files in flight: being created here (not offered to others until every replica
         # has them) or arriving here by push (not pulled a second time meanwhile).
         self.in_flight: set[str] = set()
-        for name in ("summary", "manifest", "get", "fetch", "state",
+        for name in ("summary", "manifest", "get", "fetch", "state", "create_replica",
                      "append_replica", "apply_merge"):
             server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
         membership.add_listener(lambda events: self._wake.set())
@@ -173,6 +173,22 @@ class HydfsService:
             finally:
                 self.in_flight.discard(name)
         self.store.add_records(name, transfer.recv_records(conn))
+        conn.send({"t": "ok"})
+
+    def handle_create_replica(self, conn, msg: dict) -> None:
+        """Our copy of a create, streamed by its coordinator while the client sends it."""
+        name = _name(msg)
+        size = wire.bulk_length(msg)
+        file_id = str(msg.get("file_id"))
+        self.in_flight.add(name)      # the re-replicator must not pull it meanwhile
+        try:
+            self.store.create(name, file_id, conn.recv_bulk_chunks(size), size)
+        except FileExists:            # raised before a byte was read
+            _drain(conn, size)
+            if getattr(self.store.get_state(name), "file_id", None) != file_id:
+                raise HandlerError(f"file {name} already exists") from None
+        finally:
+            self.in_flight.discard(name)
         conn.send({"t": "ok"})
 
     def handle_append_replica(self, conn, msg: dict) -> None:

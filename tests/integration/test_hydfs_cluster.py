@@ -269,3 +269,32 @@ def test_a_retried_create_is_not_mistaken_for_someone_elses(local_cluster):
     assert create("0001-me")["t"] == "ok"
     reply = create("0002-someone-else")
     assert reply["t"] == "error" and "already exists" in reply["error"]
+
+
+def test_a_replica_dying_mid_create_rolls_it_back_everywhere(local_cluster):
+    """The coordinator streams a create to the other replicas while it arrives. A replica
+    killed mid-stream fails that create, which leaves no copy anywhere; once the failure is
+    detected, the create lands on the new ring: three identical copies."""
+    cluster = local_cluster(6)
+    name = "created-under-failure"
+    primary, *others = Ring(cluster.vms, 11).replicas(name, 3)
+    victim = next(vm for vm in others if vm != "01")
+    data = os.urandom(8 << 20)
+    receiving = cluster.root / "data" / f"vm{victim}" / "hydfs"
+    with Connection.open(cluster.address(primary), None, 30) as conn:
+        writer = conn.bulk_writer({"t": "hydfs.create", "name": name, "file_id": "1-me"},
+                                  len(data))
+        writer.write(data[:len(data) // 2])
+        wait_until(lambda: any(p.name.startswith(".tmp-") for p in receiving.iterdir()), 10,
+                   interval=0.01, what="the victim receiving the create")
+        cluster.kill(victim)
+        writer.write(data[len(data) // 2:])
+        writer.close()
+        reply = conn.recv()
+    assert reply["t"] == "error" and "not enough live replicas" in reply["error"]
+    assert holders(cluster, name) == []
+
+    cluster.query("01", "create", write(cluster, "under-failure", data), name, timeout=60)
+    expect = sorted(Ring([vm for vm in cluster.vms if vm != victim], 11).replicas(name, 3))
+    assert holders(cluster, name) == expect
+    assert set(replica_contents(cluster, name, expect).values()) == {data}

@@ -1,0 +1,68 @@
+"""A write streamed to the other replicas while it arrives (the coordinator's fan-out).
+
+Storing a write and then forwarding it costs the time of both; forwarding each chunk as it
+comes in lets the replicas receive and write at the same time as the coordinator. `Fanout`
+sends every replica the request header, `tee(chunks)` passes the chunks through unchanged
+after writing each to every replica still in the fan-out, and `finish()` ends the payloads
+and collects each replica's reply.
+
+A replica that fails at any point (cannot connect, stops reading, answers an error) drops
+out and is recorded in `failed` with the reason; the others carry on, and the caller decides
+what a partial fan-out means (a create rolls back). Leaving the `with` block closes every
+connection: a replica cut off mid-payload sees a truncated payload and stores nothing.
+"""
+
+from __future__ import annotations
+
+from cluster import wire
+from hydfs.peers import Peers, Unreachable, check_reply
+from hydfs.transfer import RemoteError
+
+
+class Fanout:
+    def __init__(self, peers: Peers, vms: list[str], header: dict, length: int):
+        self.failed: dict[str, str] = {}
+        self._conns = {}
+        self._writers = {}
+        for vm in vms:
+            try:
+                conn = self._conns[vm] = peers.open(vm)
+                self._writers[vm] = conn.bulk_writer(header, length)
+            except (Unreachable, OSError) as exc:
+                self._drop(vm, exc)
+
+    def tee(self, chunks):
+        """Yield `chunks`, each written to every replica first."""
+        for chunk in chunks:
+            for vm, writer in list(self._writers.items()):
+                try:
+                    writer.write(chunk)
+                except OSError as exc:
+                    self._drop(vm, exc)
+            yield chunk
+
+    def finish(self) -> dict[str, str]:
+        """End every payload and wait for each replica's reply; the failed ones."""
+        for vm, writer in list(self._writers.items()):
+            try:
+                writer.close()
+                check_reply(self._conns[vm].recv())
+            except (OSError, wire.ProtocolError, RemoteError) as exc:
+                self._drop(vm, exc)
+        return self.failed
+
+    def _drop(self, vm: str, exc: Exception) -> None:
+        self.failed[vm] = str(exc) or type(exc).__name__
+        self._writers.pop(vm, None)
+        conn = self._conns.pop(vm, None)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "Fanout":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+        self._writers.clear()

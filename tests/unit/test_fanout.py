@@ -1,0 +1,92 @@
+"""The coordinator's fan-out (fanout.py): every replica gets the bytes as they pass, and a
+replica that fails drops out with its reason while the others carry on."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from cluster import wire
+from cluster.connection import Connection
+from hydfs.fanout import Fanout
+from hydfs.peers import Unreachable
+
+pytestmark = pytest.mark.timeout(30)
+
+CHUNKS = [bytes([i]) * 300_000 for i in range(8)]          # 2.4 MB: more than socket buffers
+PAYLOAD = b"".join(CHUNKS)
+
+
+class FakePeers:
+    """`open(vm)` gives a connection to a replica thread that behaves as `behaviour[vm]`
+    says: "ok" stores and acknowledges, "refuse" answers an error after reading, "hang up"
+    closes after the header, "down" cannot be reached."""
+
+    def __init__(self, behaviour: dict[str, str], key=None):
+        self.behaviour, self.key = behaviour, key
+        self.received: dict[str, bytes] = {}
+        self.threads = []
+
+    def open(self, vm: str) -> Connection:
+        if self.behaviour[vm] == "down":
+            raise Unreachable(f"node {vm} unreachable: connection refused")
+        ours, theirs = socket.socketpair()
+        thread = threading.Thread(target=self._replica, args=(vm, Connection(theirs, self.key)))
+        thread.start()
+        self.threads.append(thread)
+        return Connection(ours, self.key)
+
+    def _replica(self, vm: str, conn: Connection) -> None:
+        with conn:
+            header = conn.recv()
+            if self.behaviour[vm] == "hang up":
+                return
+            try:
+                data = conn.recv_bulk_bytes(wire.bulk_length(header), 1 << 30)
+            except wire.ProtocolError:
+                return                                  # cut off: store nothing
+            if self.behaviour[vm] == "refuse":
+                conn.send({"t": "error", "error": "file x already exists"})
+                return
+            self.received[vm] = data
+            conn.send({"t": "ok"})
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join()
+
+
+@pytest.mark.parametrize("key", [None, b"k" * 32], ids=["plain", "hmac"])
+def test_every_replica_gets_the_bytes_as_they_pass(key):
+    peers = FakePeers({"02": "ok", "03": "ok"}, key)
+    with Fanout(peers, ["02", "03"], {"t": "hydfs.create_replica"}, len(PAYLOAD)) as fanout:
+        passed = list(fanout.tee(iter(CHUNKS)))
+        failed = fanout.finish()
+    peers.join()
+    assert passed == CHUNKS and failed == {}
+    assert peers.received == {"02": PAYLOAD, "03": PAYLOAD}
+
+
+def test_failing_replicas_drop_out_and_the_rest_carry_on():
+    peers = FakePeers({"02": "ok", "03": "hang up", "04": "refuse", "05": "down"})
+    vms = ["02", "03", "04", "05"]
+    with Fanout(peers, vms, {"t": "hydfs.create_replica"}, len(PAYLOAD)) as fanout:
+        assert list(fanout.tee(iter(CHUNKS))) == CHUNKS
+        failed = fanout.finish()
+    peers.join()
+    assert peers.received == {"02": PAYLOAD}
+    assert set(failed) == {"03", "04", "05"}
+    assert "already exists" in failed["04"] and "refused" in failed["05"]
+
+
+def test_a_source_that_stops_early_leaves_replicas_with_nothing():
+    peers = FakePeers({"02": "ok"})
+    with pytest.raises(ConnectionError):
+        with Fanout(peers, ["02"], {"t": "hydfs.create_replica"}, len(PAYLOAD)) as fanout:
+            for i, _ in enumerate(fanout.tee(iter(CHUNKS))):
+                if i == 3:
+                    raise ConnectionError("the client went away")
+    peers.join()
+    assert peers.received == {}
