@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import uuid
@@ -25,13 +26,14 @@ from cluster import wire
 from cluster.connection import Connection
 from hydfs.cache import LruCache
 from hydfs.names import check_name
-from hydfs.peers import Peers, Unreachable, check_reply
+from hydfs.peers import REPLY_TIMEOUT, Peers, Slow, Unreachable, check_reply
 from hydfs.ring import ring_position
 from hydfs.service import HydfsService
 from hydfs.transfer import RemoteError
 
 CACHE_TTL = 5.0
 RETRY_PAUSE = 0.2
+FIRST_REPLY_TIMEOUT = 2.0   # a replica that takes longer to start answering a read is skipped
 
 
 class HydfsError(Exception):
@@ -191,18 +193,25 @@ class HydfsClient:
                 _write_local(local_path, [data])
                 return {"name": name, "size": len(data), "replica": replica, "cached": True}
         deadline = time.monotonic() + self.write_deadline
+        patience = FIRST_REPLY_TIMEOUT
         while True:
-            last = "no replica reachable"
+            last, skipped = "no replica reachable", False
             for vm in self.owners(name):
                 if_version = cached[0][0] if cached is not None and cached[0][2] == vm else None
                 try:
-                    return self._get_from(vm, name, local_path, if_version, cached, epoch=epoch)
+                    return self._get_from(vm, name, local_path, if_version, cached, epoch=epoch,
+                                          patience=patience)
+                except Slow as exc:
+                    last, skipped = str(exc), True
                 except (Unreachable, OSError, wire.ProtocolError) as exc:
                     last = f"node {vm}: {exc}"
                 except RemoteError as exc:
                     if "no such file" not in str(exc) and not str(exc).startswith("behind"):
                         raise HydfsError(str(exc)) from None
                     last = str(exc)
+            if skipped and patience < REPLY_TIMEOUT:
+                patience = REPLY_TIMEOUT        # every answering replica was slow: wait for one
+                continue
             if not last.startswith("behind") or time.monotonic() >= deadline:
                 raise HydfsError(last)
             time.sleep(RETRY_PAUSE)
@@ -225,22 +234,29 @@ class HydfsClient:
             yield from self._read_local_range(name, offset, length)    # no network at all
             return
         last = "no replica reachable"
-        for vm in self.owners(name):
-            try:
-                conn = self.peers.open(vm)
-            except Unreachable as exc:
-                last = str(exc)
-                continue
-            with conn:
+        for patience in (FIRST_REPLY_TIMEOUT, REPLY_TIMEOUT):
+            skipped = False
+            for vm in self.owners(name):
                 try:
-                    conn.send({"t": "hydfs.get", "name": name, "offset": offset, "length": length})
-                    reply = check_reply(conn.recv())
-                    yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
-                    return
+                    conn, reply = self._request_read(vm, {"t": "hydfs.get", "name": name,
+                                                          "offset": offset, "length": length},
+                                                     patience)
+                except Slow as exc:
+                    last, skipped = str(exc), True
+                    continue
+                except Unreachable as exc:
+                    last = str(exc)
+                    continue
                 except RemoteError as exc:
                     raise HydfsError(str(exc)) from None
-                except (OSError, wire.ProtocolError) as exc:
-                    raise HydfsError(f"reading {name} from vm{vm}: {exc}") from None
+                with conn:
+                    try:
+                        yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
+                        return
+                    except (OSError, wire.ProtocolError) as exc:
+                        raise HydfsError(f"reading {name} from vm{vm}: {exc}") from None
+            if not skipped:
+                break
         raise HydfsError(last)
 
     def _read_local_range(self, name: str, offset: int, length: int):
@@ -274,13 +290,33 @@ class HydfsClient:
             if os.path.exists(path):
                 os.unlink(path)
 
+    def _request_read(self, vm: str, request: dict, patience: float):
+        """(connection, reply header) of a read request to `vm`. Slow if it does not start
+        answering within `patience` seconds (a paused or overloaded node: reads can go to
+        another replica instead of waiting); after the header, the usual timeout applies."""
+        conn = self.peers.open(vm, timeout=patience)
+        try:
+            conn.send(request)
+            reply = check_reply(conn.recv())
+        except socket.timeout:
+            conn.close()
+            raise Slow(f"node {vm} did not answer within {patience:g} s") from None
+        except (OSError, wire.ProtocolError) as exc:
+            conn.close()
+            raise Unreachable(f"node {vm}: {exc}") from None
+        except RemoteError:
+            conn.close()
+            raise
+        conn.sock.settimeout(REPLY_TIMEOUT)
+        return conn, reply
+
     def _get_from(self, vm, name, local_path, if_version, cached, use_cache=True,
-                  epoch: int = 0) -> dict:
-        with self.peers.open(vm) as conn:
+                  epoch: int = 0, patience: float = REPLY_TIMEOUT) -> dict:
+        conn, reply = self._request_read(vm, {
+            "t": "hydfs.get", "name": name, "if_version": if_version,
+            "must_hold": self._last_write.get(name) if use_cache else None}, patience)
+        with conn:
             try:
-                conn.send({"t": "hydfs.get", "name": name, "if_version": if_version,
-                           "must_hold": self._last_write.get(name) if use_cache else None})
-                reply = check_reply(conn.recv())
                 if reply["t"] == "hydfs.not_modified":
                     data = cached[1]
                     _write_local(local_path, [data])

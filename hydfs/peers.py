@@ -23,6 +23,10 @@ class Unreachable(Exception):
     """A node did not answer (refused, timed out, reset)."""
 
 
+class Slow(Unreachable):
+    """A node took the request but did not start answering in time (paused, overloaded)."""
+
+
 class Peers:
     def __init__(self, config: Config):
         self.config = config

@@ -5,11 +5,13 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import time
 
 import pytest
 
 from cluster.connection import Connection
-from cluster.local_cluster import CommandFailed, wait_until
+from cluster.local_cluster import FAST_MEMBERSHIP, CommandFailed, wait_until
+from hydfs.client import FIRST_REPLY_TIMEOUT
 from hydfs.ring import Ring, ring_position
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -298,3 +300,25 @@ def test_a_replica_dying_mid_create_rolls_it_back_everywhere(local_cluster):
     expect = sorted(Ring([vm for vm in cluster.vms if vm != victim], 11).replicas(name, 3))
     assert holders(cluster, name) == expect
     assert set(replica_contents(cluster, name, expect).values()) == {data}
+
+
+def test_a_read_skips_a_paused_replica_instead_of_waiting_for_it(local_cluster):
+    """A SIGSTOPped primary still accepts connections (the kernel does) but never answers.
+    While it is not yet declared failed, a get must not wait out the transfer timeout: it
+    gives the replica FIRST_REPLY_TIMEOUT to start answering, then reads the next one."""
+    cluster = local_cluster(5, membership=dict(FAST_MEMBERSHIP, suspicion_timeout=60.0))
+    name = "paused-primary"
+    data = os.urandom(300_000)
+    cluster.query("01", "create", write(cluster, name, data), name)
+    owners = Ring(cluster.vms, 11).replicas(name, 3)
+    client = next(vm for vm in cluster.vms if vm not in owners)
+    out = cluster.root / "from-paused"
+    cluster.pause(owners[0])
+    try:
+        started = time.monotonic()
+        doc = cluster.query(client, "get", name, str(out), timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        cluster.resume(owners[0])
+    assert doc["replica"] == owners[1] and out.read_bytes() == data
+    assert FIRST_REPLY_TIMEOUT <= elapsed < FIRST_REPLY_TIMEOUT + 3.0
