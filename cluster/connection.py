@@ -132,8 +132,8 @@ class Connection:
         self.send(dict(message, bulk=length))
         sent = 0
         for f, offset, count in ranges:
-            if count:
-                self.sock.sendfile(f, offset, count)
+            if count and self.sock.sendfile(f, offset, count) != count:
+                raise OSError(f"{f.name} ended before {offset + count} while being sent")
             sent += count
         if sent != length:
             raise OSError(f"bulk source gave {sent} bytes, {length} declared")
@@ -167,6 +167,11 @@ class Connection:
                 self._fill("a bulk MAC")
             if not hmac.compare_digest(self._decoder.take(wire.BULK_MAC_LEN), mac.digest()):
                 raise wire.AuthError("bad bulk payload authentication code")
+
+    def discard_bulk(self, length: int) -> None:
+        """Read and drop a payload (a refused request's), so the connection stays in step."""
+        for _ in self.recv_bulk_chunks(length):
+            pass
 
     def _recv_exactly(self, n: int) -> bytes:
         buf = bytearray(n)
@@ -248,10 +253,12 @@ class BulkWriter:
 
 def _read_ranges(ranges):
     for f, offset, count in ranges:
-        for at in range(offset, offset + count, CHUNK):
-            data = os.pread(f.fileno(), min(CHUNK, offset + count - at), at)
+        at, end = offset, offset + count
+        while at < end:
+            data = os.pread(f.fileno(), min(CHUNK, end - at), at)
             if not data:
-                raise OSError(f"{f.name} shrank while being sent")
+                raise OSError(f"{f.name} ended before {end} while being sent")
+            at += len(data)
             yield data
 
 

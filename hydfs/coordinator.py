@@ -74,7 +74,7 @@ class Coordinator:
         try:
             owners = self._owners_or_refuse(name)
         except HandlerError:
-            _drain_bulk(conn, size)
+            conn.discard_bulk(size)
             raise
         with self._lock(name):
             others = [vm for vm in owners if vm != self.service.vm]
@@ -86,21 +86,19 @@ class Coordinator:
                    if isinstance(r, dict) and r.get("summary")}
             ids |= {mine.file_id} if mine is not None else set()
             if ids == {file_id} and not down:
-                _drain_bulk(conn, size)       # our own create, retried after a lost reply
+                conn.discard_bulk(size)       # our own create, retried after a lost reply
                 conn.send({"t": "ok", "replicas": owners})
                 return
             if ids or down:
-                _drain_bulk(conn, size)
+                conn.discard_bulk(size)
                 if ids:
                     raise HandlerError(f"file {name} already exists in HyDFS")
                 raise NotEnoughReplicas(_not_enough(name, len(owners) - len(down), len(owners)))
-            self.service.in_flight.add(name)
-            try:
+            with self.service.in_flight.holding(name):    # re-replication keeps off it
                 failed = self._store_and_forward(conn, name, file_id, size, others)
-            finally:
-                self.service.in_flight.discard(name)
+                if failed:
+                    self._roll_back_create(name, file_id, others)
             if failed:
-                self._roll_back_create(name, file_id, others)
                 raise NotEnoughReplicas(_not_enough(name, len(owners) - len(failed), len(owners)))
         log.info("CREATE %s (%d bytes) on %s", name, size, ",".join(owners))
         conn.send({"t": "ok", "replicas": owners})
@@ -111,27 +109,38 @@ class Coordinator:
         other replicas at the same time; the replicas that failed to store it."""
         header = {"t": "hydfs.create_replica", "name": name, "file_id": file_id}
         with Fanout(self.peers, others, header, size) as fanout:
+            if fanout.failed:      # a replica is unreachable already: refuse before storing
+                conn.discard_bulk(size)
+                return list(fanout.failed)
             try:
                 self.store.create(name, file_id, fanout.tee(conn.recv_bulk_chunks(size)), size)
-            except FileExists:     # raised before a byte was read
-                _drain_bulk(conn, size)
+            except FileExists:     # raised before a byte was read; the replicas got none
+                conn.discard_bulk(size)
                 raise HandlerError(f"file {name} already exists in HyDFS") from None
+            except BaseException:  # e.g. the client left, or our disk failed after the last
+                fanout.finish()    # chunk: replicas with every byte have it; wait, then undo
+                self._roll_back_create(name, file_id, others)
+                raise
             failed = fanout.finish()
         for vm, reason in failed.items():
             log.warning("CREATE %s: replica vm%s failed: %s", name, vm, reason)
         return list(failed)
 
     def _roll_back_create(self, name: str, file_id: str, others: list[str]) -> None:
-        self.store.remove(name)
+        self._discard(name, file_id)
         self.service.parallel(lambda vm: self.peers.call(
             vm, {"t": "hydfs.discard", "name": name, "file_id": file_id}, 5), others)
 
     def handle_discard(self, conn, msg: dict) -> None:
-        name = _name(msg)
-        st = self.store.get_state(name)
-        if st is not None and st.file_id == msg.get("file_id") and st.gen == 0 and not st.pending:
-            self.store.remove(name)
+        self._discard(_name(msg), msg.get("file_id"))
         conn.send({"t": "ok"})
+
+    def _discard(self, name: str, file_id) -> None:
+        """Remove our copy of a failed create: only that create's, and only untouched."""
+        with self.store.lock(name):
+            st = self.store.get_state(name)
+            if st is not None and st.file_id == file_id and st.gen == 0 and not st.pending:
+                self.store.remove(name)
 
     # -- append -----------------------------------------------------------------------------
 
@@ -144,7 +153,7 @@ class Coordinator:
             owners = self._owners_or_refuse(name)
             self._ensure_local_copy(name, owners)
         except HandlerError:
-            _drain_bulk(conn, size)
+            conn.discard_bulk(size)
             raise
         chunks = conn.recv_bulk_chunks(size)
         new = self.store.append_stream(name, client, seq, ts, size, chunks)
@@ -261,11 +270,6 @@ class Coordinator:
         if any(isinstance(r, Exception) for r in results):
             ok = sum(1 for r in results if r is True)
             raise NotEnoughReplicas(_not_enough(name, ok, len(others) + 1))
-
-
-def _drain_bulk(conn, size: int) -> None:
-    for _ in conn.recv_bulk_chunks(size):
-        pass
 
 
 def _not_enough(name: str, reachable: int, needed: int) -> str:

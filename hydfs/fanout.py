@@ -20,16 +20,22 @@ from hydfs.transfer import RemoteError
 
 
 class Fanout:
+    """One payload of `length` bytes under `header`, streamed to each of `vms`."""
+
     def __init__(self, peers: Peers, vms: list[str], header: dict, length: int):
         self.failed: dict[str, str] = {}
         self._conns = {}
         self._writers = {}
-        for vm in vms:
-            try:
-                conn = self._conns[vm] = peers.open(vm)
-                self._writers[vm] = conn.bulk_writer(header, length)
-            except (Unreachable, OSError) as exc:
-                self._drop(vm, exc)
+        try:
+            for vm in vms:
+                try:
+                    conn = self._conns[vm] = peers.open(vm)
+                    self._writers[vm] = conn.bulk_writer(header, length)
+                except (Unreachable, OSError) as exc:
+                    self._drop(vm, exc)
+        except BaseException:
+            self.__exit__()
+            raise
 
     def tee(self, chunks):
         """Yield `chunks`, each written to every replica first."""

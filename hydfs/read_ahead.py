@@ -25,6 +25,8 @@ _DONE = object()
 
 
 class CheckedRanges:
+    """The (file, offset, count) ranges of checked spans, checked ahead by a helper thread."""
+
     def __init__(self, spans, length: int, depth: int = DEPTH, inline_below: int = INLINE_BELOW):
         self._spans = spans
         self._inline = length <= inline_below
@@ -45,8 +47,8 @@ class CheckedRanges:
 
     def __iter__(self):
         if self._inline:
-            for f, offset, view in self._spans:
-                yield f, offset, len(view)
+            for f, offset, data in self._spans:
+                yield f, offset, len(data)
             return
         # Started here, not on entry: the new thread takes the GIL for a while, and the
         # sender's header line should be out before that.
@@ -61,11 +63,11 @@ class CheckedRanges:
 
     def _produce(self) -> None:
         try:
-            for f, offset, view in self._spans:
-                if not self._put((f, offset, len(view))):
+            for f, offset, data in self._spans:
+                if not self._put((f, offset, len(data))):
                     return
             self._put(_DONE)
-        except Exception as exc:          # CorruptReplica, or the files closed under us
+        except BaseException as exc:      # CorruptReplica, an I/O error: the sender raises it
             self._put(exc)
         finally:
             self._spans.close()

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from cluster import wire
 from cluster.config import Config
@@ -53,7 +54,7 @@ class HydfsService:
         self.last_resync = 0.0
         # Files in flight: being created here (not offered to others until every replica
         # has them) or arriving here by push (not pulled a second time meanwhile).
-        self.in_flight: set[str] = set()
+        self.in_flight = InFlight()
         for name in ("summary", "manifest", "get", "fetch", "state", "create_replica",
                      "append_replica", "apply_merge"):
             server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
@@ -131,6 +132,11 @@ class HydfsService:
         except CorruptReplica as exc:
             self.quarantine(name, exc)
             raise OSError("corrupt replica: transfer aborted") from None
+        except (OSError, wire.ProtocolError, HandlerError):
+            raise
+        except Exception as exc:    # mid-payload, an error reply would be read as data
+            log.exception("get of %s failed", name)
+            raise OSError(f"get of {name} failed: {exc}") from None
         finally:
             snap.close()
 
@@ -156,22 +162,19 @@ class HydfsService:
         summary = msg.get("summary")
         mine = self.store.get_state(name)
         if summary is not None and mine is not None and mine.file_id != summary["file_id"]:
-            _drain(conn, size)
+            _drain_state(conn, size)
             raise HandlerError(f"file {name} already exists")
         if summary is None and mine is None:
-            _drain(conn, size)
+            _drain_state(conn, size)
             raise HandlerError(f"no such file {name}")
         if summary is None or (mine is not None and
                                mine.held().covers(IdSet(summary["merged"]))):
             for _ in conn.recv_bulk_chunks(size):
                 pass                          # we hold all its base has: the records suffice
         else:
-            self.in_flight.add(name)
-            try:
+            with self.in_flight.holding(name):
                 self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
                                    int(msg.get("create_size", 0)), msg.get("index") or [])
-            finally:
-                self.in_flight.discard(name)
         self.store.add_records(name, transfer.recv_records(conn))
         conn.send({"t": "ok"})
 
@@ -180,15 +183,13 @@ class HydfsService:
         name = _name(msg)
         size = wire.bulk_length(msg)
         file_id = str(msg.get("file_id"))
-        self.in_flight.add(name)      # the re-replicator must not pull it meanwhile
-        try:
-            self.store.create(name, file_id, conn.recv_bulk_chunks(size), size)
-        except FileExists:            # raised before a byte was read
-            _drain(conn, size)
-            if getattr(self.store.get_state(name), "file_id", None) != file_id:
-                raise HandlerError(f"file {name} already exists") from None
-        finally:
-            self.in_flight.discard(name)
+        with self.in_flight.holding(name):      # not offered to, or pulled by, re-replication
+            try:
+                self.store.create(name, file_id, conn.recv_bulk_chunks(size), size)
+            except FileExists:                 # raised before a byte was read
+                conn.discard_bulk(size)
+                if getattr(self.store.get_state(name), "file_id", None) != file_id:
+                    raise HandlerError(f"file {name} already exists") from None
         conn.send({"t": "ok"})
 
     def handle_append_replica(self, conn, msg: dict) -> None:
@@ -293,10 +294,36 @@ class HydfsService:
         return done
 
 
-def _drain(conn, size: int) -> None:
-    """Read and discard a refused transfer, so the connection can carry the error reply."""
-    for _ in conn.recv_bulk_chunks(size):
-        pass
+class InFlight:
+    """Names whose copy on this node is being written by a transfer right now (a create, an
+    install): the manifest leaves them out and the re-replicator does not pull them. A
+    count per name, since two transfers of one name may overlap."""
+
+    def __init__(self):
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def holding(self, name: str):
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._counts[name] -= 1
+                if not self._counts[name]:
+                    del self._counts[name]
+
+    def __contains__(self, name: str) -> bool:
+        with self._lock:
+            return name in self._counts
+
+
+def _drain_state(conn, size: int) -> None:
+    """Read and discard a refused state transfer (its base, then its records), so the
+    connection can carry the error reply."""
+    conn.discard_bulk(size)
     for _, chunks in transfer.recv_records(conn):
         for _ in chunks:
             pass

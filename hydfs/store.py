@@ -35,7 +35,8 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 
-from hydfs.checked_read import BLOCK, WINDOW, CorruptReplica, piece_spans, read_piece
+from hydfs.checked_read import (BLOCK, WINDOW, CorruptReplica, as_bytes, piece_spans,
+                                 read_piece)
 from hydfs.idset import IdSet
 from hydfs.names import disk_name, is_disk_name, name_from_disk
 
@@ -275,7 +276,7 @@ class ReplicaStore:
         """Yield bytes [start, start + length) of the snapshot, verifying every block and
         record it touches; blocks before `start` are skipped unread."""
         for span in self.spans(snap, start, length):
-            yield bytes(span.view)
+            yield as_bytes(span)
 
     def spans(self, snap: Snapshot, start: int, length: int, window: int = WINDOW):
         """The verified `Span`s (checked_read.py) of bytes [start, start + length) of the
@@ -367,8 +368,8 @@ class ReplicaStore:
             crcs = _BlockCrcs(st.base_crcs, st.base_size)
             for rec in records:                       # in bounded windows, no copies
                 for span in piece_spans(log, rec.offset, rec.size, [rec.crc], False):
-                    base.write(span.view)
-                    crcs.update(span.view)
+                    base.write(span.data)
+                    crcs.update(span.data)
             base.flush()
             os.fsync(base.fileno())
             new_size = base.tell()

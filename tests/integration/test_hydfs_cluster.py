@@ -272,6 +272,14 @@ def test_a_retried_create_is_not_mistaken_for_someone_elses(local_cluster):
     reply = create("0002-someone-else")
     assert reply["t"] == "error" and "already exists" in reply["error"]
 
+    # A replica that holds the file answers a streamed copy at once, not after a timeout.
+    replica = Ring(cluster.vms, 11).replicas("retried", 3)[1]
+    for file_id, answer in (("0001-me", "ok"), ("0002-someone-else", "error")):
+        with Connection.open(cluster.address(replica), None, 5) as conn:
+            conn.send_bulk_bytes({"t": "hydfs.create_replica", "name": "retried",
+                                  "file_id": file_id}, b"content")
+            assert conn.recv()["t"] == answer
+
 
 def test_a_replica_dying_mid_create_rolls_it_back_everywhere(local_cluster):
     """The coordinator streams a create to the other replicas while it arrives. A replica

@@ -90,3 +90,37 @@ def test_a_source_that_stops_early_leaves_replicas_with_nothing():
                     raise ConnectionError("the client went away")
     peers.join()
     assert peers.received == {}
+
+
+# -- the create that uses it (coordinator.py) -------------------------------------------------
+
+class FailingStore:
+    """A store whose disk fails once the whole create has gone by (e.g. ENOSPC at fsync)."""
+
+    def create(self, name, file_id, chunks, size):
+        for _ in chunks:
+            pass
+        raise OSError(28, "No space left on device")
+
+
+def test_a_create_whose_local_store_fails_is_undone_on_the_replicas():
+    from hydfs.coordinator import Coordinator
+
+    peers = FakePeers({"02": "ok", "03": "ok"})
+    discarded = []
+    peers.call = lambda vm, msg, timeout=None: discarded.append((vm, msg["t"], msg["file_id"]))
+    coordinator = Coordinator.__new__(Coordinator)            # only what a create touches
+    coordinator.peers, coordinator.store = peers, FailingStore()
+    coordinator.service = type("Service", (), {
+        "parallel": staticmethod(lambda fn, items: [fn(item) for item in items])})()
+    coordinator._discard = lambda name, file_id: None
+
+    class Client:                          # the client's side of the connection
+        def recv_bulk_chunks(self, size):
+            return iter(CHUNKS)
+    with pytest.raises(OSError, match="No space"):
+        coordinator._store_and_forward(Client(), "f", "1-me", len(PAYLOAD), ["02", "03"])
+    peers.join()
+    assert peers.received == {"02": PAYLOAD, "03": PAYLOAD}         # they had stored it...
+    assert sorted(discarded) == [("02", "hydfs.discard", "1-me"),   # ...and are told to drop it
+                                 ("03", "hydfs.discard", "1-me")]

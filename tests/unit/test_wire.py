@@ -156,3 +156,13 @@ def test_ranges_that_do_not_add_up_to_the_declared_length_are_an_error(tmp_path)
     a, b = socket.socketpair()
     with open(src, "rb") as f, pytest.raises(OSError, match="declared"):
         Connection(a).send_bulk_ranges({"t": "put"}, 50, [(f, 0, 10)])
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["sendfile", "hmac"])
+def test_a_range_past_the_end_of_its_file_is_an_error_not_a_short_payload(tmp_path, key):
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 100)
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    with open(src, "rb") as f, pytest.raises(OSError, match="ended before"):
+        Connection(a, key).send_bulk_ranges({"t": "put"}, 150, [(f, 0, 150)])
