@@ -210,9 +210,6 @@ class ReplicaStore:
             st = self.state(name)
             self._write_streams(st, _unheld(st, records))
 
-    def _write_records(self, st: FileState, records, folder: str | None = None) -> None:
-        self._write_streams(st, [(c, s, ts, len(d), [d]) for c, s, ts, d in records], folder)
-
     def _write_streams(self, st: FileState, items, folder: str | None = None) -> None:
         """Append records (client, seq, ts, size, chunks) to the pending log, fsync'd. The
         in-memory state changes only once they are on disk; a failed write (a dropped
