@@ -330,3 +330,23 @@ def test_a_read_skips_a_paused_replica_instead_of_waiting_for_it(local_cluster):
         cluster.resume(owners[0])
     assert doc["replica"] == owners[1] and out.read_bytes() == data
     assert FIRST_REPLY_TIMEOUT <= elapsed < FIRST_REPLY_TIMEOUT + 3.0
+
+
+def test_everything_works_the_same_with_a_secret(local_cluster):
+    """With a secret every payload passes through the HMAC instead of sendfile/splice:
+    create (streamed to the replicas), append, get, merge, re-replication."""
+    cluster = local_cluster(5, secret="s3cret")
+    name = "authenticated"
+    data = os.urandom(3 << 20)
+    cluster.query("01", "create", write(cluster, "auth", data), name)
+    cluster.query("02", "append", write(cluster, "auth.a", b"appended"), name)
+    cluster.query("03", "merge", name)
+    owners = Ring(cluster.vms, 11).replicas(name, 3)
+    expected = data + b"appended"
+    assert set(replica_contents(cluster, name, owners).values()) == {expected}
+    victim = next(vm for vm in owners if vm != "01")
+    cluster.kill(victim)
+    ring = Ring([vm for vm in cluster.vms if vm != victim], 11)
+    wait_until(lambda: holders(cluster, name) == sorted(ring.replicas(name, 3)),
+               REREPLICATION_BOUND, interval=0.2, what="a third copy again")
+    assert set(replica_contents(cluster, name, ring.replicas(name, 3)).values()) == {expected}

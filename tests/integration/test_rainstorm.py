@@ -195,3 +195,18 @@ def test_an_operator_that_always_crashes_fails_the_job_clearly(cluster):
     with pytest.raises(CommandFailed, match="failed 4 times"):
         cluster.query("01", "RainStorm", "grep", str(broken), "TrafficSigns_1000", "never",
                       "3", "--op1-args", "No Outlet", timeout=120)
+
+
+def test_a_job_on_a_cluster_with_a_secret_is_exact(tmp_path):
+    """With a secret, tasks, nodes and HyDFS authenticate every message and payload."""
+    cluster = LocalCluster(tmp_path, 5, secret="s3cret")
+    try:
+        cluster.start_all()
+        path = cluster.root / "TrafficSigns_2000"
+        write_csv(2000, str(path))
+        cluster.query("01", "create", str(path), "TrafficSigns_2000", timeout=60)
+        doc = run(cluster, APP2, "TrafficSigns_2000", "out_secret")
+        assert rows_of(cluster, "out_secret") == expected(APP2, 2000)
+        assert doc["records_out"] == sum(expected(APP2, 2000).values())
+    finally:
+        cluster.close()
