@@ -7,10 +7,11 @@ That node coordinates, holding a per-file lock so that racing writes are seriali
   wins); otherwise stored here and, chunk by chunk as it arrives, streamed on to every other
   replica (fanout.py), and successful only when all of them hold it; a failed create is
   rolled back.
-- append: applied here and on every other replica; successful only when all hold it, so
-  an append that returned success survives any `replicas - 1` failures. Each append carries
-  its id (client, seq), so a retried append is stored once. A replica that does not hold the
-  file yet (it just became a replica) is sent the whole file first.
+- append: applied here and, streamed while it arrives, on every other replica; successful
+  only when all hold it, so an append that returned success survives any `replicas - 1`
+  failures. Each append carries its id (client, seq), so a retried append is stored once.
+  A replica that does not hold the file yet (it just became a replica) is sent the whole
+  file first.
 - merge: `merge.plan_merge` over every replica's summary; the coordinator gathers every
   append any replica holds, sends each replica what it lacks, and every replica merges the
   same set, which gives the same bytes (merge.py).
@@ -145,7 +146,9 @@ class Coordinator:
     # -- append -----------------------------------------------------------------------------
 
     def handle_append(self, conn, msg: dict) -> None:
-        """Store the append as it streams in, then stream it to every other replica."""
+        """Store the append as it streams in, streaming it on to every other replica at the
+        same time (so the replicas' fsyncs overlap ours); a replica that missed it (it does
+        not hold the file yet, or failed) gets it again from our copy."""
         name = _name(msg)
         client, seq, ts = _append_id(msg)
         size = _append_size(msg)
@@ -155,16 +158,18 @@ class Coordinator:
         except HandlerError:
             conn.discard_bulk(size)
             raise
-        chunks = conn.recv_bulk_chunks(size)
-        new = self.store.append_stream(name, client, seq, ts, size, chunks)
-        if not new:
-            for _ in chunks:               # a retry of an append we hold: read it off the wire
-                pass
         others = [vm for vm in owners if vm != self.service.vm]
         header = {"t": "hydfs.append_replica", "name": name, "id": [client, seq], "ts": ts}
+        with Fanout(self.peers, others, header, size) as fanout:
+            chunks = fanout.tee(conn.recv_bulk_chunks(size))
+            new = self.store.append_stream(name, client, seq, ts, size, chunks)
+            if not new:
+                for _ in chunks:   # a retry of an append we hold: the replicas dedupe it too
+                    pass
+            missed = list(fanout.finish())
         results = self.service.parallel(
-            lambda vm: self._replica_append(vm, name, header, (client, seq)), others)
-        acked = 1 + sum(1 for r in results if r is True)
+            lambda vm: self._replica_append(vm, name, header, (client, seq)), missed)
+        acked = len(owners) - sum(1 for r in results if r is not True)
         if acked < len(owners):
             raise NotEnoughReplicas(_not_enough(name, acked, len(owners)))
         conn.send({"t": "ok", "new": new, "replicas": owners})
