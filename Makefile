@@ -5,9 +5,12 @@ VPY    := $(VENV)/bin/python
 CONFIG ?= config.ini
 VM     ?= 02
 RUN    := run
+# Whether process $$pid runs: `kill -0` also succeeds for a killed node that no one has
+# reaped yet (a zombie), e.g. in a container whose init does not reap.
+ALIVE  = ps -o stat= -p $$pid 2>/dev/null | grep -qv '^Z'
 
-.PHONY: help venv test test-unit test-integration demo demo-membership cluster stop app-src \
-        introducer node status data clean bench bench-hydfs bench-stream app1 app2 \
+.PHONY: help venv test test-unit test-integration demo demo-membership cluster start stop \
+        app-src introducer node status data clean bench bench-hydfs bench-stream app1 app2 \
         bench-peers-venv
 
 help:
@@ -15,6 +18,7 @@ help:
 	@echo "make demo              a local 10-node cluster runs both RainStorm apps, killing 2 workers"
 	@echo "make demo-membership   joins, kill -9 and a paused node on a local 10-node cluster"
 	@echo "make cluster / stop    start / stop the 10 nodes of $(CONFIG) in the background"
+	@echo "make start VM=06       start (restart) one node in the background"
 	@echo "make status            list_mem as node 01 sees it"
 	@echo "make introducer        run the introducer in the foreground (as on a course VM)"
 	@echo "make node VM=03        run node 03 in the foreground (as on a course VM)"
@@ -48,7 +52,7 @@ demo-membership:
 cluster:
 	@mkdir -p $(RUN)
 	@for f in $(RUN)/vm*.pid; do \
-	  if [ -f $$f ] && kill -0 $$(cat $$f) 2>/dev/null; then \
+	  if [ -f $$f ] && pid=$$(cat $$f) && $(ALIVE); then \
 	    echo "a cluster is already running ($$f); 'make stop' first"; exit 1; fi; done
 	@$(PYTHON) rainstorm.py introducer --config $(CONFIG) </dev/null >$(RUN)/vm01.out 2>&1 & echo $$! >$(RUN)/vm01.pid
 	@sleep 0.5
@@ -56,14 +60,29 @@ cluster:
 	  $(PYTHON) rainstorm.py node --vm $$vm --config $(CONFIG) </dev/null >$(RUN)/vm$$vm.out 2>&1 & \
 	  echo $$! >$(RUN)/vm$$vm.pid; \
 	done
-	@echo "started 10 nodes (pids in $(RUN)/); 'make status' lists members, 'make stop' stops them"
+	@for i in $$(seq 60); do \
+	  n=$$($(PYTHON) rainstorm.py ctl --vm 01 --config $(CONFIG) --json list_mem 2>/dev/null | \
+	       $(PYTHON) -c 'import json,sys; print(len(json.load(sys.stdin).get("members", [])))' 2>/dev/null); \
+	  [ "$$n" = 10 ] && break; sleep 0.25; done; \
+	for f in $(RUN)/vm*.pid; do pid=$$(cat $$f); $(ALIVE) || \
+	  { echo "$$f: the node exited:"; tail -3 $${f%.pid}.out; }; done; \
+	echo "$${n:-0} of 10 nodes joined (pids in $(RUN)/); 'make status' lists members, 'make stop' stops them"
+
+# One node in the background (e.g. restarting one that was killed).
+start:
+	@mkdir -p $(RUN)
+	@if [ -f $(RUN)/vm$(VM).pid ] && pid=$$(cat $(RUN)/vm$(VM).pid) && $(ALIVE); then \
+	  echo "node $(VM) is already running"; exit 1; fi
+	@role=$$([ "$(VM)" = 01 ] && echo introducer || echo "node --vm $(VM)"); \
+	$(PYTHON) rainstorm.py $$role --config $(CONFIG) </dev/null >$(RUN)/vm$(VM).out 2>&1 & \
+	echo $$! >$(RUN)/vm$(VM).pid; echo "started node $(VM) (pid $$(cat $(RUN)/vm$(VM).pid))"
 
 # SIGTERM: each node leaves the group gracefully; wait until they have exited.
 stop:
 	@for f in $(RUN)/vm*.pid; do [ -f $$f ] && kill $$(cat $$f) 2>/dev/null; done; \
 	for f in $(RUN)/vm*.pid; do \
 	  [ -f $$f ] || continue; pid=$$(cat $$f); \
-	  for i in $$(seq 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	  for i in $$(seq 50); do $(ALIVE) || break; sleep 0.1; done; \
 	  rm -f $$f; done; echo "stopped"
 
 status:

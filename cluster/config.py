@@ -94,11 +94,12 @@ def default_config_path() -> str:
 def load_config(path: str | None = None) -> Config:
     """Load and validate `path` (default: $RAINSTORM_CONFIG, then ./config.ini).
 
-    A missing default file means "all defaults"; a missing explicit file is an error.
+    A missing ./config.ini means "all defaults"; a missing file named by `path` or by
+    $RAINSTORM_CONFIG is an error (a typo must not silently reach another cluster).
     Relative data_dir and log_dir are resolved against the config file's directory, so
     every node sharing a config agrees on them whatever its working directory.
     """
-    explicit = path is not None
+    explicit = path is not None or bool(os.environ.get("RAINSTORM_CONFIG"))
     path = path or default_config_path()
     if not os.path.exists(path):
         if explicit:

@@ -25,6 +25,7 @@ import uuid
 from cluster import wire
 from cluster.connection import Connection
 from hydfs.cache import LruCache
+from hydfs.coordinator import TOO_SMALL, too_small
 from hydfs.names import check_name
 from hydfs.peers import REPLY_TIMEOUT, Peers, Slow, Unreachable, check_reply
 from hydfs.ring import ring_position
@@ -94,6 +95,7 @@ class HydfsClient:
         deadline = time.monotonic() + self.write_deadline
         last = "no replica reachable"
         while True:
+            self._check_cluster_size(name)
             for vm in self.owners(name):
                 try:
                     return attempt(vm)
@@ -101,13 +103,21 @@ class HydfsClient:
                     last = str(exc)
                 except RemoteError as exc:
                     reason = str(exc)
-                    if not reason.startswith(("not enough live replicas", "not_owner")):
+                    if not reason.startswith(("not enough live replicas", "not_owner")) or \
+                            TOO_SMALL in reason:       # waiting will not help
                         raise HydfsError(reason) from None
                     last = reason
                     break              # retry from the (possibly new) primary
             if time.monotonic() >= deadline:
                 raise HydfsError(last)
             time.sleep(RETRY_PAUSE)
+
+    def _check_cluster_size(self, name: str) -> None:
+        """With fewer live members than replicas no write can succeed, and waiting for
+        failure detection will not change that: say so at once."""
+        live = len(self.service.ring().nodes_in_order())
+        if live < self.service.replicas:
+            raise HydfsError(too_small(name, live, self.service.replicas))
 
     # -- create and append ------------------------------------------------------------------
 
@@ -186,6 +196,7 @@ class HydfsClient:
         answers "behind"; we then read another replica, or wait for re-replication.
         """
         check_name(name)
+        _check_local_target(local_path)
         epoch, cached = self._cached(name)
         if cached is not None:
             (version, fetched_at, replica), data = cached
@@ -203,7 +214,9 @@ class HydfsClient:
                                           patience=patience)
                 except Slow as exc:
                     last, skipped = str(exc), True
-                except (Unreachable, OSError, wire.ProtocolError) as exc:
+                except Unreachable as exc:
+                    last = str(exc)
+                except (OSError, wire.ProtocolError) as exc:
                     last = f"node {vm}: {exc}"
                 except RemoteError as exc:
                     if "no such file" not in str(exc) and not str(exc).startswith("behind"):
@@ -218,11 +231,16 @@ class HydfsClient:
 
     def get_from_replica(self, vm: str, name: str, local_path: str) -> dict:
         check_name(name)
+        _check_local_target(local_path)
         try:
             return self._get_from(vm, name, local_path, None, None, use_cache=False)
-        except (Unreachable, OSError, wire.ProtocolError) as exc:
+        except Unreachable as exc:
+            raise HydfsError(str(exc)) from None
+        except (OSError, wire.ProtocolError) as exc:
             raise HydfsError(f"node {vm}: {exc}") from None
         except RemoteError as exc:
+            if str(exc).startswith("no such file"):
+                raise HydfsError(f"node {vm} holds no copy of {name}") from None
             raise HydfsError(str(exc)) from None
 
     def read_range(self, name: str, offset: int, length: int):
@@ -335,11 +353,12 @@ class HydfsClient:
 
     def ls(self, name: str) -> dict:
         owners = self.owners(name)
-        holders = []
+        holders, silent = [], []
         for vm in owners:
             try:
                 reply = self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5)
             except (Unreachable, RemoteError):
+                silent.append(vm)
                 continue
             if reply.get("summary"):
                 holders.append(vm)
@@ -348,7 +367,8 @@ class HydfsClient:
         bits = self.service.bits
         return {"file": name, "ring_id": ring_position(name, bits),
                 "replicas": [{"vm": vm, "ring_id": ring_position(vm, bits),
-                              "holds": vm in holders} for vm in owners]}
+                              "holds": vm in holders, "reachable": vm not in silent}
+                             for vm in owners]}
 
     def _with_temp(self, data: bytes, fn):
         path = os.path.join(self.service.store.root, f".upload-{uuid.uuid4().hex}")
@@ -361,9 +381,20 @@ class HydfsClient:
 
 
 def _local_size(path: str) -> int:
+    if os.path.isdir(path):
+        raise HydfsError(f"local path {path} is a directory, not a file")
     if not os.path.isfile(path):
         raise HydfsError(f"local file {path} does not exist")
     return os.path.getsize(path)
+
+
+def _check_local_target(path: str) -> None:
+    """A get's local file must be writable as a file: say so before fetching anything."""
+    if os.path.isdir(path):
+        raise HydfsError(f"local path {path} is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise HydfsError(f"local directory {folder} does not exist")
 
 
 def _receive_to_local(conn: Connection, size: int, local_path: str, keep: bool):

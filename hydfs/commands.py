@@ -53,8 +53,7 @@ def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
         (name,) = expect_args(args, 1, "ls HYDFS")
         doc = _run(client.ls, name)
         lines = [f"{name}  ring_id {doc['ring_id']}"]
-        lines += [f"  vm{r['vm']}  ring_id {r['ring_id']}" + ("" if r["holds"] else "  (copying)")
-                  for r in doc["replicas"]]
+        lines += [f"  vm{r['vm']}  ring_id {r['ring_id']}" + _holding(r) for r in doc["replicas"]]
         return Result("\n".join(lines), doc)
 
     def store(ctx: Context, args: list) -> Result:
@@ -67,7 +66,7 @@ def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
 
     def getfromreplica(ctx: Context, args: list) -> Result:
         vm, name, local = expect_args(args, 3, "getfromreplica NN HYDFS LOCAL")
-        vm = _vm(vm)
+        vm = _vm(vm, service)
         info = _run(client.get_from_replica, vm, name, ctx.local_path(local))
         return Result(f"got {name} ({info['size']} bytes) as vm{vm} holds it into {local}",
                       dict(info, ok=True))
@@ -76,7 +75,8 @@ def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
         if len(args) < 2 or not all("=" in a for a in args[1:]):
             raise UsageError("usage: multiappend HYDFS NN=LOCAL [NN=LOCAL ...]")
         name = args[0]
-        jobs = [(_vm(a.split("=", 1)[0]), ctx.local_path(a.split("=", 1)[1])) for a in args[1:]]
+        jobs = [(_vm(a.split("=", 1)[0], service), ctx.local_path(a.split("=", 1)[1]))
+                for a in args[1:]]
         # Its own threads: the shared pool must stay free for the appends' coordinators.
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             results = list(pool.map(lambda job: _call(service, job, name), jobs))
@@ -110,6 +110,12 @@ def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
                  "the named nodes append their local files at the same time")
 
 
+def _holding(replica: dict) -> str:
+    if replica["holds"]:
+        return ""
+    return "  (not answering)" if replica.get("reachable") is False else "  (copying)"
+
+
 def _call(service, job, name: str):
     vm, path = job
     try:
@@ -119,8 +125,10 @@ def _call(service, job, name: str):
         return exc
 
 
-def _vm(text: str) -> str:
+def _vm(text: str, service) -> str:
+    """A node number of this cluster's config; a usage error otherwise."""
     try:
+        service.config.address(text)
         return normalize_vm(text)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None

@@ -63,7 +63,7 @@ class Coordinator:
         if self.service.vm not in owners:
             raise HandlerError(f"not_owner: node {self.service.vm} is not a replica of {name}")
         if len(owners) < self.service.replicas:     # a write must survive replicas-1 failures
-            raise NotEnoughReplicas(_not_enough(name, len(owners), self.service.replicas))
+            raise NotEnoughReplicas(too_small(name, len(owners), self.service.replicas))
         return owners
 
     # -- create -----------------------------------------------------------------------------
@@ -275,6 +275,15 @@ class Coordinator:
         if any(isinstance(r, Exception) for r in results):
             ok = sum(1 for r in results if r is True)
             raise NotEnoughReplicas(_not_enough(name, ok, len(others) + 1))
+
+
+TOO_SMALL = "nodes in the cluster"
+
+
+def too_small(name: str, live: int, needed: int) -> str:
+    """The reason a write fails when the cluster itself has fewer live nodes than replicas."""
+    return (f"not enough live replicas for {name}: only {live} {TOO_SMALL}, "
+            f"a write needs {needed}")
 
 
 def _not_enough(name: str, reachable: int, needed: int) -> str:

@@ -159,6 +159,7 @@ def test_errors_a_user_understands(local_cluster):
     cluster = local_cluster(4)
     local = write(cluster, "x", b"x")
     cluster.query("01", "create", local, "exists")
+    non_holder = next(vm for vm in cluster.vms if vm not in Ring(cluster.vms, 11).replicas("exists", 3))
     cases = [
         (("create", local, "exists"), "already exists"),
         (("get", "missing", str(cluster.root / "o")), "no such file"),
@@ -167,12 +168,20 @@ def test_errors_a_user_understands(local_cluster):
         (("create", local, "../escape"), "'..'"),
         (("create", local, "/etc/passwd"), "absolute"),
         (("ls", "missing"), "no such file"),
+        (("create", str(cluster.root), "new"), "is a directory"),
+        (("get", "exists", str(cluster.root)), "is a directory"),
+        (("get", "exists", str(cluster.root / "no-dir" / "o")), "local directory .* does not exist"),
+        (("getfromreplica", non_holder, "exists", str(cluster.root / "o")),
+         f"node {non_holder} holds no copy of exists"),
     ]
     for argv, reason in cases:
         with pytest.raises(CommandFailed, match=reason):
             cluster.query("02", *argv)
     result = cluster.ctl("02", "get", "missing", "out")
     assert result.returncode == 1 and "no such file" in result.stderr
+    for argv in (("getfromreplica", "99", "exists", "out"), ("multiappend", "exists", "99=x")):
+        result = cluster.ctl("02", *argv)             # not a node of this cluster: usage
+        assert result.returncode == 2 and "node 99 is not in [nodes]" in result.stderr
     assert not (cluster.root / "data" / "escape").exists()
 
 
@@ -214,8 +223,10 @@ def test_writes_need_as_many_live_nodes_as_replicas(local_cluster):
     cluster.query("01", "create", write(cluster, "w", b"w"), "w")
     cluster.kill("03")
     cluster.wait_converged(["01", "02"], timeout=5)
-    with pytest.raises(CommandFailed, match="not enough live replicas"):
+    started = time.monotonic()
+    with pytest.raises(CommandFailed, match="not enough live replicas .* only 2 nodes"):
         cluster.query("01", "append", write(cluster, "w2", b"more"), "w", timeout=30)
+    assert time.monotonic() - started < 2.0     # no waiting: detection cannot add a node
     cluster.query("02", "get", "w", str(cluster.root / "w.out"))      # reads still work
     assert (cluster.root / "w.out").read_bytes() == b"w"
 

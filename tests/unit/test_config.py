@@ -74,6 +74,9 @@ def test_missing_explicit_file_is_an_error_and_missing_default_means_defaults(tm
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAINSTORM_CONFIG", raising=False)
     assert load_config().nodes == Config().nodes
+    monkeypatch.setenv("RAINSTORM_CONFIG", str(tmp_path / "typo.ini"))   # named, so required
+    with pytest.raises(ConfigError, match="typo.ini does not exist"):
+        load_config()
 
 
 @pytest.mark.parametrize("raw, vm", [("3", "03"), ("03", "03"), (" 10 ", "10")])
