@@ -45,6 +45,9 @@ class Command:
     help: str
 
 
+HELP_WIDTH = 40    # usage column of `help`
+
+
 class CommandRegistry:
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
@@ -68,9 +71,15 @@ class CommandRegistry:
         return self.lookup(argv[0]).run(ctx, argv[1:])
 
     def help_text(self) -> str:
-        width = max(len(c.usage) for c in self._commands.values())
-        return "\n".join(f"{c.usage:<{width}}  {c.help}" for c in sorted(
-            self._commands.values(), key=lambda c: c.name))
+        """One line per command; a usage too long for the column gets its own line."""
+        width = max(len(c.usage) for c in self._commands.values() if len(c.usage) <= HELP_WIDTH)
+        lines = []
+        for c in sorted(self._commands.values(), key=lambda c: c.name):
+            if len(c.usage) <= width:
+                lines.append(f"{c.usage:<{width}}  {c.help}")
+            else:
+                lines += [c.usage, f"{'':<{width}}  {c.help}"]
+        return "\n".join(lines)
 
 
 def expect_args(args: list, count: int, usage: str) -> list:
