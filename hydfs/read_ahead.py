@@ -1,7 +1,7 @@
 """Checking the next windows of a file in a helper thread while the current one is sent.
 
-Serving a get has two costs per window: the CRC check (CPU, over the mapped page cache) and
-the send (`sendfile`, in the kernel). Both release the GIL, so a helper thread that checks up
+Serving a get has two costs per window: reading and checking its CRC (a copy from the page
+cache, then CPU) and the send (`sendfile`, in the kernel). Both release the GIL, so a helper thread that checks up
 to `depth` windows ahead lets them overlap instead of taking turns.
 
 `CheckedRanges(spans)` turns verified spans (checked_read.py) into (file, offset, count)
