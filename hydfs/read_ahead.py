@@ -1,8 +1,9 @@
 """Checking the next windows of a file in a helper thread while the current one is sent.
 
 Serving a get has two costs per window: reading and checking its CRC (a copy from the page
-cache, then CPU) and the send (`sendfile`, in the kernel). Both release the GIL, so a helper thread that checks up
-to `depth` windows ahead lets them overlap instead of taking turns.
+cache, then CPU) and the send (`sendfile`, in the kernel). All of them release the GIL, so a
+helper thread that checks up to `depth` windows ahead lets them overlap instead of taking
+turns.
 
 `CheckedRanges(spans)` turns verified spans (checked_read.py) into (file, offset, count)
 ranges. The ordering guarantee of checked_read carries over: a range is handed out only after
