@@ -420,10 +420,9 @@ def _write_local(local_path: str, chunks) -> None:
 
 
 def _write_local_file(local_path: str, fill) -> None:
-    """Write local_path via a temporary file renamed into place: no half-written file."""
+    """Write local_path via a temporary file renamed into place: no half-written file.
+    The caller has checked the path (`_check_local_target`)."""
     folder = os.path.dirname(os.path.abspath(local_path))
-    if not os.path.isdir(folder):
-        raise HydfsError(f"local directory {folder} does not exist")
     tmp = os.path.join(folder, f".{os.path.basename(local_path)}.{uuid.uuid4().hex[:8]}.part")
     try:
         with open(tmp, "w+b") as f:
