@@ -7,7 +7,7 @@ VM     ?= 02
 RUN    := run
 # Whether process $$pid runs: `kill -0` also succeeds for a killed node that no one has
 # reaped yet (a zombie), e.g. in a container whose init does not reap.
-ALIVE  = ps -o stat= -p $$pid 2>/dev/null | grep -qv '^Z'
+ALIVE  = { kill -0 $$pid 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' /proc/$$pid/status; }
 
 .PHONY: help venv test test-unit test-integration demo demo-membership cluster start stop \
         app-src introducer node status data clean bench bench-hydfs bench-stream app1 app2 \
@@ -66,16 +66,19 @@ cluster:
 	  [ "$$n" = 10 ] && break; sleep 0.25; done; \
 	for f in $(RUN)/vm*.pid; do pid=$$(cat $$f); $(ALIVE) || \
 	  { echo "$$f: the node exited:"; tail -3 $${f%.pid}.out; }; done; \
-	echo "$${n:-0} of 10 nodes joined (pids in $(RUN)/); 'make status' lists members, 'make stop' stops them"
+	echo "$${n:-0} of 10 nodes joined (pids in $(RUN)/); 'make status' lists members, 'make stop' stops them"; \
+	[ "$$n" = 10 ]
 
 # One node in the background (e.g. restarting one that was killed).
 start:
 	@mkdir -p $(RUN)
-	@if [ -f $(RUN)/vm$(VM).pid ] && pid=$$(cat $(RUN)/vm$(VM).pid) && $(ALIVE); then \
-	  echo "node $(VM) is already running"; exit 1; fi
-	@role=$$([ "$(VM)" = 01 ] && echo introducer || echo "node --vm $(VM)"); \
-	$(PYTHON) rainstorm.py $$role --config $(CONFIG) </dev/null >$(RUN)/vm$(VM).out 2>&1 & \
-	echo $$! >$(RUN)/vm$(VM).pid; echo "started node $(VM) (pid $$(cat $(RUN)/vm$(VM).pid))"
+	@vm=$$(printf %02d $$(expr "$(VM)" + 0)); \
+	if [ -f $(RUN)/vm$$vm.pid ] && pid=$$(cat $(RUN)/vm$$vm.pid) && $(ALIVE); then \
+	  echo "node $$vm is already running"; exit 1; fi; \
+	introducer=$$($(PYTHON) -c "from cluster.config import load_config; print(load_config('$(CONFIG)').introducer)"); \
+	role=$$([ "$$vm" = "$$introducer" ] && echo introducer || echo "node --vm $$vm"); \
+	$(PYTHON) rainstorm.py $$role --config $(CONFIG) </dev/null >$(RUN)/vm$$vm.out 2>&1 & \
+	echo $$! >$(RUN)/vm$$vm.pid; echo "started node $$vm (pid $$(cat $(RUN)/vm$$vm.pid))"
 
 # SIGTERM: each node leaves the group gracefully; wait until they have exited.
 stop:

@@ -72,7 +72,8 @@ class CommandRegistry:
 
     def help_text(self) -> str:
         """One line per command; a usage too long for the column gets its own line."""
-        width = max(len(c.usage) for c in self._commands.values() if len(c.usage) <= HELP_WIDTH)
+        width = max((len(c.usage) for c in self._commands.values() if len(c.usage) <= HELP_WIDTH),
+                    default=HELP_WIDTH)
         lines = []
         for c in sorted(self._commands.values(), key=lambda c: c.name):
             if len(c.usage) <= width:

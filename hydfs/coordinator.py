@@ -34,7 +34,7 @@ from hydfs.idset import IdSet
 from hydfs.merge import held as merge_held, plan_merge
 from hydfs.peers import Unreachable
 from hydfs.service import HydfsService, _append_id, _append_size, _name
-from hydfs.store import FileExists
+from hydfs.store import FileExists, LostCreateRace
 from hydfs.transfer import RemoteError
 
 log = logging.getLogger("hydfs")
@@ -115,6 +115,10 @@ class Coordinator:
                 return list(fanout.failed)
             try:
                 self.store.create(name, file_id, fanout.tee(conn.recv_bulk_chunks(size)), size)
+            except LostCreateRace:  # another create won here while ours streamed: undo ours
+                fanout.finish()
+                self._roll_back_create(name, file_id, others)
+                raise HandlerError(f"file {name} already exists in HyDFS") from None
             except FileExists:     # raised before a byte was read; the replicas got none
                 conn.discard_bulk(size)
                 raise HandlerError(f"file {name} already exists in HyDFS") from None
@@ -166,10 +170,14 @@ class Coordinator:
             if not new:
                 for _ in chunks:   # a retry of an append we hold: the replicas dedupe it too
                     pass
-            missed = list(fanout.finish())
+            failed = fanout.finish()
+        # A replica that does not hold the file yet gets it whole, then the append; one that
+        # failed otherwise (down, paused) fails this attempt, which the client retries.
+        missing = [vm for vm, reason in failed.items() if reason == "missing"]
         results = self.service.parallel(
-            lambda vm: self._replica_append(vm, name, header, (client, seq)), missed)
-        acked = len(owners) - sum(1 for r in results if r is not True)
+            lambda vm: self._replica_append(vm, name, header, (client, seq)), missing)
+        acked = len(owners) - (len(failed) - len(missing)) - \
+            sum(1 for r in results if r is not True)
         if acked < len(owners):
             raise NotEnoughReplicas(_not_enough(name, acked, len(owners)))
         conn.send({"t": "ok", "new": new, "replicas": owners})

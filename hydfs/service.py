@@ -27,7 +27,7 @@ from hydfs.names import BadName, check_name
 from hydfs.peers import Peers, Unreachable
 from hydfs.read_ahead import CheckedRanges
 from hydfs.ring import Ring
-from hydfs.store import CorruptReplica, FileExists, ReplicaStore
+from hydfs.store import CorruptReplica, FileExists, LostCreateRace, NoSuchFile, ReplicaStore
 from hydfs.transfer import RemoteError
 from membership.service import MembershipService
 
@@ -186,22 +186,29 @@ class HydfsService:
         with self.in_flight.holding(name):      # not offered to, or pulled by, re-replication
             try:
                 self.store.create(name, file_id, conn.recv_bulk_chunks(size), size)
-            except FileExists:                 # raised before a byte was read
-                conn.discard_bulk(size)
+            except FileExists as exc:
+                if not isinstance(exc, LostCreateRace):
+                    conn.discard_bulk(size)    # refused before a byte was read
                 if getattr(self.store.get_state(name), "file_id", None) != file_id:
                     raise HandlerError(f"file {name} already exists") from None
         conn.send({"t": "ok"})
 
     def handle_append_replica(self, conn, msg: dict) -> None:
+        """One append, streamed by its coordinator. "ok" only once we hold it: a file we do
+        not hold yet answers "missing" (the coordinator then sends the whole file)."""
         name = _name(msg)
         client, seq, ts = _append_id(msg)
         size = _append_size(msg)
         chunks = conn.recv_bulk_chunks(size)
-        if self.store.get_state(name) is None or \
-                not self.store.append_stream(name, client, seq, ts, size, chunks):
-            for _ in chunks:              # not stored (missing file, or a retry): drain
-                pass
-        if self.store.get_state(name) is None:
+        try:
+            if self.store.get_state(name) is not None:
+                self.store.append_stream(name, client, seq, ts, size, chunks)
+        except NoSuchFile:
+            pass
+        for _ in chunks:                  # not stored (missing file, or a retry): drain
+            pass
+        st = self.store.get_state(name)
+        if st is None or not st.holds((client, seq)):
             conn.send({"t": "error", "error": "missing", "missing": True})
             return
         conn.send({"t": "ok"})

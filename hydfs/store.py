@@ -39,13 +39,18 @@ from hydfs.checked_read import (BLOCK, WINDOW, CorruptReplica, as_bytes, piece_s
                                  read_piece)
 from hydfs.idset import IdSet
 from hydfs.names import disk_name, is_disk_name, name_from_disk
+from hydfs.spool import spool
 
 log = logging.getLogger("hydfs")
 
 READ_CHUNK = 1 << 20
 
 class FileExists(Exception):
-    pass
+    """The name is held already; raised before a byte of the new content was read."""
+
+
+class LostCreateRace(FileExists):
+    """Another create of the name committed while ours streamed in (our bytes were read)."""
 
 
 class NoSuchFile(Exception):
@@ -167,13 +172,25 @@ class ReplicaStore:
 
     # -- create, append, read ---------------------------------------------------------------
 
+    # No file's lock is held while bytes come off the network: a coordinator streams a write
+    # on to the other replicas while it receives it, so two coordinators of one file that
+    # each held their lock while waiting for the other's bytes would wait forever.
+
     def create(self, name: str, file_id: str, chunks, expected_size: int) -> FileState:
-        """Create `name` from an iterable of byte chunks; FileExists if held already."""
-        with self.lock(name):
-            if self.get_state(name) is not None:
-                raise FileExists(name)
-            return self._install(name, file_id, 0, "create", IdSet(), chunks, expected_size, [],
-                                 create_size=expected_size)
+        """Create `name` from an iterable of byte chunks: FileExists if held already (before
+        a byte is read), LostCreateRace if another create committed while ours streamed."""
+        if self.get_state(name) is not None:
+            raise FileExists(name)
+        tmp, st = self._receive_base(name, file_id, 0, "create", IdSet(), chunks,
+                                     expected_size, expected_size, [])
+        try:
+            with self.lock(name):
+                if self.get_state(name) is not None:
+                    raise LostCreateRace(name)
+                return self._commit_install(name, tmp, st, [], replace=False)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def append(self, name: str, client: str, seq: int, ts: float, data: bytes) -> bool:
         """Add one append to the pending log; False if this id is already held (a retry)."""
@@ -181,14 +198,18 @@ class ReplicaStore:
 
     def append_stream(self, name: str, client: str, seq: int, ts: float, size: int,
                       chunks) -> bool:
-        """Add one append whose bytes arrive as chunks; False (chunks unread) if its id is
-        already held (a retry): the caller then drains them."""
-        with self.lock(name):
-            st = self.state(name)
-            if st.holds((client, seq)):
-                return False
-            self._write_streams(st, [(client, seq, ts, size, chunks)])
-            return True
+        """Add one append whose bytes arrive as chunks; False if its id is already held (a
+        retry: the caller drains whatever of `chunks` is left). The bytes are taken in first
+        (`spool`), and the lock only to write them to the log."""
+        if self.state(name).holds((client, seq)):
+            return False
+        with spool(chunks, size, self.root) as spooled:
+            with self.lock(name):
+                st = self.state(name)
+                if st.holds((client, seq)):
+                    return False
+                self._write_streams(st, [(client, seq, ts, size, spooled)])
+                return True
 
     def append_chunks(self, name: str, append_id: tuple[str, int]):
         """(size, ts, chunks) of a held append, pending or merged, read from a snapshot."""
@@ -415,16 +436,6 @@ class ReplicaStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    def _install(self, name, file_id, gen, merge_id, merged, chunks, size, records,
-                 replace: bool = False, create_size: int = 0, index=()) -> FileState:
-        tmp, st = self._receive_base(name, file_id, gen, merge_id, merged, chunks, size,
-                                     create_size, index)
-        try:
-            return self._commit_install(name, tmp, st, records, replace)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
     def _receive_base(self, name, file_id, gen, merge_id, merged, chunks, size, create_size,
                       index) -> tuple[str, FileState]:
         """A new copy's base, written into a temporary directory (removed on failure)."""
@@ -490,6 +501,8 @@ class ReplicaStore:
             path = os.path.join(self.root, entry)
             if entry.startswith(".tmp-"):
                 shutil.rmtree(path, ignore_errors=True)   # an install that never committed
+            elif entry.startswith(".spool-"):
+                os.unlink(path)                           # an append that never got written
             elif entry.startswith(".old-"):
                 self._recover_old(path)
         for entry in os.listdir(self.root):

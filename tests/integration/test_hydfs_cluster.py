@@ -361,3 +361,36 @@ def test_everything_works_the_same_with_a_secret(local_cluster):
     wait_until(lambda: holders(cluster, name) == sorted(ring.replicas(name, 3)),
                REREPLICATION_BOUND, interval=0.2, what="a third copy again")
     assert set(replica_contents(cluster, name, ring.replicas(name, 3)).values()) == {expected}
+
+
+def test_two_coordinators_appending_to_one_file_at_once_both_finish(local_cluster):
+    """Two replicas each coordinate a large append to the same file, and each streams its
+    append to the other while it arrives. Neither may hold its lock on the file while it
+    waits for the other's bytes, or both wait forever (a review found exactly that)."""
+    cluster = local_cluster(3)
+    cluster.query("01", "create", write(cluster, "base", b"base\n"), "contended")
+    a, b = Ring(cluster.vms, 11).replicas("contended", 3)[:2]
+    payloads = {a: b"A" * (16 << 20), b: b"B" * (16 << 20)}
+    conns = {vm: Connection.open(cluster.address(vm), None, 60) for vm in (a, b)}
+    try:
+        writers = {vm: conns[vm].bulk_writer(
+            {"t": "hydfs.append", "name": "contended", "id": [f"client-{vm}", 1],
+             "ts": time.time()}, len(payloads[vm])) for vm in (a, b)}
+        half, started = 8 << 20, time.monotonic()
+        for vm in (a, b):                        # both coordinators are mid-append...
+            writers[vm].write(payloads[vm][:half])
+        for vm in (a, b):                        # ...then both finish
+            writers[vm].write(payloads[vm][half:])
+            writers[vm].close()
+        replies = {vm: conns[vm].recv() for vm in (a, b)}
+    finally:
+        for conn in conns.values():
+            conn.close()
+    assert all(r["t"] == "ok" for r in replies.values()), replies
+    assert time.monotonic() - started < 20
+    cluster.query("01", "merge", "contended", timeout=60)
+    contents = set(replica_contents(cluster, "contended", cluster.vms).values())
+    assert len(contents) == 1
+    merged = contents.pop()
+    assert merged.startswith(b"base\n") and len(merged) == 5 + (32 << 20)
+    assert merged.count(b"A") == merged.count(b"B") == 16 << 20

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 
 import pytest
 
 from hydfs.idset import IdSet
 from hydfs.checked_read import WINDOW
-from hydfs.store import CorruptReplica, FileExists, ReplicaStore
+from hydfs.store import CorruptReplica, FileExists, LostCreateRace, ReplicaStore
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -238,3 +239,49 @@ def test_block_checksums_stay_right_across_merges_that_cross_block_edges(tmp_pat
     st = fresh.state("f")
     whole = base + b"".join(parts)
     assert st.base_crcs == [zlib.crc32(whole[i:i + (1 << 20)]) for i in range(0, len(whole), 1 << 20)]
+
+
+def lock_is_free(store: ReplicaStore, name: str) -> bool:
+    """Whether another thread could take the file's lock right now."""
+    result = []
+
+    def probe():
+        lock = store.lock(name)
+        result.append(lock.acquire(timeout=0.5))
+        if result[0]:
+            lock.release()
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+@pytest.mark.parametrize("size", [10, 9 << 20], ids=["in memory", "spooled to disk"])
+def test_no_lock_is_held_while_a_write_streams_in(tmp_path, size):
+    """Coordinators stream writes to each other: waiting on the network under a lock could
+    deadlock two of them. Creates and appends read their bytes before locking."""
+    store = ReplicaStore(str(tmp_path))
+    piece = size // 3 + 1
+
+    def arriving(name):
+        left = size
+        while left:
+            assert lock_is_free(store, name)
+            n = min(piece, left)
+            left -= n
+            yield b"z" * n
+    store.create("f", "id", arriving("f"), size)
+    assert store.append_stream("f", "c", 1, 1.0, size, arriving("f"))
+    assert content(store, "f") == b"z" * (2 * size)
+    assert not [e for e in os.listdir(tmp_path) if e.startswith(".spool-")]
+
+
+def test_a_create_that_loses_a_race_while_streaming_says_so(tmp_path):
+    store = ReplicaStore(str(tmp_path))
+
+    def arriving():
+        yield b"mine"
+        store.create("f", "theirs", [b"theirs"], 6)     # committed meanwhile
+    with pytest.raises(LostCreateRace):
+        store.create("f", "mine", arriving(), 4)
+    assert store.state("f").file_id == "theirs" and content(store, "f") == b"theirs"
