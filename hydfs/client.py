@@ -25,7 +25,7 @@ import uuid
 from cluster import wire
 from cluster.connection import Connection
 from hydfs.cache import LruCache
-from hydfs.coordinator import TOO_SMALL, too_small
+from hydfs.coordinator import too_small
 from hydfs.names import check_name
 from hydfs.peers import REPLY_TIMEOUT, Peers, Slow, Unreachable, check_reply
 from hydfs.ring import ring_position
@@ -103,8 +103,7 @@ class HydfsClient:
                     last = str(exc)
                 except RemoteError as exc:
                     reason = str(exc)
-                    if not reason.startswith(("not enough live replicas", "not_owner")) or \
-                            TOO_SMALL in reason:       # waiting will not help
+                    if not reason.startswith(("not enough live replicas", "not_owner")):
                         raise HydfsError(reason) from None
                     last = reason
                     break              # retry from the (possibly new) primary
@@ -357,8 +356,10 @@ class HydfsClient:
         for vm in owners:
             try:
                 reply = self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5)
-            except (Unreachable, RemoteError):
+            except Unreachable:
                 silent.append(vm)
+                continue
+            except RemoteError:
                 continue
             if reply.get("summary"):
                 holders.append(vm)
@@ -395,6 +396,8 @@ def _check_local_target(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise HydfsError(f"local directory {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise HydfsError(f"local directory {folder} is not writable")
 
 
 def _receive_to_local(conn: Connection, size: int, local_path: str, keep: bool):

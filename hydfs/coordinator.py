@@ -285,12 +285,10 @@ class Coordinator:
             raise NotEnoughReplicas(_not_enough(name, ok, len(others) + 1))
 
 
-TOO_SMALL = "nodes in the cluster"
-
-
 def too_small(name: str, live: int, needed: int) -> str:
     """The reason a write fails when the cluster itself has fewer live nodes than replicas."""
-    return (f"not enough live replicas for {name}: only {live} {TOO_SMALL}, "
+    nodes = "node" if live == 1 else "nodes"
+    return (f"not enough live replicas for {name}: only {live} {nodes} in the cluster, "
             f"a write needs {needed}")
 
 
