@@ -17,9 +17,8 @@ Layout, under ``data_dir/vmNN/hydfs/<percent-encoded name>/``:
 
 Reads verify every block and record against its CRC before passing it on (checked_read.py);
 corruption raises `CorruptReplica`, and the caller quarantines the copy so re-replication
-restores it from another replica. Files
-being created are assembled in a temporary directory and renamed into place, so a crash
-never leaves a half-created file. Each file has a lock; readers take a `Snapshot` (open file
+restores it from another replica. Files being created are assembled in a temporary
+directory and renamed into place, so a crash never leaves a half-created file. Each file has a lock; readers take a `Snapshot` (open file
 handles and the piece list) under it and stream without holding it.
 """
 
@@ -44,6 +43,7 @@ from hydfs.spool import spool
 log = logging.getLogger("hydfs")
 
 READ_CHUNK = 1 << 20
+
 
 class FileExists(Exception):
     """The name is held already; raised before a byte of the new content was read."""
