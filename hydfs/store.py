@@ -18,8 +18,10 @@ Layout, under ``data_dir/vmNN/hydfs/<percent-encoded name>/``:
 Reads verify every block and record against its CRC before passing it on (checked_read.py);
 corruption raises `CorruptReplica`, and the caller quarantines the copy so re-replication
 restores it from another replica. Files being created are assembled in a temporary
-directory and renamed into place, so a crash never leaves a half-created file. Each file has a lock; readers take a `Snapshot` (open file
-handles and the piece list) under it and stream without holding it.
+directory and renamed into place, so a crash never leaves a half-created file. Each file has
+a lock; readers take a `Snapshot` (open file handles and the piece list) under it and stream
+without holding it, and writers take it only once their bytes are in (never while a peer is
+still sending).
 """
 
 from __future__ import annotations
