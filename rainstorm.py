@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.argv:
             return usage_error("ctl needs a COMMAND", as_json)
         return run_ctl(config, vm, args.argv, args.json, args.timeout)
-    from cluster.node import run_node
+    from node.node import run_node
     return run_node(config, vm)
 
 

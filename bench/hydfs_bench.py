@@ -100,11 +100,13 @@ def main(argv=None) -> int:
                         "cpus": os.cpu_count(), "quick": args.quick, "membership": MEMBERSHIP,
                         "settings": asdict(settings)}}
     bench = Bench(settings, workdir)
+    runners = {"throughput": bench.part_throughput, "append": bench.part_append,
+               "merge": bench.part_merge, "rerep": bench.part_rerep, "cache": bench.part_cache}
     started = time.monotonic()
     try:
         for part in (p for p in PARTS if p in args.parts):
             log(f"part {part}")
-            results[part] = getattr(bench, f"part_{part}")()
+            results[part] = runners[part]()
     finally:
         bench.close()
         if own_workdir and not args.keep:

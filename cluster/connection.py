@@ -17,6 +17,7 @@ import select
 import socket
 
 from cluster import wire
+from cluster.chunks import drain
 
 CHUNK = 1 << 20
 
@@ -170,8 +171,7 @@ class Connection:
 
     def discard_bulk(self, length: int) -> None:
         """Read and drop a payload (a refused request's), so the connection stays in step."""
-        for _ in self.recv_bulk_chunks(length):
-            pass
+        drain(self.recv_bulk_chunks(length))
 
     def _recv_exactly(self, n: int) -> bytes:
         buf = bytearray(n)

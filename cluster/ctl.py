@@ -1,43 +1,81 @@
-"""`rainstorm.py ctl`: run one REPL command on a running node and print its answer.
+"""The ctl protocol, both ends: run one REPL command on a node, over TCP.
 
-Exit status (INTERFACE.md): 0 success; 1 the command failed (one-line reason on stderr);
-2 usage error; 3 node unreachable. With --json, exactly one JSON document is printed on
-stdout, also for failures (``{"ok": false, "error": "..."}``).
+    -> {"t": "ctl", "argv": [...], "cwd": "...", "json": bool}
+    <- {"t": "ctl_output", "text": "..."}        zero or more progress lines
+    <- {"t": "ctl_output", "keepalive": true}    every KEEPALIVE seconds while it runs
+    <- {"t": "ctl_result", "ok": true, "text": "...", "doc": {...}}
+       {"t": "ctl_result", "ok": false, "usage": bool, "error": "..."}
+
+`serve(conn, message, run)` is the node's side; `request(...)` the caller's, used by
+`rainstorm.py ctl` (`run_ctl`), by a node relaying a command to the leader, and by the test
+harness. The keepalives let a caller tell a slow command from a node that stopped answering
+(e.g. a SIGSTOPped one): silence for `timeout` seconds means unreachable.
+
+Exit status of `rainstorm.py ctl` (INTERFACE.md): 0 success; 1 the command failed (one-line
+reason on stderr); 2 usage error; 3 node unreachable. With --json, exactly one JSON document
+is printed on stdout, also for failures (``{"ok": false, "error": "..."}``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import sys
+import threading
 
 from cluster import wire
+from cluster.commands import CommandError, Context, UsageError
 from cluster.config import Config
 from cluster.connection import Connection
+from cluster.messages import CTL, CTL_OUTPUT, CTL_RESULT, ERROR
+
+log = logging.getLogger("node")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 10.0     # silence this long (no answer, no keepalive) means unreachable
+KEEPALIVE = 2.0
+
+
+# -- the caller's side --------------------------------------------------------------------------
+
+def request(address: tuple[str, int], key: bytes | None, argv: list[str], cwd: str,
+            as_json: bool, on_output=None, timeout: float | None = REPLY_TIMEOUT) -> dict:
+    """Run `argv` on the node at `address`; its ctl_result (or an error reply). Progress
+    lines go to `on_output(text)`. Raises OSError / wire.ProtocolError if the node cannot be
+    reached or stops answering."""
+    with Connection.open(address, key, CONNECT_TIMEOUT) as conn:
+        return converse(conn, argv, cwd, as_json, on_output, timeout)
+
+
+def converse(conn: Connection, argv: list[str], cwd: str, as_json: bool, on_output=None,
+             timeout: float | None = REPLY_TIMEOUT) -> dict:
+    """`request` on a connection that is open already."""
+    conn.sock.settimeout(timeout)
+    conn.send({"t": CTL, "argv": list(argv), "cwd": cwd, "json": as_json})
+    while True:
+        reply = conn.recv()
+        if reply.get("t") != CTL_OUTPUT:
+            return reply
+        if on_output is not None and not reply.get("keepalive"):
+            on_output(reply.get("text", ""))
 
 
 def run_ctl(config: Config, vm: str, argv: list[str], as_json: bool,
             timeout: float | None = REPLY_TIMEOUT) -> int:
+    """`rainstorm.py ctl`: print what the command prints; the exit status."""
     host, port = config.address(vm)
     try:
         conn = Connection.open((host, port), wire.secret_key(config.secret), CONNECT_TIMEOUT)
     except OSError as exc:
         return _fail(as_json, f"node {vm} at {host}:{port} is unreachable: "
                               f"{exc.strerror or exc}", EXIT_UNREACHABLE)
-    conn.sock.settimeout(timeout)
+    printer = None if as_json else (lambda text: print(text, flush=True))
     with conn:
         try:
-            conn.send({"t": "ctl", "argv": argv, "cwd": os.getcwd(), "json": as_json})
-            while True:
-                reply = conn.recv()
-                if reply.get("t") != "ctl_output":
-                    break
-                if not as_json and not reply.get("keepalive"):
-                    print(reply.get("text", ""), flush=True)
+            reply = converse(conn, argv, os.getcwd(), as_json, printer, timeout)
         except OSError as exc:
             return _fail(as_json, f"node {vm} at {host}:{port} is not answering: "
                                   f"{exc or 'timed out'}", EXIT_UNREACHABLE)
@@ -51,7 +89,7 @@ def run_ctl(config: Config, vm: str, argv: list[str], as_json: bool,
 
 
 def _report(reply: dict, as_json: bool) -> int:
-    if reply.get("t") == "error":
+    if reply.get("t") == ERROR:
         return _fail(as_json, reply.get("error", "error"), EXIT_FAILED)
     if not reply.get("ok"):
         code = EXIT_USAGE if reply.get("usage") else EXIT_FAILED
@@ -68,3 +106,40 @@ def _fail(as_json: bool, reason: str, code: int) -> int:
         print(json.dumps({"ok": False, "error": reason}))
     print(f"error: {reason}", file=sys.stderr)
     return code
+
+
+# -- the node's side ----------------------------------------------------------------------------
+
+def serve(conn: Connection, message: dict, run) -> None:
+    """Answer one ctl request: `run(ctx, argv)` (a registry's) in a thread of its own, its
+    progress lines and keepalives sent as they come, then its result."""
+    argv = message.get("argv")
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        conn.send({"t": CTL_RESULT, "ok": False, "usage": True, "error": "bad argv"})
+        return
+    outbox: queue.Queue = queue.Queue()
+    ctx = Context(cwd=str(message.get("cwd") or "."), json=bool(message.get("json")),
+                  emit=lambda line: outbox.put({"t": CTL_OUTPUT, "text": line}))
+    threading.Thread(target=_run_into, args=(run, ctx, argv, outbox), daemon=True,
+                     name=f"ctl-{argv[0] if argv else ''}").start()
+    while True:
+        try:
+            reply = outbox.get(timeout=KEEPALIVE)
+        except queue.Empty:
+            reply = {"t": CTL_OUTPUT, "keepalive": True}
+        conn.send(reply)
+        if reply["t"] == CTL_RESULT:
+            return
+
+
+def _run_into(run, ctx: Context, argv: list, outbox: queue.Queue) -> None:
+    try:
+        result = run(ctx, argv)
+    except CommandError as exc:
+        outbox.put({"t": CTL_RESULT, "ok": False, "usage": isinstance(exc, UsageError),
+                    "error": str(exc)})
+    except Exception as exc:
+        log.exception("command %s failed", argv)
+        outbox.put({"t": CTL_RESULT, "ok": False, "error": f"internal error: {exc}"})
+    else:
+        outbox.put({"t": CTL_RESULT, "ok": True, "text": result.text, "doc": result.doc})

@@ -19,8 +19,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from cluster import wire
-from cluster.connection import Connection
+from cluster import ctl, wire
+from cluster.messages import CTL_RESULT
 
 REPO = Path(__file__).resolve().parent.parent
 RAINSTORM = REPO / "rainstorm.py"
@@ -179,15 +179,9 @@ class LocalCluster:
     def query(self, vm: str, *argv: str, timeout: float = 10.0, on_output=None) -> dict:
         """Run a REPL command on node `vm` in-process; its JSON document, or CommandFailed.
         `on_output(line)` sees the command's progress lines as they come."""
-        with Connection.open(self.address(vm), self.key, timeout) as conn:
-            conn.send({"t": "ctl", "argv": list(argv), "cwd": str(self.root), "json": True})
-            while True:
-                reply = conn.recv()
-                if reply.get("t") != "ctl_output":
-                    break
-                if on_output is not None and not reply.get("keepalive"):
-                    on_output(reply.get("text", ""))
-        if reply.get("t") != "ctl_result" or not reply.get("ok"):
+        reply = ctl.request(self.address(vm), self.key, list(argv), str(self.root), True,
+                            on_output, timeout)
+        if reply.get("t") != CTL_RESULT or not reply.get("ok"):
             raise CommandFailed(reply.get("error", str(reply)))
         return reply["doc"]
 
@@ -198,6 +192,11 @@ class LocalCluster:
                str(self.config_path), *options]
         cmd += (["--json"] if json else []) + list(argv)
         return subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+
+    def holders(self, name: str) -> list[str]:
+        """The running nodes that hold a copy of HyDFS file `name` (by their `store`)."""
+        return sorted(vm for vm in self.running()
+                      if name in {f["name"] for f in self.query(vm, "store")["files"]})
 
     def members(self, vm: str) -> dict[str, dict]:
         """vm -> member document, as node `vm` lists them."""

@@ -2,12 +2,16 @@
 
 Like CPython's socketserver, the server owns accepting and concurrency; handlers only handle.
 A connection carries a sequence of requests; each request is a message whose type selects a
-handler registered with `route(type, handler)`. A handler gets the `Connection` and the
-message and writes its own reply (which may be followed by a bulk payload, streamed).
+handler from the dispatch table that the node's services hand over (`add_routes`, a dict
+from `MessageType` to handler; each subsystem's catalogue lists its types). The server
+checks that a request carries every field its type requires; then the handler gets the
+`Connection` and the message and writes its own reply (which may be followed by a bulk
+payload, streamed). A handler that refuses a request raises `HandlerError(code, reason)`,
+which becomes an ``error`` reply with that code (errors.py).
 
 Anything malformed, oversized or unauthenticated is logged (rate-limited) and the connection
 is closed; an exception inside a handler is logged and reported to the client as an
-``error`` message. Neither ever stops the node.
+``internal`` error. Neither ever stops the node.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import threading
 
 from cluster import wire
 from cluster.connection import Connection, ConnectionClosed
+from cluster.errors import BAD_REQUEST, INTERNAL, PROTOCOL_ERROR, UNKNOWN_MESSAGE, HandlerError
 from cluster.logs import BadInputLog
+from cluster.messages import MessageType, error_reply
 
 log = logging.getLogger("server")
 
@@ -26,10 +32,6 @@ IDLE_TIMEOUT = 600.0       # seconds a connection may sit idle between requests
 FIRST_MESSAGE_TIMEOUT = 10.0   # a new connection must send a whole first message by then
 FIRST_LINE_LIMIT = 1 << 20     # and it may be at most this long: junk is cut off early
 MAX_CONNECTIONS = 512      # beyond this, new connections are refused (closed at once)
-
-
-class HandlerError(Exception):
-    """Raised by a handler to answer the request with an error message, not a crash log."""
 
 
 class MessageServer:
@@ -46,8 +48,15 @@ class MessageServer:
         self.bad_input = BadInputLog(log)
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-accept", daemon=True)
 
-    def route(self, message_type: str, handler) -> None:
-        self._routes[message_type] = handler
+    def add_routes(self, routes: dict[MessageType, object]) -> None:
+        """Serve each message type with its handler(conn, message); a type served twice is
+        a wiring bug."""
+        for message_type, handler in routes.items():
+            if not isinstance(message_type, MessageType):
+                raise TypeError(f"{message_type!r} is not from a message catalogue")
+            if message_type in self._routes:
+                raise ValueError(f"message type {message_type} is routed twice")
+            self._routes[message_type] = (message_type, handler)
 
     def start(self) -> None:
         self._thread.start()
@@ -96,7 +105,7 @@ class MessageServer:
             pass
         except wire.ProtocolError as exc:
             self.bad_input.reject("tcp", source, str(exc))
-            _try_send(conn, {"t": "error", "error": f"protocol error: {exc}"})
+            _try_send(conn, error_reply(PROTOCOL_ERROR, f"protocol error: {exc}"))
         except (socket.timeout, OSError):
             pass
         finally:
@@ -106,20 +115,28 @@ class MessageServer:
 
     def _dispatch(self, conn: Connection, message: dict, source: str) -> bool:
         """Run the handler; False when the connection must be closed."""
-        handler = self._routes.get(message["t"])
-        if handler is None:
-            self.bad_input.reject("tcp", source, f"unknown message type {message['t']!r}")
-            _try_send(conn, {"t": "error", "error": f"unknown message type {message['t']!r}"})
+        route = self._routes.get(message["t"])
+        if route is None:
+            reason = f"unknown message type {message['t']!r}"
+            self.bad_input.reject("tcp", source, reason)
+            _try_send(conn, error_reply(UNKNOWN_MESSAGE, reason))
+            return False
+        message_type, handler = route
+        missing = message_type.missing_field(message)
+        if missing is not None:     # its bulk payload, if any, was never read: close after
+            reason = f"{message_type} without its {missing!r} field"
+            self.bad_input.reject("tcp", source, reason)
+            _try_send(conn, error_reply(BAD_REQUEST, reason))
             return False
         try:
             handler(conn, message)
         except HandlerError as exc:
-            conn.send({"t": "error", "error": str(exc)})
+            conn.send(error_reply(exc.code, str(exc)))
         except (wire.ProtocolError, OSError):
             raise
         except Exception as exc:  # a bug in one handler must not take the node down
             log.exception("handler for %r failed", message["t"])
-            _try_send(conn, {"t": "error", "error": f"internal error: {exc}"})
+            _try_send(conn, error_reply(INTERNAL, f"internal error: {exc}"))
             return False
         return True
 

@@ -12,6 +12,10 @@
   anyone for `cache_ttl` seconds, then revalidated with the replica (which answers "not
   modified" without resending). This client's own append or merge drops the entry, so a get
   always reflects this client's writes (read-my-writes).
+
+Which replica to read, when to fail over, wait or give up, and which write refusals are worth
+retrying are pure rules (read_rules.py, write_rules.py); this module does the I/O around
+them. Every failure is a `HydfsError` with an error code (messages.py) and a one-line reason.
 """
 
 from __future__ import annotations
@@ -24,21 +28,35 @@ import uuid
 
 from cluster import wire
 from cluster.connection import Connection
+from cluster.errors import UNREACHABLE, CodedError
+from cluster.rpc import REPLY_TIMEOUT, Peers, RemoteError, Slow, Unreachable, check_reply
+from hydfs import messages as m
+from hydfs import read_rules, write_rules
 from hydfs.cache import LruCache
 from hydfs.coordinator import too_small
-from hydfs.names import check_name
-from hydfs.peers import REPLY_TIMEOUT, Peers, Slow, Unreachable, check_reply
+from hydfs.names import BadName, check_name
 from hydfs.ring import ring_position
 from hydfs.service import HydfsService
-from hydfs.transfer import RemoteError
 
 CACHE_TTL = 5.0
 RETRY_PAUSE = 0.2
-FIRST_REPLY_TIMEOUT = 2.0   # a replica that takes longer to start answering a read is skipped
 
 
-class HydfsError(Exception):
-    """A HyDFS operation failed; the message is the one-line reason for the user."""
+class HydfsError(CodedError):
+    """A HyDFS operation failed: `code` says what (messages.py), the text is the one-line
+    reason for the user."""
+
+    @classmethod
+    def of(cls, exc: CodedError) -> "HydfsError":
+        return cls(exc.code, str(exc))
+
+
+def checked_name(name) -> str:
+    """`name` if HyDFS accepts it, else HydfsError(bad_name)."""
+    try:
+        return check_name(name)
+    except BadName as exc:
+        raise HydfsError(m.BAD_NAME, str(exc)) from None
 
 
 class HydfsClient:
@@ -85,30 +103,30 @@ class HydfsClient:
             return self._last_ts
 
     def owners(self, name: str) -> list[str]:
-        owners = self.service.owners(check_name(name))
+        owners = self.service.owners(checked_name(name))
         if not owners:
-            raise HydfsError("no live nodes in the membership list (is this node joined?)")
+            raise HydfsError(m.TOO_FEW_NODES,
+                             "no live nodes in the membership list (is this node joined?)")
         return owners
 
     def _write(self, name: str, attempt) -> dict:
         """Run `attempt(vm)` on the primary (falling over), retrying until the deadline."""
         deadline = time.monotonic() + self.write_deadline
-        last = "no replica reachable"
+        last = HydfsError(m.NOT_ENOUGH_REPLICAS, "no replica reachable")    # replaced below
         while True:
             self._check_cluster_size(name)
             for vm in self.owners(name):
                 try:
                     return attempt(vm)
                 except Unreachable as exc:
-                    last = str(exc)
+                    last = HydfsError.of(exc)
                 except RemoteError as exc:
-                    reason = str(exc)
-                    if not reason.startswith(("not enough live replicas", "not_owner")):
-                        raise HydfsError(reason) from None
-                    last = reason
+                    if not write_rules.worth_retrying(exc.code):
+                        raise HydfsError.of(exc) from None
+                    last = HydfsError.of(exc)
                     break              # retry from the (possibly new) primary
             if time.monotonic() >= deadline:
-                raise HydfsError(last)
+                raise last
             time.sleep(RETRY_PAUSE)
 
     def _check_cluster_size(self, name: str) -> None:
@@ -116,23 +134,23 @@ class HydfsClient:
         failure detection will not change that: say so at once."""
         live = len(self.service.ring().nodes_in_order())
         if live < self.service.replicas:
-            raise HydfsError(too_small(name, live, self.service.replicas))
+            raise HydfsError(m.TOO_FEW_NODES, too_small(name, live, self.service.replicas))
 
     # -- create and append ------------------------------------------------------------------
 
     def create(self, local_path: str, name: str) -> dict:
-        check_name(name)
+        checked_name(name)
         size = _local_size(local_path)
         file_id = f"{int(time.time() * 1000):013d}-{self.client_id}-{uuid.uuid4().hex[:6]}"
 
         def attempt(vm):
             with self.peers.open(vm) as conn:
                 try:
-                    conn.send_bulk_file({"t": "hydfs.create", "name": name, "file_id": file_id},
+                    conn.send_bulk_file({"t": m.CREATE, "name": name, "file_id": file_id},
                                         local_path, 0, size)
-                    return check_reply(conn.recv())
                 except (OSError, wire.ProtocolError) as exc:
                     raise Unreachable(f"node {vm}: {exc}") from None
+                return self.peers.reply_to(vm, conn)
         reply = self._write(name, attempt)
         self._invalidate(name)
         return {"name": name, "size": size, "replicas": reply["replicas"]}
@@ -153,7 +171,7 @@ class HydfsClient:
                             lambda conn, header: conn.send_bulk_bytes(header, data))
 
     def _append(self, name: str, size: int, append_id, send) -> dict:
-        check_name(name)
+        checked_name(name)
         with self._file_lock(name):
             # A sequence number names one append's bytes forever: it is used up even if the
             # append fails (it may still have been applied), so new bytes never reuse it and
@@ -161,16 +179,16 @@ class HydfsClient:
             if append_id is None:
                 seq = self._seq[name] = self._seq.get(name, 0) + 1
                 append_id = (self.client_id, seq)
-            header = {"t": "hydfs.append", "name": name, "id": list(append_id),
+            header = {"t": m.APPEND, "name": name, "id": list(append_id),
                       "ts": self._timestamp()}
 
             def attempt(vm):
                 with self.peers.open(vm) as conn:
                     try:
                         send(conn, header)
-                        return check_reply(conn.recv())
                     except (OSError, wire.ProtocolError) as exc:
                         raise Unreachable(f"node {vm}: {exc}") from None
+                    return self.peers.reply_to(vm, conn)
             try:
                 reply = self._write(name, attempt)
             finally:
@@ -181,7 +199,7 @@ class HydfsClient:
 
     def merge(self, name: str) -> dict:
         reply = self._write(name, lambda vm: self.peers.call(
-            vm, {"t": "hydfs.merge", "name": name}, timeout=300))
+            vm, {"t": m.MERGE, "name": name}, timeout=300))
         self._invalidate(name)
         return {k: reply[k] for k in ("merged", "gen", "already", "seconds")}
 
@@ -194,87 +212,88 @@ class HydfsClient:
         replica that does not hold it yet (e.g. one just restarted with an old copy)
         answers "behind"; we then read another replica, or wait for re-replication.
         """
-        check_name(name)
+        checked_name(name)
         _check_local_target(local_path)
         epoch, cached = self._cached(name)
-        if cached is not None:
-            (version, fetched_at, replica), data = cached
-            if time.monotonic() - fetched_at < self.cache_ttl:
-                _write_local(local_path, [data])
-                return {"name": name, "size": len(data), "replica": replica, "cached": True}
-        deadline = time.monotonic() + self.write_deadline
-        patience = FIRST_REPLY_TIMEOUT
-        while True:
-            last, skipped = "no replica reachable", False
-            for vm in self.owners(name):
-                if_version = cached[0][0] if cached is not None and cached[0][2] == vm else None
-                try:
-                    return self._get_from(vm, name, local_path, if_version, cached, epoch=epoch,
-                                          patience=patience)
-                except Slow as exc:
-                    last, skipped = str(exc), True
-                except Unreachable as exc:
-                    last = str(exc)
-                except (OSError, wire.ProtocolError) as exc:
-                    last = f"node {vm}: {exc}"
-                except RemoteError as exc:
-                    if "no such file" not in str(exc) and not str(exc).startswith("behind"):
-                        raise HydfsError(str(exc)) from None
-                    last = str(exc)
-            if skipped and patience < REPLY_TIMEOUT:
-                patience = REPLY_TIMEOUT        # every answering replica was slow: wait for one
-                continue
-            if not last.startswith("behind") or time.monotonic() >= deadline:
-                raise HydfsError(last)
-            time.sleep(RETRY_PAUSE)
+        version, fetched_at, cached_from = cached[0] if cached is not None else (None, 0, None)
+        if cached is not None and read_rules.cache_verdict(
+                time.monotonic() - fetched_at, self.cache_ttl) == read_rules.SERVE:
+            data = cached[1]
+            _write_local(local_path, [data])
+            return {"name": name, "size": len(data), "replica": cached_from, "cached": True}
+
+        def request(vm):
+            return {"t": m.GET, "name": name,
+                    "if_version": read_rules.version_to_revalidate(version, cached_from, vm),
+                    "must_hold": self._last_write.get(name)}
+        return self._read_from_replicas(
+            name, request, time.monotonic() + self.write_deadline,
+            lambda vm, conn, reply: self._receive_get(vm, conn, reply, name, local_path,
+                                                      cached, epoch))
 
     def get_from_replica(self, vm: str, name: str, local_path: str) -> dict:
-        check_name(name)
+        checked_name(name)
         _check_local_target(local_path)
         try:
-            return self._get_from(vm, name, local_path, None, None, use_cache=False)
-        except Unreachable as exc:
-            raise HydfsError(str(exc)) from None
+            conn, reply = self._request_read(vm, {"t": m.GET, "name": name}, REPLY_TIMEOUT)
+            return self._receive_get(vm, conn, reply, name, local_path, None, use_cache=False)
         except (OSError, wire.ProtocolError) as exc:
-            raise HydfsError(f"node {vm}: {exc}") from None
+            raise HydfsError(UNREACHABLE, f"node {vm}: {exc}") from None
         except RemoteError as exc:
-            if str(exc).startswith("no such file"):
-                raise HydfsError(f"node {vm} holds no copy of {name}") from None
-            raise HydfsError(str(exc)) from None
+            if exc.code == m.NO_SUCH_FILE:
+                raise HydfsError(m.NO_SUCH_FILE, f"node {vm} holds no copy of {name}") from None
+            raise HydfsError.of(exc) from None
+        except Unreachable as exc:
+            raise HydfsError.of(exc) from None
 
     def read_range(self, name: str, offset: int, length: int):
         """Yield bytes [offset, offset + length) of `name` from its first reachable replica,
         in bounded chunks (never the whole file in memory)."""
-        check_name(name)
+        checked_name(name)
         if self.service.store.get_state(name) is not None and \
                 self.service.vm in self.owners(name):
             yield from self._read_local_range(name, offset, length)    # no network at all
             return
-        last = "no replica reachable"
-        for patience in (FIRST_REPLY_TIMEOUT, REPLY_TIMEOUT):
-            skipped = False
-            for vm in self.owners(name):
+        vm, conn, reply = self._read_from_replicas(
+            name, lambda vm: {"t": m.GET, "name": name, "offset": offset, "length": length},
+            deadline=0.0, receive=lambda vm, conn, reply: (vm, conn, reply))
+        with conn:      # once bytes went to the caller, a failure cannot move elsewhere
+            try:
+                yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
+            except (OSError, wire.ProtocolError) as exc:
+                raise HydfsError(UNREACHABLE, f"reading {name} from vm{vm}: {exc}") from None
+
+    def _read_from_replicas(self, name: str, request, deadline: float, receive):
+        """`receive(vm, conn, reply)` of the first replica that answers `request(vm)` and
+        whose answer arrives whole, trying them as read_rules says: in ring order, with
+        growing patience, waiting for a replica that is behind until `deadline`. A replica
+        that fails mid-answer (a truncated transfer: e.g. its copy failed its checksum)
+        counts as unreachable, and the next one is tried."""
+        patience = read_rules.FIRST_PATIENCE
+        while True:
+            codes, last = [], None
+            for vm in read_rules.read_order(self.owners(name)):
                 try:
-                    conn, reply = self._request_read(vm, {"t": "hydfs.get", "name": name,
-                                                          "offset": offset, "length": length},
-                                                     patience)
-                except Slow as exc:
-                    last, skipped = str(exc), True
-                    continue
-                except Unreachable as exc:
-                    last = str(exc)
-                    continue
-                except RemoteError as exc:
-                    raise HydfsError(str(exc)) from None
-                with conn:
+                    conn, reply = self._request_read(vm, request(vm), patience)
                     try:
-                        yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
-                        return
+                        return receive(vm, conn, reply)
                     except (OSError, wire.ProtocolError) as exc:
-                        raise HydfsError(f"reading {name} from vm{vm}: {exc}") from None
-            if not skipped:
-                break
-        raise HydfsError(last)
+                        conn.close()
+                        raise Unreachable(f"node {vm}: {exc}") from None
+                except (RemoteError, Unreachable) as exc:
+                    if not read_rules.tries_next_replica(exc.code):
+                        raise HydfsError.of(exc) from None
+                    codes.append(exc.code)
+                    last = exc
+            step = read_rules.after_round(codes, patience, REPLY_TIMEOUT, time.monotonic(),
+                                          deadline)
+            if step == read_rules.GIVE_UP:
+                raise HydfsError.of(last) if last is not None else \
+                    HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
+            if step == read_rules.WAIT_LONGER:
+                patience = REPLY_TIMEOUT    # every answering replica was slow: wait for one
+            else:
+                time.sleep(RETRY_PAUSE)
 
     def _read_local_range(self, name: str, offset: int, length: int):
         store = self.service.store
@@ -289,12 +308,12 @@ class HydfsClient:
         """The file's size as its primary holds it now."""
         for vm in self.owners(name):
             try:
-                summary = self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5)["summary"]
+                summary = self.peers.call(vm, {"t": m.SUMMARY, "name": name}, 5)["summary"]
             except (Unreachable, RemoteError):
                 continue
             if summary:
                 return summary["size"]
-        raise HydfsError(f"no such file {name} in HyDFS")
+        raise HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
 
     def read_bytes(self, name: str) -> bytes:
         """The whole file in memory (for small files such as task logs)."""
@@ -327,23 +346,19 @@ class HydfsClient:
         conn.sock.settimeout(REPLY_TIMEOUT)
         return conn, reply
 
-    def _get_from(self, vm, name, local_path, if_version, cached, use_cache=True,
-                  epoch: int = 0, patience: float = REPLY_TIMEOUT) -> dict:
-        conn, reply = self._request_read(vm, {
-            "t": "hydfs.get", "name": name, "if_version": if_version,
-            "must_hold": self._last_write.get(name) if use_cache else None}, patience)
+    def _receive_get(self, vm, conn, reply, name, local_path, cached, epoch: int = 0,
+                     use_cache: bool = True) -> dict:
+        """Write what replica `vm` answered a get with into `local_path` (and the cache);
+        OSError or ProtocolError if the transfer breaks."""
         with conn:
-            try:
-                if reply["t"] == "hydfs.not_modified":
-                    data = cached[1]
-                    _write_local(local_path, [data])
-                    self._keep(name, epoch, reply["version"], vm, data)
-                    return {"name": name, "size": len(data), "replica": vm, "cached": True}
-                size = wire.bulk_length(reply)
-                keep = use_cache and 0 < size <= self.cache.capacity_bytes
-                kept = _receive_to_local(conn, size, local_path, keep)
-            except (OSError, wire.ProtocolError) as exc:
-                raise Unreachable(f"node {vm}: {exc}") from None
+            if reply["t"] == m.NOT_MODIFIED:
+                data = cached[1]
+                _write_local(local_path, [data])
+                self._keep(name, epoch, reply["version"], vm, data)
+                return {"name": name, "size": len(data), "replica": vm, "cached": True}
+            size = wire.bulk_length(reply)
+            keep = use_cache and 0 < size <= self.cache.capacity_bytes
+            kept = _receive_to_local(conn, size, local_path, keep)
         if keep:
             self._keep(name, epoch, reply["version"], vm, kept)
         return {"name": name, "size": size, "replica": vm, "cached": False}
@@ -355,7 +370,7 @@ class HydfsClient:
         holders, silent = [], []
         for vm in owners:
             try:
-                reply = self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5)
+                reply = self.peers.call(vm, {"t": m.SUMMARY, "name": name}, 5)
             except Unreachable:
                 silent.append(vm)
                 continue
@@ -364,7 +379,7 @@ class HydfsClient:
             if reply.get("summary"):
                 holders.append(vm)
         if not holders:
-            raise HydfsError(f"no such file {name} in HyDFS")
+            raise HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
         bits = self.service.bits
         return {"file": name, "ring_id": ring_position(name, bits),
                 "replicas": [{"vm": vm, "ring_id": ring_position(vm, bits),
@@ -383,21 +398,21 @@ class HydfsClient:
 
 def _local_size(path: str) -> int:
     if os.path.isdir(path):
-        raise HydfsError(f"local path {path} is a directory, not a file")
+        raise HydfsError(m.LOCAL_FILE, f"local path {path} is a directory, not a file")
     if not os.path.isfile(path):
-        raise HydfsError(f"local file {path} does not exist")
+        raise HydfsError(m.LOCAL_FILE, f"local file {path} does not exist")
     return os.path.getsize(path)
 
 
 def _check_local_target(path: str) -> None:
     """A get's local file must be writable as a file: say so before fetching anything."""
     if os.path.isdir(path):
-        raise HydfsError(f"local path {path} is a directory, not a file")
+        raise HydfsError(m.LOCAL_FILE, f"local path {path} is a directory, not a file")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise HydfsError(f"local directory {folder} does not exist")
+        raise HydfsError(m.LOCAL_FILE, f"local directory {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise HydfsError(f"local directory {folder} is not writable")
+        raise HydfsError(m.LOCAL_FILE, f"local directory {folder} is not writable")
 
 
 def _receive_to_local(conn: Connection, size: int, local_path: str, keep: bool):

@@ -1,4 +1,9 @@
-"""The HyDFS REPL commands (INTERFACE.md, "REPL commands: HyDFS")."""
+"""The HyDFS REPL commands (INTERFACE.md, "REPL commands: HyDFS").
+
+`register` adds them to the node's command registry; `routes(client)` is the one message a
+node serves for them (``hydfs.client_append``: a node appending its own local file, for
+`multiappend`). `list_mem_ids` is the membership list with ring ids, so it lives here.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,43 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cluster.commands import CommandError, CommandRegistry, Context, Result, UsageError, expect_args
 from cluster.config import ConfigError, normalize_vm
-from cluster.server import HandlerError
+from cluster.errors import HandlerError
+from cluster.messages import OK
 from hydfs.client import HydfsClient, HydfsError
-from hydfs.names import BadName
+from hydfs.messages import CLIENT_APPEND
 from hydfs.ring import ring_position
+from membership.commands import member_doc, members_table
+from membership.service import MembershipService
 
 
 def _run(fn, *args):
     try:
         return fn(*args)
-    except (HydfsError, BadName) as exc:
+    except HydfsError as exc:
         raise CommandError(str(exc)) from None
 
 
-def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
+def routes(client: HydfsClient) -> dict:
+    def handle_client_append(conn, msg: dict) -> None:
+        try:
+            info = client.append(str(msg["path"]), str(msg["name"]))
+        except HydfsError as exc:
+            raise HandlerError(exc.code, str(exc)) from None
+        conn.send({"t": OK, "size": info["size"]})
+    return {CLIENT_APPEND: handle_client_append}
+
+
+def register(registry: CommandRegistry, client: HydfsClient,
+             membership: MembershipService) -> None:
     service = client.service
     bits = service.bits
+
+    def list_mem_ids(ctx: Context, args: list) -> Result:
+        expect_args(args, 0, "list_mem_ids")
+        members = sorted((member_doc(mb, ring_position(mb.vm, bits))
+                          for mb in membership.members()),
+                         key=lambda d: (d["ring_id"], d["vm"]))
+        return Result(members_table(members), {"members": members})
 
     def create(ctx: Context, args: list) -> Result:
         local, name = expect_args(args, 2, "create LOCAL HYDFS")
@@ -90,14 +116,8 @@ def register(registry: CommandRegistry, client: HydfsClient, server) -> None:
             raise CommandError(f"{failed} of {len(jobs)} appends failed: " + "; ".join(lines))
         return Result("\n".join(lines), {"ok": True, "appends": docs})
 
-    def handle_client_append(conn, msg: dict) -> None:
-        try:
-            info = client.append(str(msg.get("path")), str(msg.get("name")))
-        except (HydfsError, BadName) as exc:
-            raise HandlerError(str(exc)) from None
-        conn.send({"t": "ok", "size": info["size"]})
-
-    server.route("hydfs.client_append", handle_client_append)
+    registry.add("list_mem_ids", list_mem_ids, "list_mem_ids",
+                 "the membership list with ring ids, sorted by ring id")
     registry.add("create", create, "create LOCAL HYDFS", "copy a local file into HyDFS")
     registry.add("get", get, "get HYDFS LOCAL", "copy a HyDFS file to a local file")
     registry.add("append", append, "append LOCAL HYDFS", "append a local file to a HyDFS file")
@@ -119,7 +139,7 @@ def _holding(replica: dict) -> str:
 def _call(service, job, name: str):
     vm, path = job
     try:
-        return service.peers.call(vm, {"t": "hydfs.client_append", "name": name, "path": path},
+        return service.peers.call(vm, {"t": CLIENT_APPEND, "name": name, "path": path},
                                   timeout=120)
     except Exception as exc:      # reported per node in the command's answer
         return exc

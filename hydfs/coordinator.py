@@ -18,6 +18,10 @@ That node coordinates, holding a per-file lock so that racing writes are seriali
 
 A node that is not among the file's replicas (its ring view differs from the client's)
 answers `not_owner`, and the client retries with fresh membership.
+
+The decisions (who wins a create, when an append is acknowledged) are pure functions in
+write_rules.py; this module gathers the facts they need, asks, and acts. It is built on a
+`HydfsService` (the node's replica: its store, its peers, the ring) and serves `routes()`.
 """
 
 from __future__ import annotations
@@ -28,31 +32,50 @@ import time
 import uuid
 
 from cluster import wire
-from cluster.server import HandlerError
+from cluster.chunks import drain
+from cluster.errors import HandlerError
+from cluster.messages import OK
+from cluster.rpc import RemoteError, Unreachable
+from hydfs import messages as m
+from hydfs import write_rules
 from hydfs.fanout import Fanout
 from hydfs.idset import IdSet
-from hydfs.merge import held as merge_held, plan_merge
-from hydfs.peers import Unreachable
-from hydfs.service import HydfsService, _append_id, _append_size, _name
+from hydfs.merge import plan_merge
+from hydfs.service import HydfsService
 from hydfs.store import FileExists, LostCreateRace
-from hydfs.transfer import RemoteError
+from hydfs.summary import held_ids
 
 log = logging.getLogger("hydfs")
 
 
-class NotEnoughReplicas(HandlerError):
-    pass
+def not_enough_replicas(name: str, reachable: int, needed: int) -> HandlerError:
+    return HandlerError(m.NOT_ENOUGH_REPLICAS,
+                        f"not enough live replicas for {name}: {reachable} of {needed} "
+                        f"reachable (retry once failed nodes are detected)")
+
+
+def too_small(name: str, live: int, needed: int) -> str:
+    """The reason a write fails when the cluster itself has fewer live nodes than replicas."""
+    nodes = "node" if live == 1 else "nodes"
+    return (f"not enough live replicas for {name}: only {live} {nodes} in the cluster, "
+            f"a write needs {needed}")
+
+
+def already_exists(name: str) -> HandlerError:
+    return HandlerError(m.FILE_EXISTS, f"file {name} already exists in HyDFS")
 
 
 class Coordinator:
-    def __init__(self, service: HydfsService, server):
+    def __init__(self, service: HydfsService):
         self.service = service
         self.store = service.store
         self.peers = service.peers
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        for name in ("create", "append", "merge", "discard"):
-            server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
+
+    def routes(self) -> dict:
+        return {m.CREATE: self.handle_create, m.APPEND: self.handle_append,
+                m.MERGE: self.handle_merge, m.DISCARD: self.handle_discard}
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -61,17 +84,20 @@ class Coordinator:
     def _owners_or_refuse(self, name: str) -> list[str]:
         owners = self.service.owners(name)
         if self.service.vm not in owners:
-            raise HandlerError(f"not_owner: node {self.service.vm} is not a replica of {name}")
+            raise HandlerError(m.NOT_OWNER,
+                               f"not_owner: node {self.service.vm} is not a replica of {name}")
         if len(owners) < self.service.replicas:     # a write must survive replicas-1 failures
-            raise NotEnoughReplicas(too_small(name, len(owners), self.service.replicas))
+            # Retryable, unlike the client's own check: this node's view may lag.
+            raise HandlerError(m.NOT_ENOUGH_REPLICAS,
+                               too_small(name, len(owners), self.service.replicas))
         return owners
 
     # -- create -----------------------------------------------------------------------------
 
     def handle_create(self, conn, msg: dict) -> None:
-        name = _name(msg)
+        name = m.file_name(msg)
         size = wire.bulk_length(msg)
-        file_id = str(msg.get("file_id"))
+        file_id = str(msg["file_id"])
         try:
             owners = self._owners_or_refuse(name)
         except HandlerError:
@@ -79,36 +105,46 @@ class Coordinator:
             raise
         with self._lock(name):
             others = [vm for vm in owners if vm != self.service.vm]
-            summaries = self.service.parallel(
-                lambda vm: self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 5), others)
-            down = [vm for vm, r in zip(others, summaries) if isinstance(r, Exception)]
-            mine = self.store.get_state(name)
-            ids = {r["summary"]["file_id"] for r in summaries
-                   if isinstance(r, dict) and r.get("summary")}
-            ids |= {mine.file_id} if mine is not None else set()
-            if ids == {file_id} and not down:
-                conn.discard_bulk(size)       # our own create, retried after a lost reply
-                conn.send({"t": "ok", "replicas": owners})
-                return
-            if ids or down:
+            held, silent = self._held_file_ids(name, others)
+            verdict = write_rules.arbitrate_create(file_id, held, silent)
+            if verdict != write_rules.CREATE:
                 conn.discard_bulk(size)
-                if ids:
-                    raise HandlerError(f"file {name} already exists in HyDFS")
-                raise NotEnoughReplicas(_not_enough(name, len(owners) - len(down), len(owners)))
+            if verdict == write_rules.ALREADY_CREATED:   # ours, retried after a lost reply
+                conn.send({"t": OK, "replicas": owners})
+                return
+            if verdict == write_rules.EXISTS:
+                raise already_exists(name)
+            if verdict == write_rules.NOT_ENOUGH:
+                raise not_enough_replicas(name, len(owners) - len(silent), len(owners))
             with self.service.in_flight.holding(name):    # re-replication keeps off it
                 failed = self._store_and_forward(conn, name, file_id, size, others)
                 if failed:
                     self._roll_back_create(name, file_id, others)
             if failed:
-                raise NotEnoughReplicas(_not_enough(name, len(owners) - len(failed), len(owners)))
+                raise not_enough_replicas(name, len(owners) - len(failed), len(owners))
         log.info("CREATE %s (%d bytes) on %s", name, size, ",".join(owners))
-        conn.send({"t": "ok", "replicas": owners})
+        conn.send({"t": OK, "replicas": owners})
+
+    def _held_file_ids(self, name: str, others: list[str]) -> tuple[dict, list]:
+        """Which create's copy each replica holds (None: no copy), and the replicas that did
+        not answer: the facts create arbitration needs."""
+        mine = self.store.get_state(name)
+        held = {self.service.vm: mine.file_id if mine is not None else None}
+        replies = self.service.parallel(
+            lambda vm: self.peers.call(vm, {"t": m.SUMMARY, "name": name}, 5), others)
+        silent = []
+        for vm, reply in zip(others, replies):
+            if isinstance(reply, Exception):
+                silent.append(vm)
+            else:
+                held[vm] = (reply.get("summary") or {}).get("file_id")
+        return held, silent
 
     def _store_and_forward(self, conn, name: str, file_id: str, size: int,
                            others: list[str]) -> list[str]:
         """Store the create's bytes here as they arrive, streaming each chunk on to the
         other replicas at the same time; the replicas that failed to store it."""
-        header = {"t": "hydfs.create_replica", "name": name, "file_id": file_id}
+        header = {"t": m.CREATE_REPLICA, "name": name, "file_id": file_id}
         with Fanout(self.peers, others, header, size) as fanout:
             if fanout.failed:      # a replica is unreachable already: refuse before storing
                 conn.discard_bulk(size)
@@ -118,10 +154,10 @@ class Coordinator:
             except LostCreateRace:  # another create won here while ours streamed: undo ours
                 fanout.finish()
                 self._roll_back_create(name, file_id, others)
-                raise HandlerError(f"file {name} already exists in HyDFS") from None
+                raise already_exists(name) from None
             except FileExists:     # raised before a byte was read; the replicas got none
                 conn.discard_bulk(size)
-                raise HandlerError(f"file {name} already exists in HyDFS") from None
+                raise already_exists(name) from None
             except BaseException:  # e.g. the client left, or our disk failed after the last
                 fanout.finish()    # chunk: replicas with every byte have it; wait, then undo
                 self._roll_back_create(name, file_id, others)
@@ -134,11 +170,11 @@ class Coordinator:
     def _roll_back_create(self, name: str, file_id: str, others: list[str]) -> None:
         self._discard(name, file_id)
         self.service.parallel(lambda vm: self.peers.call(
-            vm, {"t": "hydfs.discard", "name": name, "file_id": file_id}, 5), others)
+            vm, {"t": m.DISCARD, "name": name, "file_id": file_id}, 5), others)
 
     def handle_discard(self, conn, msg: dict) -> None:
-        self._discard(_name(msg), msg.get("file_id"))
-        conn.send({"t": "ok"})
+        self._discard(m.file_name(msg), msg["file_id"])
+        conn.send({"t": OK})
 
     def _discard(self, name: str, file_id) -> None:
         """Remove our copy of a failed create: only that create's, and only untouched."""
@@ -153,9 +189,9 @@ class Coordinator:
         """Store the append as it streams in, streaming it on to every other replica at the
         same time (so the replicas' fsyncs overlap ours); a replica that missed it (it does
         not hold the file yet, or failed) gets it again from our copy."""
-        name = _name(msg)
-        client, seq, ts = _append_id(msg)
-        size = _append_size(msg)
+        name = m.file_name(msg)
+        client, seq, ts = m.append_id(msg)
+        size = m.append_size(msg)
         try:
             owners = self._owners_or_refuse(name)
             self._ensure_local_copy(name, owners)
@@ -163,32 +199,31 @@ class Coordinator:
             conn.discard_bulk(size)
             raise
         others = [vm for vm in owners if vm != self.service.vm]
-        header = {"t": "hydfs.append_replica", "name": name, "id": [client, seq], "ts": ts}
+        header = {"t": m.APPEND_REPLICA, "name": name, "id": [client, seq], "ts": ts}
         with Fanout(self.peers, others, header, size) as fanout:
             chunks = fanout.tee(conn.recv_bulk_chunks(size))
             new = self.store.append_stream(name, client, seq, ts, size, chunks)
             if not new:
-                for _ in chunks:   # a retry of an append we hold: the replicas dedupe it too
-                    pass
-            failed = fanout.finish()
-        # A replica that does not hold the file yet gets it whole, then the append; one that
-        # failed otherwise (down, paused) fails this attempt, which the client retries.
-        missing = [vm for vm, reason in failed.items() if reason == "missing"]
+                drain(chunks)      # a retry of an append we hold: the replicas dedupe it too
+            fanout.finish()
+        catch_up = write_rules.to_catch_up(fanout.codes)
         results = self.service.parallel(
-            lambda vm: self._replica_append(vm, name, header, (client, seq)), missing)
-        acked = len(owners) - (len(failed) - len(missing)) - \
-            sum(1 for r in results if r is not True)
+            lambda vm: self._catch_up(vm, name, header, (client, seq)), catch_up)
+        caught_up = [vm for vm, result in zip(catch_up, results) if result is True]
+        acked = write_rules.append_acknowledged(owners, fanout.codes, caught_up)
         if acked < len(owners):
-            raise NotEnoughReplicas(_not_enough(name, acked, len(owners)))
-        conn.send({"t": "ok", "new": new, "replicas": owners})
+            raise not_enough_replicas(name, acked, len(owners))
+        conn.send({"t": OK, "new": new, "replicas": owners})
 
-    def _replica_append(self, vm: str, name: str, header: dict, append_id) -> bool:
+    def _catch_up(self, vm: str, name: str, header: dict, append_id) -> bool:
+        """Send the append again to a replica that lacked the file (re-replication may have
+        brought it meanwhile); if it still lacks it, give it the whole file first."""
         try:
             self._send_append(vm, name, header, append_id)
         except RemoteError as exc:
-            if str(exc) != "missing":
+            if exc.code != m.MISSING:
                 raise
-            self.service.push(name, vm)         # a new replica: give it the whole file
+            self.service.push(name, vm)
             self._send_append(vm, name, header, append_id)
         return True
 
@@ -197,11 +232,9 @@ class Coordinator:
         with self.peers.open(vm, timeout=30) as conn:
             try:
                 conn.send_bulk_chunks(header, size, chunks)
-                reply = conn.recv()
             except (OSError, wire.ProtocolError) as exc:
                 raise Unreachable(f"node {vm}: {exc}") from None
-        if reply.get("t") == "error":
-            raise RemoteError(reply.get("error", "error"))
+            self.peers.reply_to(vm, conn)
 
     def _ensure_local_copy(self, name: str, owners: list[str]) -> None:
         """A replica that does not hold the file yet pulls it before coordinating."""
@@ -218,12 +251,12 @@ class Coordinator:
                     return
                 except (Unreachable, RemoteError, OSError, wire.ProtocolError):
                     continue
-        raise HandlerError(f"no such file {name} in HyDFS")
+        raise HandlerError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
 
     # -- merge ------------------------------------------------------------------------------
 
     def handle_merge(self, conn, msg: dict) -> None:
-        name = _name(msg)
+        name = m.file_name(msg)
         owners = self._owners_or_refuse(name)
         self._ensure_local_copy(name, owners)
         started = time.monotonic()
@@ -240,7 +273,7 @@ class Coordinator:
         for vm, reply in zip(others, self.service.parallel(lambda vm: self._summary(vm, name),
                                                            others)):
             if isinstance(reply, Exception):
-                raise NotEnoughReplicas(_not_enough(name, len(owners) - 1, len(owners)))
+                raise not_enough_replicas(name, len(owners) - 1, len(owners))
             if reply is None:
                 self.service.push(name, vm)      # a new replica: give it the file first
                 reply = self._summary(vm, name)
@@ -253,7 +286,7 @@ class Coordinator:
                 break
             self.service.pull(name, vm)
         merge_id = f"{me}-{uuid.uuid4().hex[:8]}"
-        request = {"t": "hydfs.apply_merge", "name": name, "gen": plan.gen,
+        request = {"t": m.APPLY_MERGE, "name": name, "gen": plan.gen,
                    "merge_id": merge_id, "target": plan.target.to_wire()}
         self._apply_everywhere(name, request, others, summaries, plan, merge_id)
         log.info("MERGE %s: %d appends, generation %d on %s", name, len(plan.target),
@@ -262,7 +295,7 @@ class Coordinator:
                 "gen": plan.gen, "already": False}
 
     def _summary(self, vm: str, name: str):
-        return self.peers.call(vm, {"t": "hydfs.summary", "name": name}, 10)["summary"]
+        return self.peers.call(vm, {"t": m.SUMMARY, "name": name}, 10)["summary"]
 
     def _apply_everywhere(self, name: str, request: dict, others: list[str], summaries,
                           plan, merge_id: str) -> None:
@@ -272,27 +305,16 @@ class Coordinator:
         def apply(vm):
             if vm == self.service.vm:
                 if self.store.apply_merge(name, plan.gen, merge_id, plan.target):
-                    raise HandlerError(f"merge of {name}: could not gather every append")
+                    raise HandlerError(m.MERGE_FAILED,
+                                       f"merge of {name}: could not gather every append")
                 return True
             if self.peers.call(vm, request, 60)["missing"]:
-                self.service.push(name, vm, exclude=merge_held(summaries[vm]))
+                self.service.push(name, vm, exclude=held_ids(summaries[vm]))
                 if self.peers.call(vm, request, 60)["missing"]:
-                    raise RemoteError(f"node {vm} could not apply the merge")
+                    raise RemoteError(m.MERGE_FAILED, f"node {vm} could not apply the merge")
             return True
         results = self.service.parallel(apply, [self.service.vm] + others)
         if any(isinstance(r, Exception) for r in results):
             ok = sum(1 for r in results if r is True)
-            raise NotEnoughReplicas(_not_enough(name, ok, len(others) + 1))
-
-
-def too_small(name: str, live: int, needed: int) -> str:
-    """The reason a write fails when the cluster itself has fewer live nodes than replicas."""
-    nodes = "node" if live == 1 else "nodes"
-    return (f"not enough live replicas for {name}: only {live} {nodes} in the cluster, "
-            f"a write needs {needed}")
-
-
-def _not_enough(name: str, reachable: int, needed: int) -> str:
-    return (f"not enough live replicas for {name}: {reachable} of {needed} reachable "
-            f"(retry once failed nodes are detected)")
+            raise not_enough_replicas(name, ok, len(others) + 1)
 

@@ -7,23 +7,25 @@ after writing each to every replica still in the fan-out, and `finish()` ends th
 and collects each replica's reply.
 
 A replica that fails at any point (cannot connect, stops reading, answers an error) drops
-out and is recorded in `failed` with the reason; the others carry on, and the caller decides
-what a partial fan-out means (a create rolls back). Leaving the `with` block closes every
+out and is recorded in `failed` with its reason and in `codes` with its error code
+(`unreachable`, or the code it answered with); the others carry on, and the caller decides what a partial fan-out means
+(a create rolls back; an append catches up replicas that answered `missing`). Leaving the `with` block closes every
 connection: a replica cut off mid-payload sees a truncated payload and stores nothing.
 """
 
 from __future__ import annotations
 
 from cluster import wire
-from hydfs.peers import Peers, Unreachable, check_reply
-from hydfs.transfer import RemoteError
+from cluster.errors import CodedError
+from cluster.rpc import Peers, RemoteError, Unreachable, check_reply
 
 
 class Fanout:
     """One payload of `length` bytes under `header`, streamed to each of `vms`."""
 
     def __init__(self, peers: Peers, vms: list[str], header: dict, length: int):
-        self.failed: dict[str, str] = {}
+        self.failed: dict[str, str] = {}        # vm -> why it dropped out
+        self.codes: dict[str, str] = {}         # vm -> the error code of that
         self._conns = {}
         self._writers = {}
         try:
@@ -31,8 +33,10 @@ class Fanout:
                 try:
                     conn = self._conns[vm] = peers.open(vm)
                     self._writers[vm] = conn.bulk_writer(header, length)
-                except (Unreachable, OSError) as exc:
+                except Unreachable as exc:
                     self._drop(vm, exc)
+                except OSError as exc:
+                    self._drop(vm, Unreachable(f"node {vm}: {exc}"))
         except BaseException:
             self.__exit__()
             raise
@@ -44,7 +48,7 @@ class Fanout:
                 try:
                     writer.write(chunk)
                 except OSError as exc:
-                    self._drop(vm, exc)
+                    self._drop(vm, Unreachable(f"node {vm}: {exc}"))
             yield chunk
 
     def finish(self) -> dict[str, str]:
@@ -53,12 +57,15 @@ class Fanout:
             try:
                 writer.close()
                 check_reply(self._conns[vm].recv())
-            except (OSError, wire.ProtocolError, RemoteError) as exc:
+            except RemoteError as exc:
                 self._drop(vm, exc)
+            except (OSError, wire.ProtocolError) as exc:
+                self._drop(vm, Unreachable(f"node {vm}: {exc or 'timed out'}"))
         return self.failed
 
-    def _drop(self, vm: str, exc: Exception) -> None:
-        self.failed[vm] = str(exc) or type(exc).__name__
+    def _drop(self, vm: str, exc: CodedError) -> None:
+        self.failed[vm] = str(exc) or exc.code
+        self.codes[vm] = exc.code
         self._writers.pop(vm, None)
         conn = self._conns.pop(vm, None)
         if conn is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hydfs.idset import IdSet
+from hydfs.summary import held_ids
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,13 @@ class MergePlan:
     missing: dict                 # replica -> ids of `target` it must be sent first
 
 
-def held(summary: dict) -> IdSet:
-    return IdSet(summary["merged"]).union(IdSet(summary["pending"]))
-
-
 def plan_merge(summaries: dict[str, dict]) -> MergePlan | None:
     """Plan a merge from each replica's summary; None if there is nothing to do."""
     merged_sets = [IdSet(s["merged"]) for s in summaries.values()]
     if all(len(IdSet(s["pending"])) == 0 for s in summaries.values()) and \
             all(m == merged_sets[0] for m in merged_sets):
         return None
-    holdings = {r: held(s) for r, s in summaries.items()}
+    holdings = {r: held_ids(s) for r, s in summaries.items()}
     target = IdSet()
     for ids in holdings.values():
         target = target.union(ids)

@@ -10,34 +10,22 @@ compares them with its own copies on the ring of live members:
 - a copy this node holds but is no longer a replica of is dropped once every current
   replica holds everything it holds ("excess copies are removed", never the last one).
 
-Comparisons use only the summaries (`store.FileState.summary`): file id, generation and
-the id sets, so a plan is cheap and deterministic.
+Comparisons use only the summaries (summary.py): file id, generation and the id sets, so a
+plan is cheap and deterministic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hydfs.idset import IdSet
 from hydfs.ring import Ring
+from hydfs.summary import covers, held_ids
 
 
 @dataclass
 class Plan:
     pulls: list = field(default_factory=list)     # (file name, peer vm to pull from)
     drops: list = field(default_factory=list)     # file names this node may delete
-
-
-def held_ids(summary: dict) -> IdSet:
-    return IdSet(summary["merged"]).union(IdSet(summary["pending"]))
-
-
-def covers(mine: dict | None, theirs: dict) -> bool:
-    """Does copy `mine` hold every append copy `theirs` holds? (Merged or not does not
-    matter: a merge's result depends only on the set of appends, merge.py.)"""
-    if mine is None or mine["file_id"] != theirs["file_id"]:
-        return False
-    return held_ids(mine).covers(held_ids(theirs))
 
 
 def plan(me: str, ring: Ring, replicas: int, local: dict[str, dict],

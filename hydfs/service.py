@@ -1,11 +1,12 @@
 """The HyDFS replica service: the node's I/O shell around its `ReplicaStore`.
 
 It answers other nodes' requests about the copies this node holds (summaries, manifests,
-gets, state transfers, replica appends, merge steps) and runs the re-replicator: a thread
-that wakes at every membership change and every `resync` seconds, collects every live
-member's manifest, and carries out `replication.plan` (pull what this node should hold and
-lacks; drop copies it no longer needs). Coordinated operations (create, append, merge) live
-in `coordinator.py`; the client side in `client.py`.
+gets, state transfers, replica appends, merge steps; `routes()` is its dispatch table, the
+types are in messages.py) and runs the re-replicator: a thread that wakes at every
+membership change (`on_membership`) and every `resync` seconds, collects every live member's
+manifest, and carries out `replication.plan` (pull what this node should hold and lacks; drop
+copies it no longer needs). Coordinated operations (create, append, merge) live in
+`coordinator.py`; the client side in `client.py`.
 """
 
 from __future__ import annotations
@@ -18,28 +19,29 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from cluster import wire
+from cluster.chunks import drain
 from cluster.config import Config
-from cluster.server import HandlerError, MessageServer
+from cluster.errors import BAD_REQUEST, HandlerError
+from cluster.messages import OK
+from cluster.rpc import Peers, RemoteError, Unreachable
+from hydfs import messages as m
 from hydfs import replication, transfer
 from hydfs.checked_read import BLOCK
 from hydfs.idset import IdSet
-from hydfs.names import BadName, check_name
-from hydfs.peers import Peers, Unreachable
 from hydfs.read_ahead import CheckedRanges
+from hydfs.read_rules import is_behind
 from hydfs.ring import Ring
 from hydfs.store import CorruptReplica, FileExists, LostCreateRace, NoSuchFile, ReplicaStore
-from hydfs.transfer import RemoteError
+from hydfs.summary import held_ids
 from membership.service import MembershipService
 
 log = logging.getLogger("hydfs")
 
-MAX_APPEND_BYTES = 1 << 36         # appends stream to disk; this only bounds a typo
 PARALLEL_TIMEOUT = 120.0     # no fan-out waits forever on one stuck peer
 
 
 class HydfsService:
-    def __init__(self, config: Config, vm: str, membership: MembershipService,
-                 server: MessageServer):
+    def __init__(self, config: Config, vm: str, membership: MembershipService):
         self.config = config
         self.vm = vm
         self.membership = membership
@@ -55,12 +57,19 @@ class HydfsService:
         # Files in flight: being created here (not offered to others until every replica
         # has them) or arriving here by push (not pulled a second time meanwhile).
         self.in_flight = InFlight()
-        for name in ("summary", "manifest", "get", "fetch", "state", "create_replica",
-                     "append_replica", "apply_merge"):
-            server.route(f"hydfs.{name}", getattr(self, f"handle_{name}"))
-        membership.add_listener(lambda events: self._wake.set())
         self._thread = threading.Thread(target=self._replicate_loop, name="hydfs-replicator",
                                         daemon=True)
+
+    def routes(self) -> dict:
+        return {m.SUMMARY: self.handle_summary, m.MANIFEST: self.handle_manifest,
+                m.GET: self.handle_get, m.FETCH: self.handle_fetch, m.STATE: self.handle_state,
+                m.CREATE_REPLICA: self.handle_create_replica,
+                m.APPEND_REPLICA: self.handle_append_replica,
+                m.APPLY_MERGE: self.handle_apply_merge}
+
+    def on_membership(self, events) -> None:
+        """A membership change: re-replicate now (a membership listener)."""
+        self._wake.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -92,8 +101,8 @@ class HydfsService:
     # -- replica-side handlers ----------------------------------------------------------------
 
     def handle_summary(self, conn, msg: dict) -> None:
-        st = self.store.get_state(_name(msg))
-        conn.send({"t": "ok", "summary": st.summary() if st else None})
+        st = self.store.get_state(m.file_name(msg))
+        conn.send({"t": OK, "summary": st.summary() if st else None})
 
     def handle_manifest(self, conn, msg: dict) -> None:
         files = {}
@@ -101,31 +110,35 @@ class HydfsService:
             st = self.store.get_state(name)
             if st is not None and name not in self.in_flight:
                 files[name] = st.summary()
-        conn.send({"t": "ok", "files": files})
+        conn.send({"t": OK, "files": files})
 
     def _held(self, msg: dict):
         """The request's file name and our copy of it; a clear error if we have none."""
-        name = _name(msg)
+        name = m.file_name(msg)
         st = self.store.get_state(name)
         if st is None:
-            raise HandlerError(f"no such file {name} in HyDFS")
+            raise HandlerError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
         return name, st
 
     def handle_get(self, conn, msg: dict) -> None:
         name, st = self._held(msg)
-        must_hold = msg.get("must_hold")
-        if must_hold and not st.holds((str(must_hold[0]), int(must_hold[1]))):
-            raise HandlerError(f"behind: vm{self.vm} does not hold your last append to {name} yet")
+        try:
+            behind = is_behind(msg.get("must_hold"), st.holds)
+        except (TypeError, ValueError, IndexError):
+            raise HandlerError(BAD_REQUEST, "bad must_hold append id") from None
+        if behind:
+            raise HandlerError(m.BEHIND, f"behind: vm{self.vm} does not hold your last append "
+                                         f"to {name} yet")
         snap = self.store.snapshot(name)
         try:
             if msg.get("if_version") == snap.state_version:
-                conn.send({"t": "hydfs.not_modified", "version": snap.state_version})
+                conn.send({"t": m.NOT_MODIFIED, "version": snap.state_version})
                 return
-            header = {"t": "hydfs.data", "version": snap.state_version, "replica": self.vm,
+            header = {"t": m.DATA, "version": snap.state_version, "replica": self.vm,
                       "size": snap.size}
             start, length = 0, snap.size
             if "offset" in msg:              # a byte range (RainStorm sources read these)
-                start, length = _byte_range(msg, snap.size)
+                start, length = m.byte_range(msg, snap.size)
             spans = self.store.spans(snap, start, length, window=BLOCK)
             with CheckedRanges(spans, length) as ranges:
                 conn.send_bulk_ranges(header, length, ranges)
@@ -144,7 +157,7 @@ class HydfsService:
         name, st = self._held(msg)
         have = msg.get("have")
         full = have is None or have["file_id"] != st.file_id
-        exclude = None if full else replication.held_ids(have)
+        exclude = None if full else held_ids(have)
         try:
             transfer.send_state(conn, self.store, name, full, exclude)
         except CorruptReplica as exc:
@@ -157,32 +170,31 @@ class HydfsService:
         We install the pushed base unless ours is the same file at the same or a newer
         generation; either way we add the pushed records we lack, and keep our own.
         """
-        name = _name(msg)
+        name = m.file_name(msg)
         size = wire.bulk_length(msg)
         summary = msg.get("summary")
         mine = self.store.get_state(name)
         if summary is not None and mine is not None and mine.file_id != summary["file_id"]:
             _drain_state(conn, size)
-            raise HandlerError(f"file {name} already exists")
+            raise HandlerError(m.FILE_EXISTS, f"file {name} already exists")
         if summary is None and mine is None:
             _drain_state(conn, size)
-            raise HandlerError(f"no such file {name}")
+            raise HandlerError(m.NO_SUCH_FILE, f"no such file {name}")
         if summary is None or (mine is not None and
                                mine.held().covers(IdSet(summary["merged"]))):
-            for _ in conn.recv_bulk_chunks(size):
-                pass                          # we hold all its base has: the records suffice
+            drain(conn.recv_bulk_chunks(size))   # we hold all its base has: records suffice
         else:
             with self.in_flight.holding(name):
                 self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
                                    int(msg.get("create_size", 0)), msg.get("index") or [])
         self.store.add_records(name, transfer.recv_records(conn))
-        conn.send({"t": "ok"})
+        conn.send({"t": OK})
 
     def handle_create_replica(self, conn, msg: dict) -> None:
         """Our copy of a create, streamed by its coordinator while the client sends it."""
-        name = _name(msg)
+        name = m.file_name(msg)
         size = wire.bulk_length(msg)
-        file_id = str(msg.get("file_id"))
+        file_id = str(msg["file_id"])
         with self.in_flight.holding(name):      # not offered to, or pulled by, re-replication
             try:
                 self.store.create(name, file_id, conn.recv_bulk_chunks(size), size)
@@ -190,28 +202,26 @@ class HydfsService:
                 if not isinstance(exc, LostCreateRace):
                     conn.discard_bulk(size)    # refused before a byte was read
                 if getattr(self.store.get_state(name), "file_id", None) != file_id:
-                    raise HandlerError(f"file {name} already exists") from None
-        conn.send({"t": "ok"})
+                    raise HandlerError(m.FILE_EXISTS, f"file {name} already exists") from None
+        conn.send({"t": OK})
 
     def handle_append_replica(self, conn, msg: dict) -> None:
         """One append, streamed by its coordinator. "ok" only once we hold it: a file we do
         not hold yet answers "missing" (the coordinator then sends the whole file)."""
-        name = _name(msg)
-        client, seq, ts = _append_id(msg)
-        size = _append_size(msg)
+        name = m.file_name(msg)
+        client, seq, ts = m.append_id(msg)
+        size = m.append_size(msg)
         chunks = conn.recv_bulk_chunks(size)
         try:
             if self.store.get_state(name) is not None:
                 self.store.append_stream(name, client, seq, ts, size, chunks)
         except NoSuchFile:
             pass
-        for _ in chunks:                  # not stored (missing file, or a retry): drain
-            pass
+        drain(chunks)                     # not stored (missing file, or a retry)
         st = self.store.get_state(name)
         if st is None or not st.holds((client, seq)):
-            conn.send({"t": "error", "error": "missing", "missing": True})
-            return
-        conn.send({"t": "ok"})
+            raise HandlerError(m.MISSING, f"vm{self.vm} does not hold {name}")
+        conn.send({"t": OK})
 
     def handle_apply_merge(self, conn, msg: dict) -> None:
         name, _ = self._held(msg)
@@ -219,8 +229,8 @@ class HydfsService:
             missing = self.store.apply_merge(name, int(msg["gen"]), str(msg["merge_id"]),
                                              IdSet(msg["target"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise HandlerError(f"bad apply_merge request: {exc}") from None
-        conn.send({"t": "ok", "missing": missing})
+            raise HandlerError(BAD_REQUEST, f"bad apply_merge request: {exc}") from None
+        conn.send({"t": OK, "missing": missing})
 
     # -- pulling and pushing state ----------------------------------------------------------
 
@@ -228,7 +238,7 @@ class HydfsService:
         """Bring our copy of `name` up to what node `vm` holds."""
         st = self.store.get_state(name)
         with self.peers.open(vm) as conn:
-            conn.send({"t": "hydfs.fetch", "name": name, "have": st.summary() if st else None})
+            conn.send({"t": m.FETCH, "name": name, "have": st.summary() if st else None})
             return transfer.recv_state(conn, self.store, name)
 
     def push(self, name: str, vm: str, exclude: IdSet | None = None) -> None:
@@ -237,11 +247,9 @@ class HydfsService:
         with self.peers.open(vm) as conn:
             try:
                 transfer.send_state(conn, self.store, name, exclude is None, exclude)
-                reply = conn.recv()
             except (OSError, wire.ProtocolError) as exc:
                 raise Unreachable(f"node {vm}: {exc}") from None
-            if reply.get("t") == "error":
-                raise RemoteError(reply.get("error"))
+            self.peers.reply_to(vm, conn)
 
     def quarantine(self, name: str, exc: Exception) -> None:
         log.error("CORRUPT replica of %s: %s; setting it aside, re-replication will restore it",
@@ -271,7 +279,7 @@ class HydfsService:
         others = [vm for vm in ring.nodes_in_order() if vm != self.vm]
         manifests = {}
         for vm, reply in zip(others, self.parallel(
-                lambda vm: self.peers.call(vm, {"t": "hydfs.manifest"}, timeout=5), others)):
+                lambda vm: self.peers.call(vm, {"t": m.MANIFEST}, timeout=5), others)):
             if isinstance(reply, dict):
                 manifests[vm] = reply["files"]
         local = {n: st.summary() for n in self.store.names()
@@ -296,7 +304,7 @@ class HydfsService:
                 self.store.remove(name)
             done["dropped"] += 1
             log.info("DROP %s: no longer a replica, and every replica holds its %d appends",
-                     name, len(replication.held_ids(local[name])))
+                     name, len(held_ids(local[name])))
         self.last_resync = time.monotonic()
         return done
 
@@ -332,36 +340,4 @@ def _drain_state(conn, size: int) -> None:
     connection can carry the error reply."""
     conn.discard_bulk(size)
     for _, chunks in transfer.recv_records(conn):
-        for _ in chunks:
-            pass
-
-
-def _name(msg: dict) -> str:
-    try:
-        return check_name(msg.get("name"))
-    except BadName as exc:
-        raise HandlerError(str(exc)) from None
-
-
-def _byte_range(msg: dict, size: int) -> tuple[int, int]:
-    offset, length = msg.get("offset"), msg.get("length")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-               for v in (offset, length)):
-        raise HandlerError("bad byte range")
-    start = min(offset, size)
-    return start, min(length, size - start)
-
-
-def _append_size(msg: dict) -> int:
-    size = wire.bulk_length(msg)
-    if size > MAX_APPEND_BYTES:
-        raise wire.ProtocolError(f"append of {size} bytes exceeds {MAX_APPEND_BYTES}")
-    return size
-
-
-def _append_id(msg: dict) -> tuple[str, int, float]:
-    try:
-        client, seq = msg["id"]
-        return str(client), int(seq), float(msg["ts"])
-    except (KeyError, TypeError, ValueError):
-        raise HandlerError("bad append id") from None
+        drain(chunks)

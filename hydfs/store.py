@@ -22,6 +22,7 @@ import os
 import shutil
 import threading
 
+from cluster.chunks import drain
 from hydfs import base_file, layout, pending_log
 from hydfs.checked_read import WINDOW, CorruptReplica, as_bytes, piece_spans, read_piece
 from hydfs.idset import IdSet
@@ -285,8 +286,7 @@ def _unheld(st: FileState, records):
     for header, chunks in records:
         client, seq = str(header["id"][0]), int(header["id"][1])
         if st.holds((client, seq)):
-            for _ in chunks:
-                pass
+            drain(chunks)
             continue
         yield (client, seq, float(header["ts"]), int(header["size"]), chunks)
 

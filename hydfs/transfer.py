@@ -1,6 +1,6 @@
 """Moving a file's replica state between nodes, streamed: base bytes, then pending records.
 
-A state transfer is two messages on one connection:
+A state transfer is two messages on one connection (types in messages.py):
 
     {"t": "hydfs.state", "name": ..., "summary": {...}, "bulk": BASE_SIZE}   + base bytes
     {"t": "hydfs.records", "records": [header, ...], "bulk": TOTAL}          + record bytes
@@ -15,15 +15,14 @@ from __future__ import annotations
 import dataclasses
 
 from cluster import wire
+from cluster.chunks import drain
 from cluster.connection import Connection
+from cluster.rpc import check_reply
 from hydfs.checked_read import BLOCK
 from hydfs.idset import IdSet
+from hydfs.messages import RECORD, RECORDS, STATE
 from hydfs.read_ahead import CheckedRanges
 from hydfs.store import ReplicaStore
-
-class RemoteError(Exception):
-    """The peer answered with an error message."""
-
 
 def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
                exclude: IdSet | None = None) -> None:
@@ -37,12 +36,12 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
             view = dataclasses.replace(snap, pieces=base)
             size = sum(p[2] for p in base)
             with CheckedRanges(store.spans(view, 0, size, window=BLOCK), size) as ranges:
-                conn.send_bulk_ranges({"t": "hydfs.state", "name": name, "summary": summary,
+                conn.send_bulk_ranges({"t": STATE, "name": name, "summary": summary,
                                        "create_size": snap.create_size, "index": snap.index},
                                       size, ranges)
             records = store.snapshot_records(snap, IdSet(summary["merged"]))
         else:
-            conn.send_bulk_chunks({"t": "hydfs.state", "name": name, "summary": None}, 0, [])
+            conn.send_bulk_chunks({"t": STATE, "name": name, "summary": None}, 0, [])
             records = store.snapshot_records(snap, exclude or IdSet(), merged_too=True)
         send_records(conn, name, records)
     finally:
@@ -51,36 +50,34 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
 
 def send_records(conn: Connection, name: str, records: list) -> None:
     """A count, then each record as its own message with its bytes streamed after it."""
-    conn.send({"t": "hydfs.records", "name": name, "count": len(records)})
+    conn.send({"t": RECORDS, "name": name, "count": len(records)})
     for header, chunks in records:
-        conn.send_bulk_chunks({"t": "hydfs.record", "id": header["id"], "ts": header["ts"]},
+        conn.send_bulk_chunks({"t": RECORD, "id": header["id"], "ts": header["ts"]},
                               int(header["size"]), chunks)
 
 
 def recv_records(conn: Connection):
     """Yield (header, chunks) per record; consume each record's chunks before the next."""
     msg = conn.recv()
-    if msg.get("t") != "hydfs.records":
-        raise wire.ProtocolError(f"expected hydfs.records, got {msg.get('t')!r}")
+    if msg.get("t") != RECORDS:
+        raise wire.ProtocolError(f"expected {RECORDS}, got {msg.get('t')!r}")
     for _ in range(int(msg["count"])):
         record = conn.recv()
-        if record.get("t") != "hydfs.record":
-            raise wire.ProtocolError(f"expected hydfs.record, got {record.get('t')!r}")
+        if record.get("t") != RECORD:
+            raise wire.ProtocolError(f"expected {RECORD}, got {record.get('t')!r}")
         size = wire.bulk_length(record)
         yield {"id": record["id"], "ts": record["ts"], "size": size}, conn.recv_bulk_chunks(size)
 
 
 def recv_state(conn: Connection, store: ReplicaStore, name: str) -> str:
     """Receive a state transfer into `store`; returns "full" or "records"."""
-    msg = conn.recv()
-    if msg.get("t") == "error":
-        raise RemoteError(msg.get("error", "error"))
-    if msg.get("t") != "hydfs.state":
-        raise wire.ProtocolError(f"expected hydfs.state, got {msg.get('t')!r}")
+    msg = check_reply(conn.recv())
+    if msg.get("t") != STATE:
+        raise wire.ProtocolError(f"expected {STATE}, got {msg.get('t')!r}")
     size = wire.bulk_length(msg)
     summary = msg.get("summary")
     if summary is None:
-        list(conn.recv_bulk_chunks(size))
+        drain(conn.recv_bulk_chunks(size))
         store.add_records(name, recv_records(conn))
         return "records"
     # The base must be read off the socket before the records that follow it; the store

@@ -1,17 +1,21 @@
-"""The membership REPL commands (INTERFACE.md, "REPL commands: Membership")."""
+"""The membership REPL commands (INTERFACE.md, "REPL commands: Membership").
+
+A member's document carries its ring id (INTERFACE.md's `--json` table), which is HyDFS's
+notion: the node passes `ring_id(vm)` in, so membership knows nothing of the ring.
+"""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from cluster.commands import CommandError, CommandRegistry, Context, Result, expect_args
-from hydfs.ring import ring_position
 from membership.member import MemberState
 from membership.service import MembershipService
 
 
-def member_doc(member: MemberState, ring_bits: int) -> dict:
+def member_doc(member: MemberState, ring_id: int) -> dict:
     return {"vm": member.vm, "id": member.id, "address": member.address,
-            "status": member.status, "incarnation": member.incarnation,
-            "ring_id": ring_position(member.vm, ring_bits)}
+            "status": member.status, "incarnation": member.incarnation, "ring_id": ring_id}
 
 
 def members_table(docs: list[dict]) -> str:
@@ -24,23 +28,16 @@ def members_table(docs: list[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def register(registry: CommandRegistry, service: MembershipService, ring_bits: int) -> None:
-    def docs() -> list[dict]:
-        return [member_doc(m, ring_bits) for m in service.members()]
-
+def register(registry: CommandRegistry, service: MembershipService,
+             ring_id: Callable[[str], int]) -> None:
     def list_mem(ctx: Context, args: list) -> Result:
         expect_args(args, 0, "list_mem")
-        members = docs()
-        return Result(members_table(members), {"members": members})
-
-    def list_mem_ids(ctx: Context, args: list) -> Result:
-        expect_args(args, 0, "list_mem_ids")
-        members = sorted(docs(), key=lambda d: (d["ring_id"], d["vm"]))
+        members = [member_doc(m, ring_id(m.vm)) for m in service.members()]
         return Result(members_table(members), {"members": members})
 
     def list_self(ctx: Context, args: list) -> Result:
         expect_args(args, 0, "list_self")
-        me = member_doc(service.me(), ring_bits)
+        me = member_doc(service.me(), ring_id(service.me().vm))
         if not service.is_joined():
             me["status"] = "left"        # not in the group (left, or still joining)
         return Result(members_table([me]), me)
@@ -73,8 +70,6 @@ def register(registry: CommandRegistry, service: MembershipService, ring_bits: i
                       {"suspicion": on})
 
     registry.add("list_mem", list_mem, "list_mem", "the membership list")
-    registry.add("list_mem_ids", list_mem_ids, "list_mem_ids",
-                 "the membership list with ring ids, sorted by ring id")
     registry.add("list_self", list_self, "list_self", "this node's own member entry")
     registry.add("join", join, "join", "join the group again after a leave")
     registry.add("leave", leave, "leave", "leave the group voluntarily")

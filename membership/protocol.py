@@ -36,6 +36,8 @@ import random
 from dataclasses import dataclass, field
 
 from membership.member import (ALIVE, FAILED, FINAL, LEFT, SUSPECT, MemberState, supersedes)
+from membership.messages import (ACK, JOIN, JOIN_ACK, MEMBERSHIP, PING, SYNC, SYNC_REQ,
+                                 UPDATE)
 from membership.probe import probe_targets
 from membership.suspicion import SuspicionTimers
 
@@ -220,7 +222,7 @@ class MembershipProtocol:
             self._pending[self._seq] = (target_id, now + self.settings.ping_timeout)
             target = self.members[target_id]
             out.sends.append(Send(target.address, {
-                "t": "ping", "seq": self._seq, "from": self.me.id, "m": self.me.to_wire(),
+                "t": PING, "seq": self._seq, "from": self.me.id, "m": self.me.to_wire(),
                 "to": target_id,
                 "g": self._take_gossip()}))
         return out
@@ -263,10 +265,13 @@ class MembershipProtocol:
         handler = _HANDLERS.get(message.get("t"))
         if handler is None:
             raise ValueError(f"unknown membership message type {message.get('t')!r}")
-        if not self.joined and message["t"] != "join_ack":
+        missing = MEMBERSHIP[message["t"]].missing_field(message)
+        if missing is not None:
+            raise ValueError(f"{message['t']} message without its {missing!r} field")
+        if not self.joined and message["t"] != JOIN_ACK:
             return Output()   # outside the group we hear nothing but our admission
         sender = self.members.get(message.get("from"))
-        if sender is not None and sender.status in FINAL and message["t"] != "join":
+        if sender is not None and sender.status in FINAL and message["t"] != JOIN:
             return self._from_the_dead(now, sender, message)
         return handler(self, now, message)
 
@@ -274,8 +279,8 @@ class MembershipProtocol:
         """A message from an id we hold as failed or left: tell it, believe nothing of it,
         except the introducer telling us that we are the ones who are failed."""
         out = Output()
-        if message["t"] in ("ping", "sync_req"):     # answer requests only: no reply loops
-            out.sends.append(Send(sender.address, {"t": "update", "from": self.me.id,
+        if message["t"] in (PING, SYNC_REQ):     # answer requests only: no reply loops
+            out.sends.append(Send(sender.address, {"t": UPDATE, "from": self.me.id,
                                                    "g": [sender.to_wire()]}))
         if sender.address == self.introducer_address:
             for item in _gossip_of(message):
@@ -293,7 +298,7 @@ class MembershipProtocol:
             out.extend(self._originate(now, newcomer, "joined through introducer"))
         everyone = [self.me.to_wire()] + [m.to_wire() for m in self.members.values()]
         out.sends.append(Send(newcomer.address, {
-            "t": "join_ack", "from": self.me.id, "for": newcomer.id, "members": everyone,
+            "t": JOIN_ACK, "from": self.me.id, "for": newcomer.id, "members": everyone,
             "mode": self.mode.to_wire()}))
         return out
 
@@ -315,7 +320,7 @@ class MembershipProtocol:
         introducer = MemberState.from_wire(message.get("m"))
         everyone = [self.me.to_wire()] + [m.to_wire() for m in self.members.values()]
         out.sends.append(Send(introducer.address, {
-            "t": "sync", "from": self.me.id, "members": everyone, "mode": self.mode.to_wire()}))
+            "t": SYNC, "from": self.me.id, "members": everyone, "mode": self.mode.to_wire()}))
         return out
 
     def handle_sync(self, now: float, message: dict) -> Output:
@@ -334,7 +339,7 @@ class MembershipProtocol:
         if message.get("to") != self.me.id:
             return out   # meant for an earlier incarnation of this node: no ack for it
         out.sends.append(Send(sender.address, {
-            "t": "ack", "seq": message.get("seq"), "from": self.me.id,
+            "t": ACK, "seq": message.get("seq"), "from": self.me.id,
             "g": self._take_gossip()}))
         return out
 
@@ -452,11 +457,11 @@ class MembershipProtocol:
         if also is not None and also.status == SUSPECT:
             addresses.add(also.address)   # so that it can refute at once
         addresses.discard(self.me.address)
-        return [Send(a, {"t": "update", "from": self.me.id, "g": items})
+        return [Send(a, {"t": UPDATE, "from": self.me.id, "g": items})
                 for a in sorted(addresses)]
 
     def _sync_requests(self, addresses: list[str] | None = None) -> list[Send]:
-        return [Send(a, {"t": "sync_req", "from": self.me.id, "m": self.me.to_wire()})
+        return [Send(a, {"t": SYNC_REQ, "from": self.me.id, "m": self.me.to_wire()})
                 for a in (self.peer_addresses if addresses is None else addresses)]
 
     def _anti_entropy(self) -> list[Send]:
@@ -471,7 +476,7 @@ class MembershipProtocol:
 
     def _try_join(self, now: float, first: bool) -> Output:
         self._next_join = now + self.settings.join_retry
-        out = Output(sends=[Send(self.introducer_address, {"t": "join", "m": self.me.to_wire()})])
+        out = Output(sends=[Send(self.introducer_address, {"t": JOIN, "m": self.me.to_wire()})])
         if not first:
             out.events.append(Event("join_retry", self.me, "no answer from the introducer"))
         return out
@@ -504,12 +509,11 @@ def _start_ms(member_id: str) -> int:
 
 
 _HANDLERS = {
-    "join": MembershipProtocol.handle_join,
-    "join_ack": MembershipProtocol.handle_join_ack,
-    "sync_req": MembershipProtocol.handle_sync_req,
-    "sync": MembershipProtocol.handle_sync,
-    "ping": MembershipProtocol.handle_ping,
-    "ack": MembershipProtocol.handle_ack,
-    "update": MembershipProtocol.handle_update,
+    JOIN: MembershipProtocol.handle_join,
+    JOIN_ACK: MembershipProtocol.handle_join_ack,
+    SYNC_REQ: MembershipProtocol.handle_sync_req,
+    SYNC: MembershipProtocol.handle_sync,
+    PING: MembershipProtocol.handle_ping,
+    ACK: MembershipProtocol.handle_ack,
+    UPDATE: MembershipProtocol.handle_update,
 }
-MESSAGE_TYPES = tuple(_HANDLERS)

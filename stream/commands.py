@@ -6,9 +6,8 @@ relays the leader's progress lines, so `ctl --vm 05 RainStorm ...` works as well
 
 from __future__ import annotations
 
-from cluster import wire
+from cluster import ctl, wire
 from cluster.commands import CommandError, CommandRegistry, Context, Result
-from cluster.connection import Connection
 from stream.leader import Leader
 
 USAGE = ("RainStorm OP1 OP2 HYDFS_SRC HYDFS_DEST NUM_TASKS "
@@ -33,15 +32,8 @@ def register(registry: CommandRegistry, config, vm: str, leader: Leader | None) 
 
 
 def _via_leader(ctx: Context, args: list, config) -> dict:
-    with Connection.open(config.address(config.leader), wire.secret_key(config.secret), 5) as conn:
-        conn.sock.settimeout(30)
-        conn.send({"t": "ctl", "argv": ["RainStorm", *args], "cwd": ctx.cwd, "json": True})
-        while True:
-            reply = conn.recv()
-            if reply.get("t") != "ctl_output":
-                break
-            if not reply.get("keepalive"):
-                ctx.emit(reply.get("text", ""))
+    reply = ctl.request(config.address(config.leader), wire.secret_key(config.secret),
+                        ["RainStorm", *args], ctx.cwd, True, ctx.emit, timeout=30)
     if not reply.get("ok"):
         raise CommandError(reply.get("error", "the leader could not run the job"))
     return reply["doc"]

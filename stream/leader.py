@@ -21,13 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 import uuid
 from dataclasses import dataclass, field
 
-from cluster import wire
 from cluster.commands import CommandError, Context, UsageError
-from cluster.connection import Connection
-from hydfs.client import HydfsClient, HydfsError
-from hydfs.names import BadName, check_name
-from hydfs.peers import Peers, Unreachable
-from hydfs.transfer import RemoteError
+from cluster.messages import OK
+from cluster.rpc import Peers, RemoteError, Unreachable
+from hydfs.client import HydfsClient, HydfsError, checked_name
+from stream import messages as m
 from stream import task_log
 from stream.operators import AGGREGATE, OperatorError, load_operator
 from stream.scheduler import TaskId, assign, reassign, workers_for
@@ -99,16 +97,16 @@ def parse_job(args: list[str]) -> JobSpec:
 
 
 class Leader:
-    def __init__(self, config, vm: str, server, membership, client: HydfsClient):
+    def __init__(self, config, vm: str, membership, client: HydfsClient):
         self.config = config
         self.vm = vm
         self.membership = membership
         self.client = client
         self.peers = Peers(config)
         self.jobs: dict[str, Job] = {}
-        server.route("stream.report", self.handle_report)
-        server.route("stream.task_exit", self.handle_task_exit)
-        membership.add_listener(self._on_membership)
+
+    def routes(self) -> dict:
+        return {m.REPORT: self.handle_report, m.TASK_EXIT: self.handle_task_exit}
 
     # -- messages from tasks and workers ----------------------------------------------------
 
@@ -116,15 +114,15 @@ class Leader:
         job = self.jobs.get(msg.get("job"))
         if job is not None:
             job.events.put(("report", msg))
-        conn.send({"t": "ok"})
+        conn.send({"t": OK})
 
     def handle_task_exit(self, conn, msg: dict) -> None:
         job = self.jobs.get(msg.get("job"))
         if job is not None:
             job.events.put(("exit", msg))
-        conn.send({"t": "ok"})
+        conn.send({"t": OK})
 
-    def _on_membership(self, events) -> None:
+    def on_membership(self, events) -> None:
         gone = {e.member.vm for e in events if e.kind in ("fail", "leave") and e.member}
         if gone:
             for job in list(self.jobs.values()):
@@ -166,14 +164,14 @@ class Leader:
 
     def _check_files(self, spec: JobSpec) -> int:
         try:
-            check_name(spec.dest)
+            checked_name(spec.dest)
             self.client.size(spec.src)          # "no such file" before anything else
             # Replicas may order unmerged appends differently; after a merge every replica
             # holds the same bytes, so sources can read their byte ranges from any of them.
             self.client.merge(spec.src)
             size = self.client.size(spec.src)
             self.client.create_bytes(spec.dest, b"")
-        except (HydfsError, BadName) as exc:
+        except HydfsError as exc:
             raise CommandError(str(exc)) from None
         return size
 
@@ -183,7 +181,7 @@ class Leader:
         chunks = self.client.read_range(spec.src, 0, size) if size else [b""]
         partitions = plan_partitions(chunks, size, spec.num_tasks)
         log.info("JOB %s partitions planned at %.3f s", job.id, time.monotonic() - job.started)
-        live = [m.vm for m in self.membership.members()]
+        live = [member.vm for member in self.membership.members()]
         job.schedule = assign(workers_for(live, self.vm), spec.num_tasks,
                               source_hosts=self.client.owners(spec.src))
         with ThreadPoolExecutor(max_workers=8) as pool:   # the tasks' (empty) logs
@@ -215,7 +213,7 @@ class Leader:
         rest of the job, and its tasks go to other live workers."""
         def start(task):
             return self.peers.call(job.schedule[task], {
-                "t": "stream.start_task", "spec": job.task_specs[task]}, 60)["address"]
+                "t": m.START_TASK, "spec": job.task_specs[task]}, 60)["address"]
         todo = list(tasks)
         while todo:
             with ThreadPoolExecutor(max_workers=len(todo)) as pool:
@@ -239,13 +237,13 @@ class Leader:
         self._send_schedule(job)
 
     def _workers(self) -> list[str]:
-        return workers_for([m.vm for m in self.membership.members()], self.vm)
+        return workers_for([member.vm for member in self.membership.members()], self.vm)
 
     def _send_schedule(self, job: Job) -> None:
-        message = {"t": "stream.schedule", "job": job.id,
+        message = {"t": m.SCHEDULE, "job": job.id,
                    "tasks": [[t.stage, t.index, a] for t, a in sorted(job.addresses.items())]}
-        for task, address in job.addresses.items():
-            _tell(address, message, self.config)
+        for address in job.addresses.values():
+            self.peers.tell(address, message)    # a task that is gone is dealt with by recovery
 
     def _watch(self, ctx: Context, job: Job, started: float) -> None:
         last_progress = 0.0
@@ -313,13 +311,13 @@ class Leader:
 
     def _stop(self, job: Job, ctx: Context | None = None) -> None:
         for address in job.addresses.values():
-            _tell(address, {"t": "stream.stop", "job": job.id}, self.config)
+            self.peers.tell(address, {"t": m.STOP, "job": job.id})
         if ctx is not None:
             self._final_reports(ctx, job)
         vms = sorted(set(job.schedule.values()))
         with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
             list(pool.map(_attempt(lambda vm: self.peers.call(
-                vm, {"t": "stream.stop_job", "job": job.id}, 15)), vms))
+                vm, {"t": m.STOP_JOB, "job": job.id}, 15)), vms))
 
     # -- what the user sees -----------------------------------------------------------------
 
@@ -355,14 +353,4 @@ def _attempt(fn):
         except (Unreachable, RemoteError) as exc:
             return exc
     return attempt
-
-
-def _tell(address: str, message: dict, config) -> None:
-    """One message to a task's inbox; a task that is gone is dealt with by recovery."""
-    host, port = address.rsplit(":", 1)
-    try:
-        with Connection.open((host, int(port)), wire.secret_key(config.secret), 5) as conn:
-            conn.send(message)
-    except OSError:
-        pass
 

@@ -2,67 +2,58 @@
 
 Task processes do not join the group; they ask the node that started them, over its TCP
 port and with the cluster secret, to read or append HyDFS files on their behalf (the node's
-HyDFS client knows the ring), and they send progress to the leader node directly.
+HyDFS client knows the ring), and they send progress to the leader node directly. A refusal
+is a `RemoteError` carrying the node's error code (HyDFS's codes pass through unchanged).
 """
 
 from __future__ import annotations
 
 from cluster import wire
-from cluster.connection import Connection
+from cluster.rpc import Peers, RemoteError, Unreachable
+from hydfs.messages import NO_SUCH_FILE
+from stream import messages as m
 
 TIMEOUT = 120.0
 
 
-class LinkError(Exception):
-    """The node refused or failed a request; the message is its reason."""
-
-
 class NodeLink:
-    def __init__(self, node: tuple[str, int], leader: tuple[str, int], key: bytes | None):
+    def __init__(self, node: tuple[str, int], leader: tuple[str, int], secret: str):
         self.node = node
         self.leader = leader
-        self.key = key
-
-    def _open(self, address) -> Connection:
-        conn = Connection.open(address, self.key, timeout=10)
-        conn.sock.settimeout(TIMEOUT)
-        return conn
-
-    def _reply(self, conn: Connection) -> dict:
-        reply = conn.recv()
-        if reply.get("t") == "error":
-            raise LinkError(reply.get("error", "error"))
-        return reply
+        self.peers = Peers.by_address(secret)
 
     def append(self, name: str, data: bytes, append_id: tuple[str, int] | None = None) -> dict:
-        with self._open(self.node) as conn:
-            conn.send_bulk_bytes({"t": "stream.hydfs_append", "name": name,
-                                  "id": list(append_id) if append_id else None}, data)
-            return self._reply(conn)
+        with self.peers.open(self.node, TIMEOUT) as conn:
+            try:
+                conn.send_bulk_bytes({"t": m.HYDFS_APPEND, "name": name,
+                                      "id": list(append_id) if append_id else None}, data)
+            except OSError as exc:
+                raise Unreachable(f"node {self.node[0]}:{self.node[1]}: {exc}") from None
+            return self.peers.reply_to(self.node, conn)
 
     def create(self, name: str, data: bytes = b"") -> None:
-        with self._open(self.node) as conn:
-            conn.send_bulk_bytes({"t": "stream.hydfs_create", "name": name}, data)
-            self._reply(conn)
+        with self.peers.open(self.node, TIMEOUT) as conn:
+            try:
+                conn.send_bulk_bytes({"t": m.HYDFS_CREATE, "name": name}, data)
+            except OSError as exc:
+                raise Unreachable(f"node {self.node[0]}:{self.node[1]}: {exc}") from None
+            self.peers.reply_to(self.node, conn)
 
     def read_range(self, name: str, offset: int, length: int):
         """Yield the bytes of a range of a HyDFS file, in chunks."""
-        with self._open(self.node) as conn:
-            conn.send({"t": "stream.hydfs_read", "name": name, "offset": offset,
-                       "length": length})
-            reply = self._reply(conn)
+        with self.peers.open(self.node, TIMEOUT) as conn:
+            reply = self.peers.exchange(self.node, conn, {
+                "t": m.HYDFS_READ, "name": name, "offset": offset, "length": length})
             yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
 
     def read_all(self, name: str) -> bytes | None:
         """A whole (small) HyDFS file, or None if it does not exist."""
         try:
             return b"".join(self.read_range(name, 0, 1 << 62))
-        except LinkError as exc:
-            if "no such file" in str(exc):
+        except RemoteError as exc:
+            if exc.code == NO_SUCH_FILE:
                 return None
             raise
 
     def report(self, message: dict) -> None:
-        with self._open(self.leader) as conn:
-            conn.send(message)
-            self._reply(conn)
+        self.peers.call(self.leader, message, timeout=TIMEOUT)

@@ -49,7 +49,9 @@ An aggregate's `process` also gets its key's state (None the first time) and ret
 
 Rules:
 - Outputs are converted with str(). State must be JSON-serialisable, and must be replaced, never
-  changed in place: the engine keeps the previous state to undo a failed batch.
+  changed in place: after each batch the engine logs the keys whose state object differs from
+  the one before the batch, so a state changed in place would never reach the log and a
+  replacement task would resume from an older value.
 - An exception in `process` skips only that tuple: the job goes on, and its summary reports the
   number of such errors and the first one. If `process_batch` raises or answers anything but one
   entry per input, that batch is redone tuple by tuple with `process`.

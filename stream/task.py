@@ -26,6 +26,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from cluster.rpc import RemoteError, Unreachable
+from stream import messages as m
 from stream import task_log
 from stream.node_link import NodeLink
 from stream.partition import route_block, split_by_key
@@ -126,7 +128,7 @@ class TaskBase:
 
     def flush_acks(self) -> None:
         for up, bids in self._acks.items():
-            self.sender(up).send({"t": "stream.ack", "job": self.spec.job,
+            self.sender(up).send({"t": m.ACK, "job": self.spec.job,
                                   "from": self.spec.task.to_wire(), "to": up.to_wire(),
                                   "ids": bids})
         self._acks = {}
@@ -144,18 +146,18 @@ class TaskBase:
             return
         self.last_report = time.monotonic()
         try:
-            self.link.report(dict({"t": "stream.report", "job": self.spec.job,
+            self.link.report(dict({"t": m.REPORT, "job": self.spec.job,
                                    "task": self.spec.task.to_wire(), "stats": self.stats},
                                   **extra))
-        except OSError as exc:
+        except (Unreachable, RemoteError) as exc:
             log.warning("report to the leader failed: %s", exc)
 
     def handle_common(self, msg: dict) -> bool:
         """Schedule and stop messages; True if handled."""
-        if msg["t"] == "stream.schedule":
+        if msg["t"] == m.SCHEDULE:
             self.on_moved(self.on_schedule(msg))
             return True
-        if msg["t"] == "stream.stop":
+        if msg["t"] == m.STOP:
             self.stopped = True
             return True
         return False
@@ -212,7 +214,7 @@ class SourceTask(TaskBase):
             while time.monotonic() < due:
                 self._pump(min(due, time.monotonic() + self.spec.batch_interval))
         dest = TaskId(1, route_block(stage_salt(1, bid), self.spec.num_tasks))
-        msg = {"t": "stream.block", "job": self.spec.job, "from": self.spec.task.to_wire(),
+        msg = {"t": m.BLOCK, "job": self.spec.job, "from": self.spec.task.to_wire(),
                "to": dest.to_wire(), "id": bid, "enc": "lines", "first_line": first_line,
                "lines": lines}
         self.unacked[bid] = (dest, msg, block)
@@ -225,7 +227,7 @@ class SourceTask(TaskBase):
         for msg, _ in drain(self.inbox.items, until):
             if self.handle_common(msg):
                 continue
-            if msg["t"] == "stream.ack":
+            if msg["t"] == m.ACK:
                 for bid in msg["ids"]:
                     if self.unacked.pop(bid, None) is not None:
                         self.newly_acked.append(bid)
@@ -285,9 +287,9 @@ class OperatorTask(TaskBase):
     def _receive(self, msg: dict, payload: bytes) -> None:
         if self.handle_common(msg):
             return
-        if msg["t"] == "stream.ack":
+        if msg["t"] == m.ACK:
             self._on_ack(TaskId.from_wire(msg["from"]), msg["ids"])
-        elif msg["t"] == "stream.block":
+        elif msg["t"] == m.BLOCK:
             bid = msg["id"]
             if task_log.block_key(bid) in self.completed:
                 self.ack(bid)                      # a resend of a finished block
@@ -329,7 +331,10 @@ class OperatorTask(TaskBase):
                             "done": task_log.ids_of(self.newly_done).to_wire()})
             self.newly_done = []
         if self.final:
-            self._append_dest(seq, list(batch), outputs)
+            keys, values = self._append_dest(seq, list(batch), outputs, list(batch))
+            if keys and len(self.sample) < SAMPLE_ROWS:
+                self.sample += csv_rows(keys[:SAMPLE_ROWS],
+                                        values[:SAMPLE_ROWS]).decode().splitlines()
         else:
             for bid, outs in outputs.items():
                 self._forward(bid, outs)
@@ -350,7 +355,7 @@ class OperatorTask(TaskBase):
         self.sent[bid] = {}
         for dest, (keys, values) in outs.items():
             to = TaskId(2, int(dest))
-            msg = {"t": "stream.block", "job": self.spec.job, "from": self.spec.task.to_wire(),
+            msg = {"t": m.BLOCK, "job": self.spec.job, "from": self.spec.task.to_wire(),
                    "to": to.to_wire(), "id": bid, "enc": "json"}
             payload = json.dumps([keys, values], separators=(",", ":")).encode()
             self.sent[bid][to] = (msg, payload)
@@ -381,7 +386,10 @@ class OperatorTask(TaskBase):
 
     # -- the last stage: rows into HYDFS_DEST -----------------------------------------------
 
-    def _append_dest(self, seq: int, bids: list, outputs: dict) -> None:
+    def _append_dest(self, seq: int, bids: list, outputs: dict, finish: list) -> tuple:
+        """Append commit `seq`'s rows (the outputs of `bids`, in order) to DEST under the
+        append id (task, seq), so however often it is retried it lands once; then the
+        blocks of `finish` are done. The rows."""
         keys, values = [], []
         for bid in bids:
             k, v = outputs.get(bid, {}).get("dest", ([], []))
@@ -389,10 +397,9 @@ class OperatorTask(TaskBase):
             values += v
         if keys:
             self.link.append(self.spec.dest, csv_rows(keys, values), (self.client, seq))
-            if len(self.sample) < SAMPLE_ROWS:
-                self.sample += csv_rows(keys[:SAMPLE_ROWS], values[:SAMPLE_ROWS]).decode().splitlines()
-        for bid in bids:
+        for bid in finish:
             self._finish(bid)
+        return keys, values
 
     def _redo_unfinished(self) -> None:
         """After a restart: output logged but maybe never delivered goes out again."""
@@ -400,16 +407,7 @@ class OperatorTask(TaskBase):
         for seq in rec.unfinished_commits():
             bids = [b for b in rec.commits[seq] if task_log.block_key(b) not in self.completed]
             if self.final:
-                outs = {b: rec.outputs.get(b, {}) for b in rec.commits[seq]}
-                keys, values = [], []
-                for b in rec.commits[seq]:
-                    k, v = outs[b].get("dest", ([], []))
-                    keys += k
-                    values += v
-                if keys:
-                    self.link.append(self.spec.dest, csv_rows(keys, values), (self.client, seq))
-                for b in bids:
-                    self._finish(b)
+                self._append_dest(seq, rec.commits[seq], rec.outputs, bids)
             else:
                 for b in bids:
                     self._forward(b, rec.outputs.get(b, {}))

@@ -1,11 +1,8 @@
 """The network side of a task process: an inbox server and one sender per peer task.
 
-Tasks talk to each other directly over TCP with the wire format:
-
-    stream.block     {job, from, to, id, enc, first_line?, bulk}  + payload   upstream -> down
-    stream.ack       {job, from, to, ids}                                     down -> upstream
-    stream.schedule  {job, tasks: [[stage, index, "host:port"], ...]}         leader -> tasks
-    stream.stop      {job}                                                    leader -> tasks
+Tasks talk to each other directly over TCP with the wire format (messages.py lists the
+types: stream.block and stream.ack between tasks, stream.schedule and stream.stop from the
+leader).
 
 `Inbox` accepts connections and turns every message into an item on one queue, so the task's
 main loop is single-threaded. A `Sender` owns one connection to one peer task, sends in the

@@ -33,7 +33,7 @@ def main() -> int:
     key = wire.secret_key(setup.get("secret", ""))
     host = setup["node"][0]
     inbox = Inbox(host, key)
-    link = NodeLink(tuple(setup["node"]), tuple(setup["leader"]), key)
+    link = NodeLink(tuple(setup["node"]), tuple(setup["leader"]), setup.get("secret", ""))
     if spec.task.stage == 0:
         task = SourceTask(spec, link, inbox)
     else:

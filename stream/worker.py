@@ -18,9 +18,11 @@ import threading
 
 from cluster import wire
 from cluster.config import Config
-from cluster.server import HandlerError, MessageServer
+from cluster.errors import HandlerError
+from cluster.messages import OK
+from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
-from hydfs.names import BadName
+from stream import messages as m
 
 log = logging.getLogger("stream")
 
@@ -31,10 +33,11 @@ MAX_APPEND = 1 << 30
 
 
 class StreamWorker:
-    def __init__(self, config: Config, vm: str, server: MessageServer, client: HydfsClient):
+    def __init__(self, config: Config, vm: str, client: HydfsClient):
         self.config = config
         self.vm = vm
         self.client = client
+        self.peers = Peers(config)
         self.address = config.address(vm)
         self.leader_address = config.address(config.leader)
         self._procs: dict[tuple[str, tuple], subprocess.Popen] = {}
@@ -42,8 +45,11 @@ class StreamWorker:
         self._stopping = False
         self._task_log = os.path.join(config.log_dir, f"vm{vm}-tasks.log")
         self._lock = threading.Lock()
-        for name in ("start_task", "stop_job", "hydfs_append", "hydfs_create", "hydfs_read"):
-            server.route(f"stream.{name}", getattr(self, f"handle_{name}"))
+
+    def routes(self) -> dict:
+        return {m.START_TASK: self.handle_start_task, m.STOP_JOB: self.handle_stop_job,
+                m.HYDFS_APPEND: self.handle_hydfs_append,
+                m.HYDFS_CREATE: self.handle_hydfs_create, m.HYDFS_READ: self.handle_hydfs_read}
 
     # -- task processes ---------------------------------------------------------------------
 
@@ -62,14 +68,15 @@ class StreamWorker:
         line = _read_ready(proc)
         if not line.startswith("READY "):
             proc.kill()
-            raise HandlerError(f"task {spec['task']} did not start on vm{self.vm}: "
+            raise HandlerError(m.TASK_START_FAILED,
+                               f"task {spec['task']} did not start on vm{self.vm}: "
                                f"{line or 'it exited'} (see {self._task_log})")
         with self._lock:
             self._procs[key] = proc
         threading.Thread(target=self._watch, args=(key, proc), daemon=True).start()
         log.info("TASK %s/%s started on vm%s at %s", spec["job"], spec["task"], self.vm,
                  line.split()[1])
-        conn.send({"t": "ok", "address": line.split()[1]})
+        conn.send({"t": OK, "address": line.split()[1]})
 
     # Spare task processes: started when a job ends, while the node is idle, they have the
     # interpreter and the engine's modules loaded and wait for a spec on stdin, so the next
@@ -104,7 +111,7 @@ class StreamWorker:
             del self._procs[key]
         if code != 0:
             log.warning("TASK %s/%s exited with status %s", key[0], list(key[1]), code)
-            self._tell_leader({"t": "stream.task_exit", "job": key[0], "task": list(key[1]),
+            self._tell_leader({"t": m.TASK_EXIT, "job": key[0], "task": list(key[1]),
                                "vm": self.vm, "code": code})
 
     def handle_stop_job(self, conn, msg: dict) -> None:
@@ -112,7 +119,7 @@ class StreamWorker:
             keys = [k for k in self._procs if k[0] == msg.get("job")]
         for key in keys:
             self._stop_proc(key)
-        conn.send({"t": "ok", "stopped": len(keys)})
+        conn.send({"t": OK, "stopped": len(keys)})
         self._top_up_spares()              # while the node is idle, ready for the next job
 
     def _stop_proc(self, key) -> None:
@@ -135,12 +142,9 @@ class StreamWorker:
             proc.kill()
 
     def _tell_leader(self, message: dict) -> None:
-        from cluster.connection import Connection
         try:
-            with Connection.open(self.leader_address, wire.secret_key(self.config.secret), 5) as c:
-                c.send(message)
-                c.recv()
-        except (OSError, wire.ProtocolError) as exc:
+            self.peers.call(self.config.leader, message, timeout=5)
+        except (Unreachable, RemoteError) as exc:
             log.warning("could not tell the leader: %s", exc)
 
     # -- HyDFS on behalf of task processes --------------------------------------------------
@@ -149,21 +153,21 @@ class StreamWorker:
         data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND)
         append_id = tuple(msg["id"]) if msg.get("id") else None
         reply = _hydfs(self.client.append_bytes, str(msg.get("name")), data, append_id)
-        conn.send({"t": "ok", "new": reply.get("new", True)})
+        conn.send({"t": OK, "new": reply.get("new", True)})
 
     def handle_hydfs_create(self, conn, msg: dict) -> None:
         data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND)
         _hydfs(self.client.create_bytes, str(msg.get("name")), data)
-        conn.send({"t": "ok"})
+        conn.send({"t": OK})
 
     def handle_hydfs_read(self, conn, msg: dict) -> None:
-        name = str(msg.get("name"))
+        name = str(msg["name"])
         size = _hydfs(self.client.size, name)
         start = min(int(msg.get("offset", 0)), size)
         length = min(int(msg.get("length", size)), size - start)
         chunks = self.client.read_range(name, start, length)
         try:
-            conn.send_bulk_chunks({"t": "ok", "size": size}, length, chunks)
+            conn.send_bulk_chunks({"t": OK, "size": size}, length, chunks)
         except HydfsError as exc:
             raise OSError(f"read of {name} failed midway: {exc}") from None
 
@@ -171,8 +175,8 @@ class StreamWorker:
 def _hydfs(fn, *args):
     try:
         return fn(*args)
-    except (HydfsError, BadName) as exc:
-        raise HandlerError(str(exc)) from None
+    except HydfsError as exc:      # its code passes on: the task decides by it
+        raise HandlerError(exc.code, str(exc)) from None
 
 
 def _read_ready(proc: subprocess.Popen) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from cluster.connection import Connection
 from cluster.local_cluster import FAST_MEMBERSHIP, CommandFailed, wait_until
-from hydfs.client import FIRST_REPLY_TIMEOUT
+from hydfs.read_rules import FIRST_PATIENCE
 from hydfs.ring import Ring, ring_position
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -42,11 +42,6 @@ def line(vm: str, round_: int) -> bytes:
     return f"{vm}:{round_}\n".encode()
 
 
-def holders(cluster, name: str) -> list[str]:
-    return sorted(vm for vm in cluster.running()
-                  if name in {f["name"] for f in cluster.query(vm, "store")["files"]})
-
-
 def test_create_five_files_get_one_back_and_listings_agree_with_the_ring(local_cluster):
     cluster = local_cluster(10)
     files = {f"file{i}": os.urandom(1000 * (i + 1)) for i in range(5)}
@@ -62,7 +57,7 @@ def test_create_five_files_get_one_back_and_listings_agree_with_the_ring(local_c
         doc = cluster.query("09", "ls", name)
         assert doc["ring_id"] == ring_position(name, 11)
         assert [r["vm"] for r in doc["replicas"]] == ring.replicas(name, 3)
-        assert holders(cluster, name) == sorted(ring.replicas(name, 3))
+        assert cluster.holders(name) == sorted(ring.replicas(name, 3))
     store = cluster.query("04", "store")
     assert store["ring_id"] == ring.position("04")
 
@@ -112,7 +107,7 @@ def test_kill_two_replicas_and_every_file_gets_three_identical_live_copies(local
     ring = Ring(survivors, 11)
 
     def all_replicated():
-        return all(holders(cluster, n) == sorted(ring.replicas(n, 3)) for n in names)
+        return all(cluster.holders(n) == sorted(ring.replicas(n, 3)) for n in names)
     wait_until(all_replicated, REREPLICATION_BOUND, interval=0.2, what="three live replicas")
     for name in names[:4]:
         contents = replica_contents(cluster, name, ring.replicas(name, 3))
@@ -131,7 +126,7 @@ def test_joining_node_receives_its_files_and_excess_copies_are_removed(local_clu
         cluster.query("02", "create", write(cluster, name, name.encode() * 100), name)
     cluster.start("06")
     ring = Ring(cluster.vms, 11)
-    wait_until(lambda: all(holders(cluster, n) == sorted(ring.replicas(n, 3)) for n in names),
+    wait_until(lambda: all(cluster.holders(n) == sorted(ring.replicas(n, 3)) for n in names),
                REREPLICATION_BOUND, interval=0.2, what="placement after a join")
 
 
@@ -313,18 +308,18 @@ def test_a_replica_dying_mid_create_rolls_it_back_everywhere(local_cluster):
         writer.close()
         reply = conn.recv()
     assert reply["t"] == "error" and "not enough live replicas" in reply["error"]
-    assert holders(cluster, name) == []
+    assert cluster.holders(name) == []
 
     cluster.query("01", "create", write(cluster, "under-failure", data), name, timeout=60)
     expect = sorted(Ring([vm for vm in cluster.vms if vm != victim], 11).replicas(name, 3))
-    assert holders(cluster, name) == expect
+    assert cluster.holders(name) == expect
     assert set(replica_contents(cluster, name, expect).values()) == {data}
 
 
 def test_a_read_skips_a_paused_replica_instead_of_waiting_for_it(local_cluster):
     """A SIGSTOPped primary still accepts connections (the kernel does) but never answers.
     While it is not yet declared failed, a get must not wait out the transfer timeout: it
-    gives the replica FIRST_REPLY_TIMEOUT to start answering, then reads the next one."""
+    gives the replica FIRST_PATIENCE to start answering, then reads the next one."""
     cluster = local_cluster(5, membership=dict(FAST_MEMBERSHIP, suspicion_timeout=60.0))
     name = "paused-primary"
     data = os.urandom(300_000)
@@ -340,7 +335,7 @@ def test_a_read_skips_a_paused_replica_instead_of_waiting_for_it(local_cluster):
     finally:
         cluster.resume(owners[0])
     assert doc["replica"] == owners[1] and out.read_bytes() == data
-    assert FIRST_REPLY_TIMEOUT <= elapsed < FIRST_REPLY_TIMEOUT + 3.0
+    assert FIRST_PATIENCE <= elapsed < FIRST_PATIENCE + 3.0
 
 
 def test_everything_works_the_same_with_a_secret(local_cluster):
@@ -358,7 +353,7 @@ def test_everything_works_the_same_with_a_secret(local_cluster):
     victim = next(vm for vm in owners if vm != "01")
     cluster.kill(victim)
     ring = Ring([vm for vm in cluster.vms if vm != victim], 11)
-    wait_until(lambda: holders(cluster, name) == sorted(ring.replicas(name, 3)),
+    wait_until(lambda: cluster.holders(name) == sorted(ring.replicas(name, 3)),
                REREPLICATION_BOUND, interval=0.2, what="a third copy again")
     assert set(replica_contents(cluster, name, ring.replicas(name, 3)).values()) == {expected}
 

@@ -75,7 +75,7 @@ def test_concurrent_appends_survive_kill_and_restart_exactly_once_in_client_orde
     for c in clients:
         c.join(timeout=60)
     owners = Ring(cluster.vms, 11).replicas(name, 3)
-    wait_until(lambda: holders(cluster, name) == sorted(owners), 30, interval=0.3,
+    wait_until(lambda: cluster.holders(name) == sorted(owners), 30, interval=0.3,
                what="re-replication to settle (excess copies dropped once covered)")
 
     def merged():
@@ -100,11 +100,6 @@ def test_concurrent_appends_survive_kill_and_restart_exactly_once_in_client_orde
         assert not missing, f"client {c.vm}: {len(missing)} successful appends lost"
         assert set(seen) <= set(c.ok) | set(c.unknown)
     assert sum(len(c.ok) for c in clients) > 100
-
-
-def holders(cluster, name: str) -> list[str]:
-    return sorted(vm for vm in cluster.running()
-                  if name in {f["name"] for f in cluster.query(vm, "store")["files"]})
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -144,7 +139,7 @@ def test_a_200_mb_file_and_a_200_mb_append_round_trip_with_bounded_node_memory(l
     victim = next(vm for vm in owners if vm != "01")
     cluster.kill(victim)
     alive = [vm for vm in cluster.vms if vm != victim]
-    wait_until(lambda: holders(cluster, "big") == sorted(Ring(alive, 11).replicas("big", 3)),
+    wait_until(lambda: cluster.holders("big") == sorted(Ring(alive, 11).replicas("big", 3)),
                60, interval=0.3, what="re-replication of the big file")
     for vm in alive:
         rss = peak_rss_mb(cluster.procs[vm].pid)

@@ -11,7 +11,7 @@ import pytest
 from cluster import wire
 from cluster.connection import Connection
 from hydfs.fanout import Fanout
-from hydfs.peers import Unreachable
+from cluster.rpc import Unreachable
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -102,6 +102,12 @@ class FailingStore:
             pass
         raise OSError(28, "No space left on device")
 
+    def lock(self, name):
+        return threading.Lock()
+
+    def get_state(self, name):
+        return None                        # the failed create left nothing here
+
 
 def test_a_create_whose_local_store_fails_is_undone_on_the_replicas():
     from hydfs.coordinator import Coordinator
@@ -109,11 +115,16 @@ def test_a_create_whose_local_store_fails_is_undone_on_the_replicas():
     peers = FakePeers({"02": "ok", "03": "ok"})
     discarded = []
     peers.call = lambda vm, msg, timeout=None: discarded.append((vm, msg["t"], msg["file_id"]))
-    coordinator = Coordinator.__new__(Coordinator)            # only what a create touches
-    coordinator.peers, coordinator.store = peers, FailingStore()
-    coordinator.service = type("Service", (), {
-        "parallel": staticmethod(lambda fn, items: [fn(item) for item in items])})()
-    coordinator._discard = lambda name, file_id: None
+    class Replica:                         # the HydfsService a coordinator is built on
+        vm, store = "01", FailingStore()
+
+        def __init__(self):
+            self.peers = peers
+
+        @staticmethod
+        def parallel(fn, items):
+            return [fn(item) for item in items]
+    coordinator = Coordinator(Replica())
 
     class Client:                          # the client's side of the connection
         def recv_bulk_chunks(self, size):

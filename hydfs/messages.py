@@ -1,0 +1,110 @@
+"""HyDFS message catalogue: every message type between HyDFS nodes, and its error codes.
+
+Append-only (cluster/messages.py says why). Requests go to a node's TCP port; ``ok`` answers
+with the fields named after the arrow; a failure is an ``error`` with one of the codes below.
+A ``+ bytes`` request or reply carries a bulk payload after its header (wire.py).
+
+Coordinated writes (client -> a replica of the file, which coordinates; coordinator.py):
+    hydfs.create {name, file_id} + bytes           -> ok {replicas}
+    hydfs.append {name, id: [client, seq], ts} + bytes   -> ok {new, replicas}
+    hydfs.merge {name}                             -> ok {merged, gen, already, seconds}
+Replica side (coordinator or client -> a replica; service.py):
+    hydfs.summary {name}                           -> ok {summary or null}
+    hydfs.manifest {}                              -> ok {files: name -> summary}
+    hydfs.get {name, if_version?, must_hold?, offset?, length?}
+                                                   -> hydfs.data {version, replica, size} + bytes
+                                                      or hydfs.not_modified {version}
+    hydfs.fetch {name, have}                       -> a state transfer (transfer.py)
+    hydfs.state {name, summary, ...} + base, then records   -> ok   (a pushed state transfer)
+    hydfs.create_replica {name, file_id} + bytes   -> ok
+    hydfs.append_replica {name, id, ts} + bytes    -> ok, or error `missing`
+    hydfs.apply_merge {name, gen, merge_id, target} -> ok {missing: [ids]}
+    hydfs.discard {name, file_id}                  -> ok   (undo a failed create)
+State transfers (inside hydfs.fetch / hydfs.state; transfer.py):
+    hydfs.records {name, count}, then count x hydfs.record {id, ts} + bytes
+Client commands run on another node (hydfs/commands.py):
+    hydfs.client_append {name, path}               -> ok {size}   (multiappend)
+
+The request parsers below turn a request's fields into checked values, refusing a bad one
+with `bad_request` (or `bad_name`) before a handler acts on it.
+"""
+
+from __future__ import annotations
+
+from cluster import wire
+from cluster.errors import BAD_REQUEST, HandlerError
+from cluster.messages import Catalogue
+from hydfs.names import BadName, check_name
+
+HYDFS = Catalogue("hydfs")
+
+SUMMARY = HYDFS.add("hydfs.summary", ("name",), "a replica's summary of its copy")
+MANIFEST = HYDFS.add("hydfs.manifest", (), "every copy a node holds, summarised")
+GET = HYDFS.add("hydfs.get", ("name",), "a copy's bytes, or a byte range of them")
+FETCH = HYDFS.add("hydfs.fetch", ("name",), "pull a copy's state: what `have` lacks")
+STATE = HYDFS.add("hydfs.state", ("name",), "a pushed state transfer: base and records")
+CREATE_REPLICA = HYDFS.add("hydfs.create_replica", ("name", "file_id"),
+                           "a replica's copy of a create, streamed by its coordinator")
+APPEND_REPLICA = HYDFS.add("hydfs.append_replica", ("name", "id", "ts"),
+                           "a replica's copy of an append, streamed by its coordinator")
+APPLY_MERGE = HYDFS.add("hydfs.apply_merge", ("name", "gen", "merge_id", "target"),
+                        "merge exactly these appends")
+CREATE = HYDFS.add("hydfs.create", ("name", "file_id"), "create a file (coordinated)")
+APPEND = HYDFS.add("hydfs.append", ("name", "id", "ts"), "append to a file (coordinated)")
+MERGE = HYDFS.add("hydfs.merge", ("name",), "merge a file's replicas (coordinated)")
+DISCARD = HYDFS.add("hydfs.discard", ("name", "file_id"), "undo a create that failed")
+CLIENT_APPEND = HYDFS.add("hydfs.client_append", ("name", "path"),
+                          "append a local file of this node (multiappend)")
+DATA = HYDFS.add("hydfs.data", ("version",), "a get's answer, the bytes after it")
+NOT_MODIFIED = HYDFS.add("hydfs.not_modified", ("version",), "a get's answer: your copy is current")
+RECORDS = HYDFS.add("hydfs.records", ("count",), "how many records follow in a transfer")
+RECORD = HYDFS.add("hydfs.record", ("id", "ts"), "one append record, its bytes after it")
+
+# Error codes (cluster/errors.py has those every node uses).
+NO_SUCH_FILE = "no_such_file"              # no replica (or not this one) holds the name
+FILE_EXISTS = "file_exists"                # a create of a name that is taken
+NOT_OWNER = "not_owner"                    # this node is not a replica of the file (views differ)
+NOT_ENOUGH_REPLICAS = "not_enough_replicas"  # a write could not reach every replica (yet)
+TOO_FEW_NODES = "too_few_nodes"            # the cluster has fewer live nodes than replicas
+BEHIND = "behind"                          # this replica lacks the reader's last append (yet)
+MISSING = "missing"                        # an append_replica for a file this node lacks
+BAD_NAME = "bad_name"                      # a name that names.check_name refuses
+CORRUPT = "corrupt"                        # a copy failed its checksums (it is set aside)
+MERGE_FAILED = "merge_failed"              # a replica could not gather every append to merge
+LOCAL_FILE = "local_file"                  # a client's local path cannot be read or written
+
+
+def file_name(msg: dict) -> str:
+    try:
+        return check_name(msg.get("name"))
+    except BadName as exc:
+        raise HandlerError(BAD_NAME, str(exc)) from None
+
+
+def append_id(msg: dict) -> tuple[str, int, float]:
+    """(client, seq, ts) of an append."""
+    try:
+        client, seq = msg["id"]
+        return str(client), int(seq), float(msg["ts"])
+    except (KeyError, TypeError, ValueError):
+        raise HandlerError(BAD_REQUEST, "bad append id") from None
+
+
+MAX_APPEND_BYTES = 1 << 36      # appends stream to disk; this only bounds a typo
+
+
+def append_size(msg: dict) -> int:
+    size = wire.bulk_length(msg)
+    if size > MAX_APPEND_BYTES:
+        raise wire.ProtocolError(f"append of {size} bytes exceeds {MAX_APPEND_BYTES}")
+    return size
+
+
+def byte_range(msg: dict, size: int) -> tuple[int, int]:
+    """(start, length) of a get's byte range, clipped to a file of `size` bytes."""
+    offset, length = msg.get("offset"), msg.get("length")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+               for v in (offset, length)):
+        raise HandlerError(BAD_REQUEST, "bad byte range")
+    start = min(offset, size)
+    return start, min(length, size - start)

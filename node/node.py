@@ -1,0 +1,137 @@
+"""The node process: every subsystem, wired together, behind one address.
+
+One node is one OS process. It binds its configured host:port twice (UDP for membership, TCP
+for everything else) and runs, bottom to top:
+
+    membership   MembershipService: who is alive (its own UDP socket and thread)
+    hydfs        HydfsService (the replica and re-replicator), Coordinator, HydfsClient
+    stream       StreamWorker (task processes), and on the leader node the Leader
+    commands     the REPL registry every subsystem adds its commands to; `ctl` runs them
+
+This module is the composition root: the only one that imports every subsystem. It creates
+them, hands each its collaborators, gives the TCP server each one's dispatch table
+(`routes()`), and subscribes the ones that follow membership (`on_membership`). Nothing
+below it knows what sits beside it. The REPL on standard input is node/repl.py.
+
+End of input does not stop the node; SIGTERM or SIGINT makes it leave the group and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from cluster import ctl, wire
+from cluster.commands import CommandRegistry, Context, Result
+from cluster.config import Config
+from cluster.logs import setup_logging
+from cluster.messages import CTL
+from cluster.server import MessageServer
+from hydfs import commands as hydfs_commands
+from hydfs.client import HydfsClient
+from hydfs.coordinator import Coordinator
+from hydfs.ring import ring_position
+from hydfs.service import HydfsService
+from membership import commands as membership_commands
+from membership.service import MembershipService
+from membership.suspicion import detection_bound
+from node.repl import repl
+from stream import commands as stream_commands
+from stream.leader import Leader
+from stream.worker import StreamWorker
+
+log = logging.getLogger("node")
+
+
+class Node:
+    def __init__(self, config: Config, vm: str):
+        self.config = config
+        self.vm = vm
+        host, port = config.address(vm)
+        os.makedirs(config.node_data_dir(vm), exist_ok=True)
+        self.server = MessageServer(host, port, wire.secret_key(config.secret))
+        self.membership = MembershipService(config, vm)
+        self.hydfs = HydfsService(config, vm, self.membership)
+        self.coordinator = Coordinator(self.hydfs)
+        self.hydfs_client = HydfsClient(self.hydfs, config.hydfs.cache_mb, write_deadline(config))
+        self.worker = StreamWorker(config, vm, self.hydfs_client)
+        self.leader = (Leader(config, vm, self.membership, self.hydfs_client)
+                       if vm == config.leader else None)
+        self.commands = CommandRegistry()
+        self.stopped = threading.Event()
+        self._wire()
+
+    def _wire(self) -> None:
+        """Dispatch tables to the server, membership changes to those that follow them,
+        commands to the registry."""
+        routes = [self.hydfs.routes(), self.coordinator.routes(),
+                  hydfs_commands.routes(self.hydfs_client), self.worker.routes(),
+                  {CTL: lambda conn, msg: ctl.serve(conn, msg, self.run_command)}]
+        self.membership.add_listener(self.hydfs.on_membership)
+        if self.leader is not None:
+            routes.append(self.leader.routes())
+            self.membership.add_listener(self.leader.on_membership)
+        for table in routes:
+            self.server.add_routes(table)
+        bits = self.config.hydfs.ring_bits
+        membership_commands.register(self.commands, self.membership,
+                                     lambda vm: ring_position(vm, bits))
+        hydfs_commands.register(self.commands, self.hydfs_client, self.membership)
+        stream_commands.register(self.commands, self.config, self.vm, self.leader)
+        self.commands.add("help", self._help, "help", "this list")
+
+    def start(self) -> None:
+        self.server.start()
+        self.membership.start()
+        self.hydfs.start()
+        log.info("START node %s at %s (introducer %s, leader %s, config %s)", self.vm,
+                 self.membership.address, self.config.introducer, self.config.leader,
+                 self.config.source)
+
+    def shutdown(self) -> None:
+        """Leave the group (so others log a leave, not a failure) and stop serving."""
+        if self.membership.leave():
+            log.info("STOP leaving the group and exiting")
+        self.worker.stop()
+        self.hydfs.stop()
+        self.membership.stop()
+        self.server.stop()
+
+    def run_command(self, ctx: Context, argv: list[str]) -> Result:
+        return self.commands.run(ctx, argv)
+
+    def _help(self, ctx: Context, args: list) -> Result:
+        return Result(self.commands.help_text(), {"ok": True, "commands": self.commands.names()})
+
+
+def write_deadline(config: Config) -> float:
+    """How long a write keeps retrying: until a failed replica must have been detected."""
+    m = config.membership
+    return detection_bound(m.protocol_period, m.ping_timeout, m.suspicion,
+                           m.suspicion_timeout) + 2 * m.protocol_period + 2.0
+
+
+def run_node(config: Config, vm: str) -> int:
+    """The `introducer` and `node` commands: run until SIGTERM/SIGINT; exit status."""
+    setup_logging(config.node_log_path(vm), vm)
+    try:
+        node = Node(config, vm)
+    except OSError as exc:
+        host, port = config.address(vm)
+        what = (f"cannot bind {host}:{port}" if exc.filename is None
+                else f"cannot use {exc.filename}")
+        print(f"rainstorm: node {vm}: {what}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: node.stopped.set())
+    node.start()
+    print(f"node {vm} up at {node.membership.address}; log in {config.node_log_path(vm)}; "
+          f"type 'help' for commands", flush=True)
+    threading.Thread(target=repl, args=(node,), daemon=True, name="repl").start()
+    while not node.stopped.wait(1.0):
+        pass
+    node.shutdown()
+    return 0

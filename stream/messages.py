@@ -1,0 +1,42 @@
+"""RainStorm message catalogue: every message type of the stream engine, and its error codes.
+
+Append-only (cluster/messages.py says why). Three kinds of endpoint speak them: the leader
+node, every node's stream worker, and each task process's inbox (task_io.py).
+
+Leader -> worker node (worker.py):
+    stream.start_task {spec}                       -> ok {address: the task's inbox}
+    stream.stop_job {job}                          -> ok {stopped}
+Task process -> its own node (node_link.py, served by worker.py):
+    stream.hydfs_append {name, id} + bytes         -> ok {new}
+    stream.hydfs_create {name} + bytes             -> ok
+    stream.hydfs_read {name, offset, length}       -> ok {size} + bytes
+Task or worker -> leader (leader.py):
+    stream.report {job, task, stats, ...}          -> ok
+    stream.task_exit {job, task, vm, code}         -> ok
+Between tasks, and leader -> task inbox (one-way, no reply; task.py):
+    stream.block {job, from, to, id, enc, ...} + payload      upstream -> downstream
+    stream.ack {job, from, to, ids}                           downstream -> upstream
+    stream.schedule {job, tasks: [[stage, index, address]]}   leader -> every task
+    stream.stop {job}                                         leader -> every task
+"""
+
+from __future__ import annotations
+
+from cluster.messages import Catalogue
+
+STREAM = Catalogue("stream")
+
+START_TASK = STREAM.add("stream.start_task", ("spec",), "start a task process on this node")
+STOP_JOB = STREAM.add("stream.stop_job", ("job",), "stop this node's task processes of a job")
+HYDFS_APPEND = STREAM.add("stream.hydfs_append", ("name",), "append for a task process")
+HYDFS_CREATE = STREAM.add("stream.hydfs_create", ("name",), "create for a task process")
+HYDFS_READ = STREAM.add("stream.hydfs_read", ("name",), "a byte range for a task process")
+REPORT = STREAM.add("stream.report", ("job", "task", "stats"), "a task's counters, to the leader")
+TASK_EXIT = STREAM.add("stream.task_exit", ("job", "task"), "a task process exited on its own")
+BLOCK = STREAM.add("stream.block", ("job", "from", "to", "id", "enc"), "a block of tuples")
+ACK = STREAM.add("stream.ack", ("job", "from", "to", "ids"), "blocks safe downstream")
+SCHEDULE = STREAM.add("stream.schedule", ("job", "tasks"), "where every task of a job runs")
+STOP = STREAM.add("stream.stop", ("job",), "the job is over: stop")
+
+# Error codes (cluster/errors.py has those every node uses; HyDFS's pass through as they are).
+TASK_START_FAILED = "task_start_failed"    # the task process exited or hung before READY
