@@ -17,7 +17,8 @@ BAD_REQUEST = "bad_request"            # a message without a field its type requ
 UNKNOWN_MESSAGE = "unknown_message"    # a type no handler on this node serves
 PROTOCOL_ERROR = "protocol_error"      # bytes that break the wire format (wire.py)
 INTERNAL = "internal"                  # a bug in a handler: logged with its traceback
-UNREACHABLE = "unreachable"            # the node did not answer (local, never on the wire)
+UNREACHABLE = "unreachable"            # the node did not answer (raised by the caller; a node
+                                       # answering for a client, e.g. a task's, passes it on)
 SLOW = "slow"                          # it took the request but did not start answering in time
 
 
@@ -27,10 +28,6 @@ class CodedError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
-
-    @property
-    def reason(self) -> str:
-        return str(self)
 
 
 class HandlerError(CodedError):

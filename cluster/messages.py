@@ -59,16 +59,13 @@ class Catalogue:
     def __getitem__(self, name: str) -> MessageType:
         return self._types[name]
 
-    def __iter__(self):
-        return iter(self._types.values())
-
 
 CLUSTER = Catalogue("cluster")
 
 OK = CLUSTER.add("ok", (), "a request succeeded; its result fields ride along")
 ERROR = CLUSTER.add("error", ("code", "error"), "a request failed: code (errors.py) and reason")
-CTL = CLUSTER.add("ctl", ("argv",), "run one REPL command: argv, cwd, json; -> ctl_output*, "
-                  "then ctl_result")
+CTL = CLUSTER.add("ctl", (), "run one REPL command: argv, cwd, json; -> ctl_output*, then "
+                  "ctl_result (a bad argv is a usage error, ctl.py)")
 CTL_OUTPUT = CLUSTER.add("ctl_output", (), "a progress line (text) of a running command, or an "
                          "empty keepalive")
 CTL_RESULT = CLUSTER.add("ctl_result", ("ok",), "a command's end: ok with text and doc, or the "

@@ -28,7 +28,8 @@ from cluster.connection import Connection
 from cluster.errors import INTERNAL, SLOW, UNREACHABLE, CodedError
 from cluster.messages import ERROR
 
-CONNECT_TIMEOUT = 2.0      # a live node accepts at once; longer means down or cut off
+CONNECT_TIMEOUT = 2.0      # a live node accepts at once (even a paused one: the kernel
+                           # does); longer means the host is gone or cut off
 REPLY_TIMEOUT = 30.0       # a request's default patience for its reply
 TELL_TIMEOUT = 5.0
 
@@ -61,14 +62,15 @@ def check_reply(reply: dict) -> dict:
 class Peers:
     """Requests from this node (or task process) to nodes and task inboxes."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, connect_timeout: float = CONNECT_TIMEOUT):
         self.config = config
         self.key = wire.secret_key(config.secret)
+        self.connect_timeout = connect_timeout
 
     @classmethod
-    def by_address(cls, secret: str) -> "Peers":
+    def by_address(cls, secret: str, connect_timeout: float = CONNECT_TIMEOUT) -> "Peers":
         """Peers reached by address only (a task process knows no node names)."""
-        return cls(Config(secret=secret, nodes={}))
+        return cls(Config(secret=secret, nodes={}), connect_timeout)
 
     def address_of(self, target) -> tuple[str, int]:
         """A node name's configured address; "host:port" and (host, port) as they are."""
@@ -81,7 +83,7 @@ class Peers:
 
     def open(self, target, timeout: float | None = REPLY_TIMEOUT) -> Connection:
         try:
-            conn = Connection.open(self.address_of(target), self.key, CONNECT_TIMEOUT)
+            conn = Connection.open(self.address_of(target), self.key, self.connect_timeout)
         except OSError as exc:
             raise Unreachable(f"node {_label(target)} unreachable: {exc.strerror or exc}") from None
         conn.sock.settimeout(timeout)

@@ -29,6 +29,7 @@ import zlib
 from dataclasses import dataclass
 
 from hydfs.checked_read import BLOCK, piece_spans, read_piece
+from hydfs.idset import IdSet
 from hydfs.pending_log import Record
 from hydfs.replica_state import FileState
 
@@ -109,6 +110,27 @@ def _rebuild(st: FileState, folder: str, new: list[Record]) -> None:
                     yield from _read_base(base, st, item.offset, item.size)
     size, crcs = write_blocks(os.path.join(folder, new_file), chunks())
     st.base_file, st.base_size, st.base_crcs, st.index = new_file, size, crcs, index
+
+
+def rebuild_without(st: FileState, folder: str, drop) -> None:
+    """Write a new base without the merged appends whose ids are in `drop` (a fence refused
+    them after they were merged: fences.py)."""
+    kept = [e for e in _entries(st.index) if (e.client, e.seq) not in drop]
+    base_path = os.path.join(folder, st.base_file)
+    new_file = new_name()
+    index, offset = [], st.create_size
+    for item in kept:
+        index.append([item.client, item.seq, item.ts, offset, item.size])
+        offset += item.size
+
+    def chunks():
+        with open(base_path, "rb") as base:
+            yield from _read_base(base, st, 0, st.create_size)
+            for item in kept:
+                yield from _read_base(base, st, item.offset, item.size)
+    size, crcs = write_blocks(os.path.join(folder, new_file), chunks())
+    st.base_file, st.base_size, st.base_crcs, st.index = new_file, size, crcs, index
+    st.merged = IdSet.of((e.client, e.seq) for e in kept)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from hydfs import messages as m
 from hydfs import read_rules, write_rules
 from hydfs.cache import LruCache
 from hydfs.coordinator import too_small
+from hydfs.idset import IdSet
 from hydfs.names import BadName, check_name
 from hydfs.ring import ring_position
 from hydfs.service import HydfsService
@@ -203,6 +204,15 @@ class HydfsClient:
         self._invalidate(name)
         return {k: reply[k] for k in ("merged", "gen", "already", "seconds")}
 
+    def fence(self, name: str, key: str, epoch: int) -> IdSet:
+        """Fence `name` against writer `key`'s epochs below `epoch` (fences.py); the sealed
+        set: the ids of its appends from lower epochs that stand. HydfsError `fenced` if a
+        higher epoch fenced it already."""
+        reply = self._write(name, lambda vm: self.peers.call(
+            vm, {"t": m.FENCE, "name": name, "key": key, "epoch": epoch}, timeout=120))
+        self._invalidate(name)
+        return IdSet(reply["sealed"])
+
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, name: str, local_path: str) -> dict:
@@ -305,14 +315,19 @@ class HydfsClient:
             snap.close()
 
     def size(self, name: str) -> int:
-        """The file's size as its primary holds it now."""
+        """The file's size as its first answering replica holds it now. `no_such_file` only
+        if every replica answered that it holds none: one that did not answer may."""
+        silent = None
         for vm in self.owners(name):
             try:
                 summary = self.peers.call(vm, {"t": m.SUMMARY, "name": name}, 5)["summary"]
-            except (Unreachable, RemoteError):
+            except (Unreachable, RemoteError) as exc:
+                silent = exc
                 continue
             if summary:
                 return summary["size"]
+        if silent is not None:
+            raise HydfsError.of(silent)
         raise HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
 
     def read_bytes(self, name: str) -> bytes:

@@ -36,13 +36,15 @@ from cluster.chunks import drain
 from cluster.errors import HandlerError
 from cluster.messages import OK
 from cluster.rpc import RemoteError, Unreachable
+from hydfs import fences
 from hydfs import messages as m
 from hydfs import write_rules
+from hydfs.fences import Fence
 from hydfs.fanout import Fanout
 from hydfs.idset import IdSet
 from hydfs.merge import plan_merge
 from hydfs.service import HydfsService
-from hydfs.store import FileExists, LostCreateRace
+from hydfs.store import Fenced, FileExists, LostCreateRace
 from hydfs.summary import held_ids
 
 log = logging.getLogger("hydfs")
@@ -75,7 +77,8 @@ class Coordinator:
 
     def routes(self) -> dict:
         return {m.CREATE: self.handle_create, m.APPEND: self.handle_append,
-                m.MERGE: self.handle_merge, m.DISCARD: self.handle_discard}
+                m.MERGE: self.handle_merge, m.DISCARD: self.handle_discard,
+                m.FENCE: self.handle_fence}
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -202,10 +205,18 @@ class Coordinator:
         header = {"t": m.APPEND_REPLICA, "name": name, "id": [client, seq], "ts": ts}
         with Fanout(self.peers, others, header, size) as fanout:
             chunks = fanout.tee(conn.recv_bulk_chunks(size))
-            new = self.store.append_stream(name, client, seq, ts, size, chunks)
+            try:
+                new = self.store.append_stream(name, client, seq, ts, size, chunks)
+            except Fenced as exc:
+                drain(chunks)
+                raise HandlerError(m.FENCED, str(exc)) from None
             if not new:
                 drain(chunks)      # a retry of an append we hold: the replicas dedupe it too
             fanout.finish()
+        fenced_by = write_rules.fenced_by(fanout.codes)
+        if fenced_by:              # our copy missed a fence: learn it (it drops the append)
+            self.service.learn_fences_from(fenced_by[0], name)
+            raise HandlerError(m.FENCED, f"{name}: {client} was replaced by a newer writer")
         catch_up = write_rules.to_catch_up(fanout.codes)
         results = self.service.parallel(
             lambda vm: self._catch_up(vm, name, header, (client, seq)), catch_up)
@@ -263,7 +274,7 @@ class Coordinator:
         with self._lock(name):
             result = self._merge(name, owners)
         result["seconds"] = round(time.monotonic() - started, 4)
-        conn.send(dict(result, t="ok"))
+        conn.send(dict(result, t=OK))
 
     def _merge(self, name: str, owners: list[str]) -> dict:
         """Every replica ends with all appends any of them holds, merged (merge.py)."""
@@ -281,13 +292,15 @@ class Coordinator:
         plan = plan_merge(summaries)
         if plan is None:
             return {"merged": 0, "gen": summaries[me]["gen"], "already": True}
+        self.store.learn_fences(name, plan.fences)    # before gathering: it filters by them
         for vm in others:                         # gather every append we lack
             if self.store.state(name).held().covers(plan.target):
                 break
             self.service.pull(name, vm)
         merge_id = f"{me}-{uuid.uuid4().hex[:8]}"
         request = {"t": m.APPLY_MERGE, "name": name, "gen": plan.gen,
-                   "merge_id": merge_id, "target": plan.target.to_wire()}
+                   "merge_id": merge_id, "target": plan.target.to_wire(),
+                   "fences": plan.fences.to_wire()}
         self._apply_everywhere(name, request, others, summaries, plan, merge_id)
         log.info("MERGE %s: %d appends, generation %d on %s", name, len(plan.target),
                  plan.gen, ",".join(owners))
@@ -304,7 +317,7 @@ class Coordinator:
         appends is sent them first."""
         def apply(vm):
             if vm == self.service.vm:
-                if self.store.apply_merge(name, plan.gen, merge_id, plan.target):
+                if self.store.apply_merge(name, plan.gen, merge_id, plan.target, plan.fences):
                     raise HandlerError(m.MERGE_FAILED,
                                        f"merge of {name}: could not gather every append")
                 return True
@@ -318,3 +331,63 @@ class Coordinator:
             ok = sum(1 for r in results if r is True)
             raise not_enough_replicas(name, ok, len(others) + 1)
 
+    # -- fence ------------------------------------------------------------------------------
+
+    def handle_fence(self, conn, msg: dict) -> None:
+        """Fence `name` against writer `key`'s epochs below `epoch` (fences.py): begin on
+        every replica, seal with what they held, and make each hold exactly that."""
+        name = m.file_name(msg)
+        key, epoch = m.fence_of(msg)
+        owners = self._owners_or_refuse(name)
+        self._ensure_local_copy(name, owners)
+        with self._lock(name):
+            sealed = self._fence(name, owners, key, epoch)
+        log.info("FENCE %s: %s below epoch %d sealed with %d appends", name, key, epoch,
+                 len(sealed))
+        conn.send({"t": OK, "sealed": sealed.to_wire()})
+
+    def _fence(self, name: str, owners: list[str], key: str, epoch: int) -> IdSet:
+        me = self.service.vm
+        others = [vm for vm in owners if vm != me]
+
+        def begin(vm):
+            if vm == me:
+                return self.store.begin_fence(name, key, epoch)
+            reply = self.peers.call(vm, {"t": m.FENCE_BEGIN, "name": name, "key": key,
+                                         "epoch": epoch}, 30)
+            prior = Fence.from_wire(reply["prior"]) if reply.get("prior") else None
+            return prior, IdSet(reply["held"])
+        begun = self._everywhere(name, begin, owners)
+        sealed = fences.seal({vm: held for vm, (_, held) in begun.items()},
+                             [prior for prior, _ in begun.values()], key, epoch)
+        lacking = self.store.seal_fence(name, key, epoch, sealed)
+        for vm in others:                       # gather what we lack of the sealed set
+            if not lacking:
+                break
+            self.service.pull(name, vm)
+            lacking = [i for i in lacking if not self.store.state(name).holds(tuple(i))]
+        if lacking:
+            raise HandlerError(m.MERGE_FAILED, f"fence of {name}: could not gather "
+                                               f"{len(lacking)} appends")
+
+        def seal(vm):
+            request = {"t": m.FENCE_SEAL, "name": name, "key": key, "epoch": epoch,
+                       "sealed": sealed.to_wire()}
+            reply = self.peers.call(vm, request, 30)
+            if reply["lacking"]:
+                self.service.push(name, vm, exclude=held_ids(reply["summary"]))
+            return True
+        self._everywhere(name, seal, others)
+        return sealed
+
+    def _everywhere(self, name: str, step, vms: list[str]) -> dict:
+        """step(vm) on every replica at once; their results, or the refusal: fenced if any
+        replica is, not enough replicas if any failed otherwise."""
+        results = dict(zip(vms, self.service.parallel(step, vms)))
+        failed = {vm: r for vm, r in results.items() if isinstance(r, Exception)}
+        if any(isinstance(r, Fenced) or getattr(r, "code", None) == m.FENCED
+               for r in failed.values()):
+            raise HandlerError(m.FENCED, f"{name}: fenced by a newer epoch already")
+        if failed:
+            raise not_enough_replicas(name, len(vms) - len(failed), len(vms))
+        return results

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hydfs.fences import Fences
 from hydfs.idset import IdSet
-from hydfs.summary import held_ids
+from hydfs.summary import fences_of, held_ids
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class MergePlan:
     gen: int                      # generation number for the result (informational)
     target: IdSet                 # every append any replica holds: all get merged
     missing: dict                 # replica -> ids of `target` it must be sent first
+    fences: Fences                # the strongest fences any replica knows (fences.py)
 
 
 def plan_merge(summaries: dict[str, dict]) -> MergePlan | None:
@@ -43,7 +45,10 @@ def plan_merge(summaries: dict[str, dict]) -> MergePlan | None:
     if all(len(IdSet(s["pending"])) == 0 for s in summaries.values()) and \
             all(m == merged_sets[0] for m in merged_sets):
         return None
-    holdings = {r: held_ids(s) for r, s in summaries.items()}
+    fences = Fences()
+    for s in summaries.values():
+        fences = fences.merged_with(fences_of(s))
+    holdings = {r: fences.admissible(held_ids(s)) for r, s in summaries.items()}
     target = IdSet()
     for ids in holdings.values():
         target = target.union(ids)
@@ -51,4 +56,4 @@ def plan_merge(summaries: dict[str, dict]) -> MergePlan | None:
     for replica, ids in holdings.items():
         if not ids.covers(target):
             missing[replica] = [list(i) for i in target if i not in ids]
-    return MergePlan(max(s["gen"] for s in summaries.values()) + 1, target, missing)
+    return MergePlan(max(s["gen"] for s in summaries.values()) + 1, target, missing, fences)

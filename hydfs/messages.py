@@ -8,6 +8,7 @@ Coordinated writes (client -> a replica of the file, which coordinates; coordina
     hydfs.create {name, file_id} + bytes           -> ok {replicas}
     hydfs.append {name, id: [client, seq], ts} + bytes   -> ok {new, replicas}
     hydfs.merge {name}                             -> ok {merged, gen, already, seconds}
+    hydfs.fence {name, key, epoch}                 -> ok {sealed}   (fences.py)
 Replica side (coordinator or client -> a replica; service.py):
     hydfs.summary {name}                           -> ok {summary or null}
     hydfs.manifest {}                              -> ok {files: name -> summary}
@@ -20,6 +21,8 @@ Replica side (coordinator or client -> a replica; service.py):
     hydfs.append_replica {name, id, ts} + bytes    -> ok, or error `missing`
     hydfs.apply_merge {name, gen, merge_id, target} -> ok {missing: [ids]}
     hydfs.discard {name, file_id}                  -> ok   (undo a failed create)
+    hydfs.fence_begin {name, key, epoch}           -> ok {prior, held}
+    hydfs.fence_seal {name, key, epoch, sealed}    -> ok {lacking, summary}
 State transfers (inside hydfs.fetch / hydfs.state; transfer.py):
     hydfs.records {name, count}, then count x hydfs.record {id, ts} + bytes
 Client commands run on another node (hydfs/commands.py):
@@ -59,6 +62,12 @@ DATA = HYDFS.add("hydfs.data", ("version",), "a get's answer, the bytes after it
 NOT_MODIFIED = HYDFS.add("hydfs.not_modified", ("version",), "a get's answer: your copy is current")
 RECORDS = HYDFS.add("hydfs.records", ("count",), "how many records follow in a transfer")
 RECORD = HYDFS.add("hydfs.record", ("id", "ts"), "one append record, its bytes after it")
+FENCE = HYDFS.add("hydfs.fence", ("name", "key", "epoch"),
+                  "fence a file against a writer's older epochs (coordinated)")
+FENCE_BEGIN = HYDFS.add("hydfs.fence_begin", ("name", "key", "epoch"),
+                        "refuse the writer's older epochs; report what is held")
+FENCE_SEAL = HYDFS.add("hydfs.fence_seal", ("name", "key", "epoch", "sealed"),
+                       "keep exactly these appends of the writer's older epochs")
 
 # Error codes (cluster/errors.py has those every node uses).
 NO_SUCH_FILE = "no_such_file"              # no replica (or not this one) holds the name
@@ -69,9 +78,9 @@ TOO_FEW_NODES = "too_few_nodes"            # the cluster has fewer live nodes th
 BEHIND = "behind"                          # this replica lacks the reader's last append (yet)
 MISSING = "missing"                        # an append_replica for a file this node lacks
 BAD_NAME = "bad_name"                      # a name that names.check_name refuses
-CORRUPT = "corrupt"                        # a copy failed its checksums (it is set aside)
 MERGE_FAILED = "merge_failed"              # a replica could not gather every append to merge
 LOCAL_FILE = "local_file"                  # a client's local path cannot be read or written
+FENCED = "fenced"                          # a writer (or fence) that a newer epoch replaced
 
 
 def file_name(msg: dict) -> str:
@@ -98,6 +107,15 @@ def append_size(msg: dict) -> int:
     if size > MAX_APPEND_BYTES:
         raise wire.ProtocolError(f"append of {size} bytes exceeds {MAX_APPEND_BYTES}")
     return size
+
+
+def fence_of(msg: dict) -> tuple[str, int]:
+    """(key, epoch) of a fence request."""
+    key, epoch = msg["key"], msg["epoch"]
+    if not isinstance(key, str) or not key or not isinstance(epoch, int) or \
+            isinstance(epoch, bool) or epoch < 0:
+        raise HandlerError(BAD_REQUEST, "bad fence key or epoch")
+    return key, epoch
 
 
 def byte_range(msg: dict, size: int) -> tuple[int, int]:

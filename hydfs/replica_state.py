@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
+from hydfs.fences import Fences
 from hydfs.idset import IdSet
 from hydfs.pending_log import Record
 
@@ -37,13 +38,17 @@ class FileState:
     pending_size: int = 0         # bytes of the pending log in use
     create_size: int = 0          # the base starts with the create's content, this long
     index: list = field(default_factory=list)   # merged appends: [client, seq, ts, offset, size]
+    fences: Fences = field(default_factory=Fences)   # replaced writers, by key (fences.py)
 
     def meta(self) -> dict:
-        return {"name": self.name, "file_id": self.file_id, "gen": self.gen,
-                "merge_id": self.merge_id, "merged": self.merged.to_wire(),
-                "base_file": self.base_file, "base_size": self.base_size,
-                "base_crcs": self.base_crcs, "pending_file": self.pending_file,
-                "create_size": self.create_size, "index": self.index}
+        doc = {"name": self.name, "file_id": self.file_id, "gen": self.gen,
+               "merge_id": self.merge_id, "merged": self.merged.to_wire(),
+               "base_file": self.base_file, "base_size": self.base_size,
+               "base_crcs": self.base_crcs, "pending_file": self.pending_file,
+               "create_size": self.create_size, "index": self.index}
+        if self.fences:
+            doc["fences"] = self.fences.to_wire()
+        return doc
 
     @classmethod
     def from_meta(cls, meta: dict) -> FileState:
@@ -51,13 +56,17 @@ class FileState:
         return cls(meta["name"], meta["file_id"], meta["gen"], meta["merge_id"],
                    IdSet(meta["merged"]), meta["base_file"], meta["base_size"],
                    meta["base_crcs"], meta["pending_file"],
-                   create_size=meta["create_size"], index=meta["index"])
+                   create_size=meta["create_size"], index=meta["index"],
+                   fences=Fences.from_wire(meta.get("fences")))
 
     def summary(self) -> dict:
         """What a peer needs to compare replicas (manifests, merge, re-replication)."""
-        return {"name": self.name, "file_id": self.file_id, "gen": self.gen,
-                "merge_id": self.merge_id, "merged": self.merged.to_wire(),
-                "pending": self.pending_ids.to_wire(), "size": self.size}
+        doc = {"name": self.name, "file_id": self.file_id, "gen": self.gen,
+               "merge_id": self.merge_id, "merged": self.merged.to_wire(),
+               "pending": self.pending_ids.to_wire(), "size": self.size}
+        if self.fences:
+            doc["fences"] = self.fences.to_wire()
+        return doc
 
     @property
     def size(self) -> int:

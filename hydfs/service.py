@@ -31,8 +31,10 @@ from hydfs.idset import IdSet
 from hydfs.read_ahead import CheckedRanges
 from hydfs.read_rules import is_behind
 from hydfs.ring import Ring
-from hydfs.store import CorruptReplica, FileExists, LostCreateRace, NoSuchFile, ReplicaStore
-from hydfs.summary import held_ids
+from hydfs.fences import Fences
+from hydfs.store import (CorruptReplica, Fenced, FileExists, LostCreateRace, NoSuchFile,
+                         ReplicaStore)
+from hydfs.summary import fences_of, held_ids
 from membership.service import MembershipService
 
 log = logging.getLogger("hydfs")
@@ -65,7 +67,8 @@ class HydfsService:
                 m.GET: self.handle_get, m.FETCH: self.handle_fetch, m.STATE: self.handle_state,
                 m.CREATE_REPLICA: self.handle_create_replica,
                 m.APPEND_REPLICA: self.handle_append_replica,
-                m.APPLY_MERGE: self.handle_apply_merge}
+                m.APPLY_MERGE: self.handle_apply_merge, m.FENCE_BEGIN: self.handle_fence_begin,
+                m.FENCE_SEAL: self.handle_fence_seal}
 
     def on_membership(self, events) -> None:
         """A membership change: re-replicate now (a membership listener)."""
@@ -183,6 +186,8 @@ class HydfsService:
         if summary is None or (mine is not None and
                                mine.held().covers(IdSet(summary["merged"]))):
             drain(conn.recv_bulk_chunks(size))   # we hold all its base has: records suffice
+            self.store.learn_fences(name, Fences.from_wire(
+                msg.get("fences") if summary is None else summary.get("fences")))
         else:
             with self.in_flight.holding(name):
                 self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
@@ -217,6 +222,9 @@ class HydfsService:
                 self.store.append_stream(name, client, seq, ts, size, chunks)
         except NoSuchFile:
             pass
+        except Fenced as exc:
+            drain(chunks)
+            raise HandlerError(m.FENCED, str(exc)) from None
         drain(chunks)                     # not stored (missing file, or a retry)
         st = self.store.get_state(name)
         if st is None or not st.holds((client, seq)):
@@ -227,10 +235,43 @@ class HydfsService:
         name, _ = self._held(msg)
         try:
             missing = self.store.apply_merge(name, int(msg["gen"]), str(msg["merge_id"]),
-                                             IdSet(msg["target"]))
+                                             IdSet(msg["target"]),
+                                             Fences.from_wire(msg.get("fences")))
         except (KeyError, TypeError, ValueError) as exc:
             raise HandlerError(BAD_REQUEST, f"bad apply_merge request: {exc}") from None
         conn.send({"t": OK, "missing": missing})
+
+    def handle_fence_begin(self, conn, msg: dict) -> None:
+        name, _ = self._held(msg)
+        key, epoch = m.fence_of(msg)
+        try:
+            prior, held = self.store.begin_fence(name, key, epoch)
+        except Fenced as exc:
+            raise HandlerError(m.FENCED, str(exc)) from None
+        conn.send({"t": OK, "prior": prior.to_wire() if prior else None,
+                   "held": held.to_wire()})
+
+    def handle_fence_seal(self, conn, msg: dict) -> None:
+        name, _ = self._held(msg)
+        key, epoch = m.fence_of(msg)
+        try:
+            lacking = self.store.seal_fence(name, key, epoch, IdSet(msg["sealed"]))
+        except Fenced as exc:
+            raise HandlerError(m.FENCED, str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise HandlerError(BAD_REQUEST, f"bad sealed set: {exc}") from None
+        conn.send({"t": OK, "lacking": lacking,
+                   "summary": self.store.state(name).summary()})
+
+    def learn_fences_from(self, vm: str, name: str) -> None:
+        """Adopt the fences node `vm` knows for `name` (it refused a write of ours as fenced:
+        our copy is behind on them)."""
+        try:
+            summary = self.peers.call(vm, {"t": m.SUMMARY, "name": name}, 5)["summary"]
+        except (Unreachable, RemoteError):
+            return
+        if summary:
+            self.store.learn_fences(name, fences_of(summary))
 
     # -- pulling and pushing state ----------------------------------------------------------
 

@@ -18,6 +18,7 @@ bytes are in (never while a peer is still sending).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -25,13 +26,16 @@ import threading
 from cluster.chunks import drain
 from hydfs import base_file, layout, pending_log
 from hydfs.checked_read import WINDOW, CorruptReplica, as_bytes, piece_spans, read_piece
+from hydfs.fences import Fence, Fences, lower_epochs, stronger
 from hydfs.idset import IdSet
 from hydfs.pending_log import Record
 from hydfs.replica_state import FileState, Piece, Snapshot
 from hydfs.spool import spool
 
-__all__ = ["ReplicaStore", "FileExists", "LostCreateRace", "NoSuchFile", "CorruptReplica",
-           "FileState", "Snapshot", "Record"]
+log = logging.getLogger("hydfs")
+
+__all__ = ["ReplicaStore", "FileExists", "LostCreateRace", "NoSuchFile", "Fenced",
+           "CorruptReplica", "FileState", "Snapshot", "Record"]
 
 
 class FileExists(Exception):
@@ -44,6 +48,10 @@ class LostCreateRace(FileExists):
 
 class NoSuchFile(Exception):
     pass
+
+
+class Fenced(Exception):
+    """An append or a fence from a writer that a newer one has replaced (fences.py)."""
 
 
 class ReplicaStore:
@@ -106,17 +114,27 @@ class ReplicaStore:
     def append_stream(self, name: str, client: str, seq: int, ts: float, size: int,
                       chunks) -> bool:
         """Add one append whose bytes arrive as chunks; False if its id is already held (a
-        retry: the caller drains whatever of `chunks` is left). The bytes are taken in first
-        (`spool`), and the lock only to write them to the log."""
-        if self.state(name).holds((client, seq)):
+        retry: the caller drains whatever of `chunks` is left); Fenced if the file's fences
+        refuse it (before a byte is read, or after). The bytes are taken in first (`spool`),
+        and the lock only to write them to the log."""
+        if self._held_or_fenced(self.state(name), client, seq):
             return False
         with spool(chunks, size, self.root) as spooled:
             with self.lock(name):
                 st = self.state(name)
-                if st.holds((client, seq)):
+                if self._held_or_fenced(st, client, seq):
                     return False
                 self._write_streams(st, [(client, seq, ts, size, spooled)])
                 return True
+
+    @staticmethod
+    def _held_or_fenced(st: FileState, client: str, seq: int) -> bool:
+        """True if the append is held already; Fenced if its writer was replaced."""
+        if st.holds((client, seq)):
+            return True
+        if not st.fences.admits(client, seq):
+            raise Fenced(f"{st.name}: {client} was replaced by a newer writer")
+        return False
 
     def append_chunks(self, name: str, append_id: tuple[str, int]):
         """(size, ts, chunks) of a held append, pending or merged, read from a snapshot."""
@@ -132,7 +150,8 @@ class ReplicaStore:
 
     def add_records(self, name: str, records) -> None:
         """Add records (header, chunks), each written to disk as its bytes arrive; ids
-        already held are skipped (their bytes drained)."""
+        already held, and those the file's fences refuse, are skipped (their bytes
+        drained)."""
         with self.lock(name):
             st = self.state(name)
             self._write_streams(st, _unheld(st, records))
@@ -200,14 +219,18 @@ class ReplicaStore:
 
     # -- merge and whole-file installs --------------------------------------------------------
 
-    def apply_merge(self, name: str, gen: int, merge_id: str, target: IdSet) -> list:
+    def apply_merge(self, name: str, gen: int, merge_id: str, target: IdSet,
+                    fences: Fences | None = None) -> list:
         """Merge: the base becomes the create's content, then every append in `target` or
         already merged, sorted by (timestamp, client, seq) (merge.py). The content is thus a
         function of the set of appends alone, whatever merges came before or ran at once.
+        The coordinator's `fences` (the strongest any replica has) are adopted first.
 
         Returns the ids of `target` this replica lacks (nothing is changed then); the caller
         sends them and calls again. Appends not in `target` stay pending.
         """
+        if fences is not None:
+            self.learn_fences(name, fences)
         with self.lock(name):
             st = self.state(name)
             missing = [list(i) for i in target if not st.holds(i)]
@@ -245,11 +268,13 @@ class ReplicaStore:
         tmp, st = layout.receive_copy(self.root, name, summary["file_id"], summary["gen"],
                                       summary["merge_id"], IdSet(summary["merged"]), chunks,
                                       size, create_size, index)
+        st.fences = Fences.from_wire(summary.get("fences"))
         try:
             with self.lock(name):
                 old = self.get_state(name)
                 keep, snap = [], None
                 if old is not None and old.file_id == summary["file_id"]:
+                    st.fences = st.fences.merged_with(old.fences)
                     snap = self.snapshot(name)
                     keep = self.snapshot_records(snap, st.merged, merged_too=True)
                 try:
@@ -266,11 +291,68 @@ class ReplicaStore:
                         replace: bool) -> FileState:
         """Add the records, write the metadata, swap the copy in (caller holds the lock)."""
         self._write_streams(st, _unheld(st, records), folder=tmp)
+        self._enforce_fences(st, tmp)
         layout.write_meta(tmp, st)
         layout.swap_in(self.root, tmp, name, replace)
         with self._guard:
             self._files[name] = st
         return st
+
+    # -- fences (fences.py) ---------------------------------------------------------------------
+
+    def begin_fence(self, name: str, key: str, epoch: int) -> tuple[Fence | None, IdSet]:
+        """Refuse appends of writer `key` from epochs below `epoch` from now on (a
+        provisional fence, durable before this returns); Fenced if a newer epoch fenced the
+        file already. Returns the fence of `key` before, and the ids of `key`'s appends from
+        lower epochs this copy holds."""
+        with self.lock(name):
+            st = self.state(name)
+            prior = st.fences.get(key)
+            if prior is not None and prior.epoch > epoch:
+                raise Fenced(f"{name}: fenced at epoch {prior.epoch} already, not {epoch}")
+            if prior is None or prior.epoch < epoch:
+                st.fences = st.fences.with_fence(key, Fence(epoch))
+                layout.commit_meta(self.root, st)
+            return prior, lower_epochs(st.held(), key, epoch)
+
+    def seal_fence(self, name: str, key: str, epoch: int, sealed: IdSet) -> list:
+        """Seal the fence of `key` at `epoch` with `sealed`: drop the appends of lower
+        epochs not in it. Returns the ids of `sealed` this copy lacks (to be sent)."""
+        with self.lock(name):
+            st = self.state(name)
+            current = st.fences.get(key)
+            if current is not None and current.epoch > epoch:
+                raise Fenced(f"{name}: fenced at epoch {current.epoch} already, not {epoch}")
+            fence = stronger(current, Fence(epoch, sealed))
+            st.fences = st.fences.with_fence(key, fence)
+            self._enforce_fences(st, self._dir(name))
+            layout.commit_meta(self.root, st)
+            return [list(i) for i in fence.sealed if not st.holds(i)]
+
+    def learn_fences(self, name: str, fences: Fences) -> None:
+        """Adopt what `fences` knows that ours do not (from a peer), dropping appends they
+        refuse."""
+        if not fences:
+            return
+        with self.lock(name):
+            st = self.get_state(name)
+            if st is None or st.fences.covers(fences):
+                return
+            st.fences = st.fences.merged_with(fences)
+            self._enforce_fences(st, self._dir(name))
+            layout.commit_meta(self.root, st)
+
+    def _enforce_fences(self, st: FileState, folder: str) -> None:
+        """Drop what the fences of `st` refuse: a copy holds only appends they admit (a
+        replica that was cut off may have taken some its peers had refused)."""
+        refused = set(st.fences.refused(st.held()))
+        if not refused:
+            return
+        log.warning("FENCE %s: dropping %d appends of replaced writers", st.name, len(refused))
+        if any(i in st.merged for i in refused):
+            base_file.rebuild_without(st, folder, refused)
+        if any(r.id in refused for r in st.pending):
+            self._rewrite_pending(st, folder, [r for r in st.pending if r.id not in refused])
 
     def remove(self, name: str, reason: str = "") -> None:
         """Drop our copy (not a replica any more, or corrupt: then it is kept aside)."""
@@ -281,11 +363,12 @@ class ReplicaStore:
 
 
 def _unheld(st: FileState, records):
-    """(client, seq, ts, size, chunks) of the records `st` does not hold yet; the bytes of
-    the others are read and dropped, so a stream of records stays in step."""
+    """(client, seq, ts, size, chunks) of the records `st` does not hold yet and its fences
+    admit; the bytes of the others are read and dropped, so a stream of records stays in
+    step."""
     for header, chunks in records:
         client, seq = str(header["id"][0]), int(header["id"][1])
-        if st.holds((client, seq)):
+        if st.holds((client, seq)) or not st.fences.admits(client, seq):
             drain(chunks)
             continue
         yield (client, seq, float(header["ts"]), int(header["size"]), chunks)

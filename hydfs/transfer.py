@@ -1,13 +1,16 @@
 """Moving a file's replica state between nodes, streamed: base bytes, then pending records.
 
-A state transfer is two messages on one connection (types in messages.py):
+A state transfer is these messages on one connection (types in messages.py):
 
     {"t": "hydfs.state", "name": ..., "summary": {...}, "bulk": BASE_SIZE}   + base bytes
-    {"t": "hydfs.records", "records": [header, ...], "bulk": TOTAL}          + record bytes
+    {"t": "hydfs.records", "name": ..., "count": N}
+    N x {"t": "hydfs.record", "id": [client, seq], "ts": ..., "bulk": SIZE}  + its bytes
 
 `summary` is None in the first message when only records follow (the receiver keeps its own
-base). The base streams in bounded chunks straight from the sender's verified snapshot into
-the receiver's file; records are small appends and travel as one payload.
+base; the message then carries the sender's fences, which the summary holds otherwise). The
+base streams in bounded chunks straight from the sender's verified snapshot into the
+receiver's file, and so does each record; the receiver keeps only the records its fences
+admit (fences.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from cluster.chunks import drain
 from cluster.connection import Connection
 from cluster.rpc import check_reply
 from hydfs.checked_read import BLOCK
+from hydfs.fences import Fences
 from hydfs.idset import IdSet
 from hydfs.messages import RECORD, RECORDS, STATE
 from hydfs.read_ahead import CheckedRanges
@@ -41,7 +45,8 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
                                       size, ranges)
             records = store.snapshot_records(snap, IdSet(summary["merged"]))
         else:
-            conn.send_bulk_chunks({"t": STATE, "name": name, "summary": None}, 0, [])
+            conn.send_bulk_chunks({"t": STATE, "name": name, "summary": None,
+                                   "fences": snap.summary.get("fences")}, 0, [])
             records = store.snapshot_records(snap, exclude or IdSet(), merged_too=True)
         send_records(conn, name, records)
     finally:
@@ -78,6 +83,7 @@ def recv_state(conn: Connection, store: ReplicaStore, name: str) -> str:
     summary = msg.get("summary")
     if summary is None:
         drain(conn.recv_bulk_chunks(size))
+        store.learn_fences(name, Fences.from_wire(msg.get("fences")))
         store.add_records(name, recv_records(conn))
         return "records"
     # The base must be read off the socket before the records that follow it; the store

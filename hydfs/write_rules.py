@@ -19,8 +19,9 @@ ALREADY_CREATED is this create retried after its reply was lost: it succeeds aga
 Acknowledging an append. An append is acknowledged only once every current replica holds it
 on disk, so an acknowledged append survives any `replicas - 1` failures. Replicas that
 answered `missing` (they became replicas and do not hold the file yet) are caught up from the
-coordinator's copy; any other failure fails this attempt, which the client retries under the
-same append id, so nothing doubles.
+coordinator's copy; a replica that refuses it as `fenced` (its writer was replaced, and the
+coordinator's copy had not heard) fails it for good; any other failure fails this attempt,
+which the client retries under the same append id, so nothing doubles.
 
 Retrying. A write refused because a replica is unreachable (`not_enough_replicas`) or
 because the coordinator's view of the ring differs from the client's (`not_owner`) may
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from hydfs.messages import MISSING, NOT_ENOUGH_REPLICAS, NOT_OWNER
+from hydfs.messages import FENCED, MISSING, NOT_ENOUGH_REPLICAS, NOT_OWNER
 
 CREATE = "create"
 ALREADY_CREATED = "already_created"
@@ -55,6 +56,12 @@ def to_catch_up(failed: Mapping[str, str]) -> list[str]:
     """The replicas (of those whose fan-out failed, vm -> error code) that lack the file and
     get it whole from the coordinator before the append."""
     return sorted(vm for vm, code in failed.items() if code == MISSING)
+
+
+def fenced_by(failed: Mapping[str, str]) -> list[str]:
+    """The replicas that refused the append as fenced: its writer was replaced, and the
+    coordinator's copy had not heard (fences.py). The append fails, finally."""
+    return sorted(vm for vm, code in failed.items() if code == FENCED)
 
 
 def append_acknowledged(owners: Collection[str], failed: Mapping[str, str],

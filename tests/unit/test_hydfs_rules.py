@@ -78,7 +78,7 @@ def test_reads_go_to_the_primary_first_then_in_ring_order():
 
 @pytest.mark.parametrize("code, next_replica", [
     (UNREACHABLE, True), (SLOW, True), (NO_SUCH_FILE, True), (BEHIND, True),
-    (BAD_REQUEST, False), ("corrupt", False), (FILE_EXISTS, False),
+    (BAD_REQUEST, False), (FILE_EXISTS, False),
 ])
 def test_which_failures_move_a_read_to_the_next_replica(code, next_replica):
     assert r.tries_next_replica(code) is next_replica
