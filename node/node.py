@@ -58,8 +58,8 @@ class Node:
         self.coordinator = Coordinator(self.hydfs)
         self.hydfs_client = HydfsClient(self.hydfs, config.hydfs.cache_mb, write_deadline(config))
         self.worker = StreamWorker(config, vm, self.hydfs_client)
-        self.leader = (Leader(config, vm, self.membership, self.hydfs_client)
-                       if vm == config.leader else None)
+        self.leader = (Leader(config, vm, self.membership, self.hydfs_client,
+                              detection(config)) if vm == config.leader else None)
         self.commands = CommandRegistry()
         self.stopped = threading.Event()
         self._wire()
@@ -71,6 +71,7 @@ class Node:
                   hydfs_commands.routes(self.hydfs_client), self.worker.routes(),
                   {CTL: lambda conn, msg: ctl.serve(conn, msg, self.run_command)}]
         self.membership.add_listener(self.hydfs.on_membership)
+        self.membership.add_listener(self.worker.on_membership)
         if self.leader is not None:
             routes.append(self.leader.routes())
             self.membership.add_listener(self.leader.on_membership)
@@ -107,11 +108,15 @@ class Node:
         return Result(self.commands.help_text(), {"ok": True, "commands": self.commands.names()})
 
 
+def detection(config: Config) -> float:
+    """How long the cluster takes at most to declare a crashed node failed."""
+    m = config.membership
+    return detection_bound(m.protocol_period, m.ping_timeout, m.suspicion, m.suspicion_timeout)
+
+
 def write_deadline(config: Config) -> float:
     """How long a write keeps retrying: until a failed replica must have been detected."""
-    m = config.membership
-    return detection_bound(m.protocol_period, m.ping_timeout, m.suspicion,
-                           m.suspicion_timeout) + 2 * m.protocol_period + 2.0
+    return detection(config) + 2 * config.membership.protocol_period + 2.0
 
 
 def run_node(config: Config, vm: str) -> int:

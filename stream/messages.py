@@ -10,13 +10,15 @@ Task process -> its own node (node_link.py, served by worker.py):
     stream.hydfs_append {name, id} + bytes         -> ok {new}
     stream.hydfs_create {name} + bytes             -> ok
     stream.hydfs_read {name, offset, length}       -> ok {size} + bytes
+    stream.hydfs_fence {name, key, epoch}          -> ok {sealed}   (hydfs/fences.py)
+    stream.lease {job, task, epoch}                -> ok {stop: why, or null}
 Task or worker -> leader (leader.py):
     stream.report {job, task, stats, ...}          -> ok
     stream.task_exit {job, task, vm, code}         -> ok
 Between tasks, and leader -> task inbox (one-way, no reply; task.py):
-    stream.block {job, from, to, id, enc, ...} + payload      upstream -> downstream
-    stream.ack {job, from, to, ids}                           downstream -> upstream
-    stream.schedule {job, tasks: [[stage, index, address]]}   leader -> every task
+    stream.block {job, from, to, id, enc, epoch, ...} + payload   upstream -> downstream
+    stream.ack {job, from, to, ids, epoch}                        downstream -> upstream
+    stream.schedule {job, tasks: [[stage, index, address, epoch]]} leader -> every task
     stream.stop {job}                                         leader -> every task
 """
 
@@ -37,6 +39,11 @@ BLOCK = STREAM.add("stream.block", ("job", "from", "to", "id", "enc"), "a block 
 ACK = STREAM.add("stream.ack", ("job", "from", "to", "ids"), "blocks safe downstream")
 SCHEDULE = STREAM.add("stream.schedule", ("job", "tasks"), "where every task of a job runs")
 STOP = STREAM.add("stream.stop", ("job",), "the job is over: stop")
+HYDFS_FENCE = STREAM.add("stream.hydfs_fence", ("name", "key", "epoch"),
+                         "fence a file against a task's earlier attempts")
+LEASE = STREAM.add("stream.lease", ("job", "task", "epoch"),
+                   "a task attempt asks its node whether to go on")
 
 # Error codes (cluster/errors.py has those every node uses; HyDFS's pass through as they are).
 TASK_START_FAILED = "task_start_failed"    # the task process exited or hung before READY
+STALE_START = "stale_start"                # a start of an older attempt than one running

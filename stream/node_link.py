@@ -9,18 +9,19 @@ is a `RemoteError` carrying the node's error code (HyDFS's codes pass through un
 from __future__ import annotations
 
 from cluster import wire
-from cluster.rpc import Peers, RemoteError, Unreachable
-from hydfs.messages import NO_SUCH_FILE
+from cluster.rpc import Peers, Unreachable
+from hydfs.idset import IdSet
 from stream import messages as m
 
 TIMEOUT = 120.0
+CONNECT_TIMEOUT = 10.0     # its own node: a busy machine may be slow to accept
 
 
 class NodeLink:
     def __init__(self, node: tuple[str, int], leader: tuple[str, int], secret: str):
         self.node = node
         self.leader = leader
-        self.peers = Peers.by_address(secret)
+        self.peers = Peers.by_address(secret, CONNECT_TIMEOUT)
 
     def append(self, name: str, data: bytes, append_id: tuple[str, int] | None = None) -> dict:
         with self.peers.open(self.node, TIMEOUT) as conn:
@@ -46,14 +47,21 @@ class NodeLink:
                 "t": m.HYDFS_READ, "name": name, "offset": offset, "length": length})
             yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
 
-    def read_all(self, name: str) -> bytes | None:
-        """A whole (small) HyDFS file, or None if it does not exist."""
-        try:
-            return b"".join(self.read_range(name, 0, 1 << 62))
-        except RemoteError as exc:
-            if exc.code == NO_SUCH_FILE:
-                return None
-            raise
+    def fence(self, name: str, key: str, epoch: int) -> IdSet:
+        """Fence `name` against writer `key`'s epochs below `epoch`; the sealed set."""
+        reply = self.peers.call(self.node, {"t": m.HYDFS_FENCE, "name": name, "key": key,
+                                            "epoch": epoch}, timeout=TIMEOUT)
+        return IdSet(reply["sealed"])
+
+    def lease(self, job: str, task: list, epoch: int) -> dict:
+        """Ask the node whether this attempt should go on (and renew its lease)."""
+        return self.peers.call(self.node, {"t": m.LEASE, "job": job, "task": task,
+                                           "epoch": epoch}, timeout=5)
+
+    def read_all(self, name: str) -> bytes:
+        """A whole (small) HyDFS file; RemoteError if it cannot be read (`no_such_file` only
+        if no replica holds it)."""
+        return b"".join(self.read_range(name, 0, 1 << 62))
 
     def report(self, message: dict) -> None:
         self.peers.call(self.leader, message, timeout=TIMEOUT)

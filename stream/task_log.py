@@ -4,7 +4,8 @@ Every task owns one HyDFS file, ``rainstorm/<job>/<task>.log`` (readable with `g
 appends one JSON line per commit (at most one per `batch_interval`). Block ids are source
 block ids, ``"<partition>:<block>"`` (see source_plan.py): every stage deduplicates by them.
 
-    {"seq": 7,                       commit number (also the DEST append id of its output)
+    {"seq": 7,                       record number (a commit's is the seq of its DEST append)
+     "epoch": 2,                     the attempt that wrote it
      "done": {"0": [[1, 12]]},       blocks finished here (IdSet ranges: partition -> blocks+1)
      "blocks": ["0:13", "2:4"],      blocks processed in this commit (stateful/final tasks)
      "state": {"Warning": 17},       changed per-key state (aggregates)
@@ -16,7 +17,10 @@ A *stateless* task logs only "done" (and stats): replaying its input regenerates
 output. A *stateful* or *final* task logs "blocks", "state" and "out" before it sends
 anything (write-ahead), because its output depends on state that later input changes; a
 replacement resends the logged output instead of recomputing it, and the final stage
-re-appends a commit's rows to DEST under the same append id, which HyDFS stores once.
+appends a commit's rows to DEST again unless DEST's fence shows an earlier attempt did.
+
+Each attempt appends under its own client id, and fences the log before it reads it
+(hydfs/fences.py), so nothing an earlier attempt still tries to append lands after that.
 """
 
 from __future__ import annotations
@@ -68,15 +72,20 @@ class Recovered:
 
 
 def recover(data: bytes) -> Recovered:
-    """Replay a log. A torn last line (the task died mid-append) is ignored."""
-    rec = Recovered()
+    """Replay a log, in the order of its records' sequence numbers (replicas may hold the
+    appends of two attempts in different orders; numbers never repeat, since an attempt
+    starts after the last number its fenced log holds). A torn last line (the task died
+    mid-append) is ignored."""
+    records = []
     for line in data.split(b"\n"):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except ValueError:
             continue
+    rec = Recovered()
+    for record in sorted(records, key=lambda r: int(r.get("seq", 0))):
         _apply(rec, record)
     return rec
 

@@ -2,8 +2,13 @@
 
 The node that starts a task writes one JSON line: the task spec, the node's and the
 leader's addresses, and the cluster secret. The task binds an inbox port, prints
-``READY host:port`` on stdout, and runs until the leader stops the job. Its log lines go to
-stderr, which the node appends to the node's log directory.
+``READY host:port`` on stdout, and runs until the leader stops the job, a newer attempt
+replaces it, or its lease runs out. Its log lines go to stderr, which the node appends to
+the node's log directory.
+
+Exit status: 0 when it ended as told (or was replaced: a newer attempt runs), LOST_EXIT
+when it stopped on its own (its lease ran out: its node tells the leader), 3 when its node
+died, anything else when it crashed (its node tells the leader, which starts it again).
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ import time
 from cluster import wire
 from stream.node_link import NodeLink
 from stream.operators import load_operator
-from stream.task import OperatorTask, SourceTask, TaskSpec
+from stream.task import TaskRunner
 from stream.task_io import Inbox
+from stream.task_spec import TaskSpec
+
+LOST_EXIT = 4
 
 
 def main() -> int:
@@ -30,18 +38,15 @@ def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"%(asctime)s task {setup['spec']['job']}/%(message)s")
     spec = TaskSpec.from_wire(setup["spec"])
-    key = wire.secret_key(setup.get("secret", ""))
-    host = setup["node"][0]
-    inbox = Inbox(host, key)
-    link = NodeLink(tuple(setup["node"]), tuple(setup["leader"]), setup.get("secret", ""))
-    if spec.task.stage == 0:
-        task = SourceTask(spec, link, inbox)
-    else:
-        task = OperatorTask(spec, link, inbox, load_operator(spec.operator, spec.arg, spec.cwd))
+    secret = setup.get("secret", "")
+    inbox = Inbox(setup["node"][0], wire.secret_key(secret))
+    link = NodeLink(tuple(setup["node"]), tuple(setup["leader"]), secret)
+    operator = load_operator(spec.operator, spec.arg, spec.cwd) if spec.task.stage else None
+    runner = TaskRunner(spec, link, inbox, operator)
     print(f"READY {inbox.address}", flush=True)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    task.run()
-    return 0
+    runner.run()
+    return LOST_EXIT if runner.lost else 0
 
 
 def _exit_with_parent(parent: int) -> None:

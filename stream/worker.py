@@ -40,7 +40,8 @@ class StreamWorker:
         self.peers = Peers(config)
         self.address = config.address(vm)
         self.leader_address = config.address(config.leader)
-        self._procs: dict[tuple[str, tuple], subprocess.Popen] = {}
+        self._procs: dict[tuple[str, tuple], subprocess.Popen] = {}   # (job, task) -> process
+        self._epochs: dict[tuple[str, tuple], int] = {}   # ... and the attempt it runs
         self._spares: list[subprocess.Popen] = []
         self._stopping = False
         self._task_log = os.path.join(config.log_dir, f"vm{vm}-tasks.log")
@@ -49,13 +50,32 @@ class StreamWorker:
     def routes(self) -> dict:
         return {m.START_TASK: self.handle_start_task, m.STOP_JOB: self.handle_stop_job,
                 m.HYDFS_APPEND: self.handle_hydfs_append,
-                m.HYDFS_CREATE: self.handle_hydfs_create, m.HYDFS_READ: self.handle_hydfs_read}
+                m.HYDFS_CREATE: self.handle_hydfs_create, m.HYDFS_READ: self.handle_hydfs_read,
+                m.HYDFS_FENCE: self.handle_hydfs_fence, m.LEASE: self.handle_lease}
+
+    def on_membership(self, events) -> None:
+        """This node heard that the group declared it failed (it was paused or cut off):
+        the leader has started its tasks elsewhere, so stop them at once. (A speed-up: the
+        fences of their files refuse whatever they still try to write.)"""
+        if any(e.kind == "self_failed" for e in events):
+            with self._lock:
+                keys = list(self._procs)
+            if keys:
+                log.warning("TASK declared failed: stopping %d task processes", len(keys))
+            threading.Thread(target=lambda: [self._stop_proc(k, kill=True) for k in keys],
+                             daemon=True, name="stop-tasks").start()
 
     # -- task processes ---------------------------------------------------------------------
 
     def handle_start_task(self, conn, msg: dict) -> None:
         spec = msg["spec"]
         key = (spec["job"], tuple(spec["task"]))
+        epoch = int(spec.get("epoch", 1))
+        with self._lock:
+            running = self._epochs.get(key)
+        if running is not None and running > epoch:
+            raise HandlerError(m.STALE_START, f"task {spec['task']} runs here as attempt "
+                                              f"{running} already, not {epoch}")
         self._stop_proc(key)                       # a restart of a task we ran before
         proc = self._take_process()
         setup = {"spec": spec, "node": list(self.address), "leader": list(self.leader_address),
@@ -73,7 +93,8 @@ class StreamWorker:
                                f"{line or 'it exited'} (see {self._task_log})")
         with self._lock:
             self._procs[key] = proc
-        threading.Thread(target=self._watch, args=(key, proc), daemon=True).start()
+            self._epochs[key] = epoch
+        threading.Thread(target=self._watch, args=(key, proc, epoch), daemon=True).start()
         log.info("TASK %s/%s started on vm%s at %s", spec["job"], spec["task"], self.vm,
                  line.split()[1])
         conn.send({"t": OK, "address": line.split()[1]})
@@ -103,16 +124,17 @@ class StreamWorker:
                 return
             self._spares += [self._spawn() for _ in range(missing)]
 
-    def _watch(self, key, proc: subprocess.Popen) -> None:
+    def _watch(self, key, proc: subprocess.Popen, epoch: int) -> None:
         code = proc.wait()
         with self._lock:
             if self._procs.get(key) is not proc:
                 return                       # stopped or replaced on purpose
             del self._procs[key]
         if code != 0:
-            log.warning("TASK %s/%s exited with status %s", key[0], list(key[1]), code)
+            log.warning("TASK %s/%s attempt %d exited with status %s", key[0], list(key[1]),
+                        epoch, code)
             self._tell_leader({"t": m.TASK_EXIT, "job": key[0], "task": list(key[1]),
-                               "vm": self.vm, "code": code})
+                               "epoch": epoch, "vm": self.vm, "code": code})
 
     def handle_stop_job(self, conn, msg: dict) -> None:
         with self._lock:
@@ -122,10 +144,22 @@ class StreamWorker:
         conn.send({"t": OK, "stopped": len(keys)})
         self._top_up_spares()              # while the node is idle, ready for the next job
 
-    def _stop_proc(self, key) -> None:
+    def handle_lease(self, conn, msg: dict) -> None:
+        """A task attempt asks whether to go on: not if this node no longer runs it."""
+        key = (msg["job"], tuple(msg["task"]))
+        with self._lock:
+            current = self._epochs.get(key) if key in self._procs else None
+        stop = None if current == msg["epoch"] else \
+            ("this node does not run it" if current is None else f"attempt {current} runs")
+        conn.send({"t": OK, "stop": stop})
+
+    def _stop_proc(self, key, kill: bool = False) -> None:
         with self._lock:
             proc = self._procs.pop(key, None)
-        if proc is not None and proc.poll() is None:
+            self._epochs.pop(key, None)
+        if proc is not None and kill:
+            proc.kill()
+        elif proc is not None and proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(timeout=5)
@@ -159,6 +193,10 @@ class StreamWorker:
         data = conn.recv_bulk_bytes(wire.bulk_length(msg), MAX_APPEND)
         _hydfs(self.client.create_bytes, str(msg.get("name")), data)
         conn.send({"t": OK})
+
+    def handle_hydfs_fence(self, conn, msg: dict) -> None:
+        sealed = _hydfs(self.client.fence, str(msg["name"]), str(msg["key"]), int(msg["epoch"]))
+        conn.send({"t": OK, "sealed": sealed.to_wire()})
 
     def handle_hydfs_read(self, conn, msg: dict) -> None:
         name = str(msg["name"])

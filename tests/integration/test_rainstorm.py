@@ -13,7 +13,7 @@ from bench import reference_apps
 from bench.gen_traffic_signs import iter_lines, write_csv
 from cluster.local_cluster import CommandFailed, LocalCluster
 from stream.scheduler import TaskId, assign, workers_for
-from stream.task import csv_rows
+from stream.operator_core import csv_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

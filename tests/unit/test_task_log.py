@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stream import task_log
-from stream.task import csv_rows, upstream_of
+from stream.operator_core import csv_rows
+from stream.task_core import upstream_of
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,0 +1,235 @@
+"""A job's control at the leader: which attempt of each task runs where, and what to do next
+(pure).
+
+Theory of operation. The leader's shell (leader.py) feeds this core what it learns, each an
+input with the time: the live workers (`members`), the outcome of each start it was asked to
+make (`started`, `start_failed`), task processes that exited (`exited`), the tasks' reports
+(`report`), and the passing of time (`tick`). The core answers with effects (the dataclasses
+below) for the shell to carry out.
+
+Recovery is driven by one set: the tasks that are not running. Every `tick` places each of
+them on a live worker (the least loaded, avoiding one that just failed to start a task) and
+asks for a start, with a new epoch: every start of a task gets a higher one, which is what
+fences the attempts before it (hydfs/fences.py). Whatever goes wrong with a start or a
+running task only puts the task back into that set: a start refused or unanswered, a node
+that dies while it starts, a worker declared failed, a process that exits. So no single
+event can be missed: the set is re-evaluated until it is empty. A start's outcome that
+comes back for an older epoch than the task's current one is ignored.
+
+A task that keeps crashing (MAX_TASK_RESTARTS exits in a row, with no progress between)
+fails the job: its operator is broken.
+A job that makes no progress for `stall_timeout` seconds (no counter moved, no task
+started) fails too, saying why: which tasks are not running, and what the last attempt to
+start them answered. So no job hangs.
+
+The job is done when every source task has reported that all its blocks are safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.scheduler import TaskId, assign, reassign
+
+MAX_TASK_RESTARTS = 3          # a task that keeps dying (a broken operator) fails the job
+AVOID_FOR = 10.0               # seconds a worker that failed a start is passed over
+
+
+@dataclass(frozen=True)
+class StartTask:
+    task: TaskId
+    vm: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class SendSchedule:
+    """Tell every running attempt where every task runs: [[stage, index, address, epoch]]."""
+    entries: list
+    addresses: list               # where to send it
+
+
+@dataclass(frozen=True)
+class StopAttempt:
+    """Tell a replaced attempt to stop (a speed-up: fences refuse it anyway)."""
+    address: str
+
+
+@dataclass(frozen=True)
+class Say:
+    """A line for the user's console."""
+    text: str
+
+
+@dataclass(frozen=True)
+class Fail:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+DOWN, STARTING, RUNNING = "down", "starting", "running"
+
+
+@dataclass
+class TaskState:
+    vm: str | None = None
+    epoch: int = 0
+    phase: str = DOWN
+    address: str | None = None
+    stats: dict = field(default_factory=dict)
+    restarts: int = 0                # exits since the task last made progress
+    last_error: str = ""
+
+
+class JobCore:
+    def __init__(self, num_tasks: int, workers: list[str], now: float, stall_timeout: float,
+                 source_hosts: list[str] = ()):
+        placement = assign(workers, num_tasks, source_hosts=source_hosts)
+        self.tasks = {task: TaskState(vm=vm) for task, vm in placement.items()}
+        self.num_tasks = num_tasks
+        self.live = list(workers)
+        self.stall_timeout = stall_timeout
+        self.sources_done: set[int] = set()
+        self.failures_recovered = 0
+        self.finished = False
+        self._avoid: dict[str, float] = {}       # worker -> until when it is passed over
+        self._last_progress = now
+        self._effects: list = []
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list:
+        if self.finished:
+            return []
+        self._place_down_tasks(now)
+        if now - self._last_progress > self.stall_timeout:
+            self._fail(self._stall_reason())
+        return self._take()
+
+    def members(self, now: float, workers: list[str]) -> list:
+        """The live workers now: tasks on a worker that left or failed are down."""
+        gone = set(self.live) - set(workers)
+        self.live = list(workers)
+        lost = [t for t, st in self.tasks.items() if st.vm in gone and st.phase != DOWN]
+        for task in lost:
+            self._down(task, f"vm{self.tasks[task].vm} failed")
+        if lost:
+            self.failures_recovered += 1
+        return self._take()
+
+    def started(self, now: float, task: TaskId, epoch: int, address: str) -> list:
+        st = self.tasks[task]
+        if epoch != st.epoch or st.phase != STARTING:
+            self._effects.append(StopAttempt(address))   # a start overtaken by a newer one
+            return self._take()
+        st.phase, st.address = RUNNING, address
+        self._last_progress = now
+        self._send_schedule()
+        return self._take()
+
+    def start_failed(self, now: float, task: TaskId, epoch: int, reason: str) -> list:
+        st = self.tasks[task]
+        if epoch != st.epoch or st.phase != STARTING:
+            return []
+        self._avoid[st.vm] = now + AVOID_FOR
+        self._effects.append(Say(f"could not start task {task} on vm{st.vm}: {reason}"))
+        st.phase, st.last_error = DOWN, reason
+        return self._take()
+
+    def exited(self, now: float, task: TaskId, epoch: int, code) -> list:
+        st = self.tasks[task]
+        if epoch != st.epoch or st.phase == DOWN:
+            return []
+        st.restarts += 1
+        if st.restarts > MAX_TASK_RESTARTS:
+            self._fail(f"task {task} failed {st.restarts} times (an operator error? see "
+                       f"logs/vmNN-tasks.log); job stopped")
+            return self._take()
+        self._down(task, f"its process exited with status {code}")
+        self.failures_recovered += 1
+        return self._take()
+
+    def report(self, now: float, task: TaskId, epoch: int, stats: dict,
+               source_done: bool = False) -> list:
+        st = self.tasks[task]
+        if epoch != st.epoch:
+            return []                   # from a replaced attempt: not believed
+        if stats != st.stats:
+            st.stats = dict(stats)
+            st.restarts = 0              # it works: earlier exits were not its operator's
+            self._last_progress = now
+        if source_done and task.stage == 0 and task.index not in self.sources_done:
+            self.sources_done.add(task.index)
+            self._last_progress = now
+            if len(self.sources_done) == self.num_tasks:
+                self.finished = True
+                self._effects.append(Done())
+        return self._take()
+
+    # -- views ------------------------------------------------------------------------------
+
+    def running(self) -> dict[TaskId, str]:
+        """Address of every running attempt."""
+        return {t: st.address for t, st in self.tasks.items() if st.phase == RUNNING}
+
+    def not_running(self) -> list[TaskId]:
+        return sorted(t for t, st in self.tasks.items() if st.phase != RUNNING)
+
+    def totals(self) -> dict:
+        def total(stage, key):
+            return sum(st.stats.get(key, 0) for t, st in self.tasks.items() if t.stage == stage)
+        return {"in": total(0, "in"), "op1_out": total(1, "out"), "out": total(2, "out"),
+                "dropped": total(1, "dropped") + total(2, "dropped"),
+                "errors": total(1, "errors") + total(2, "errors")}
+
+    # -- placing ----------------------------------------------------------------------------
+
+    def _place_down_tasks(self, now: float) -> None:
+        """Start every task that is not running or starting: where it was if that worker
+        is fine (a crashed process restarts in place), else on the least loaded live
+        worker that has not just failed a start (scheduler.reassign)."""
+        down = sorted(t for t, st in self.tasks.items() if st.phase == DOWN)
+        usable = [vm for vm in self.live if self._avoid.get(vm, 0) <= now] or self.live
+        if not down or not usable:
+            return                       # no worker at all: wait (the stall bound applies)
+        moves = reassign({t: st.vm for t, st in self.tasks.items()}, usable)
+        for task in down:
+            st = self.tasks[task]
+            vm = moves.get(task, st.vm)
+            if st.epoch and vm != st.vm:
+                self._effects.append(Say(f"task {task} moves from vm{st.vm} to vm{vm}"))
+            st.vm, st.epoch, st.phase, st.address = vm, st.epoch + 1, STARTING, None
+            self._effects.append(StartTask(task, vm, st.epoch))
+
+    def _down(self, task: TaskId, why: str) -> None:
+        st = self.tasks[task]
+        if st.phase == RUNNING and st.address:
+            self._effects.append(StopAttempt(st.address))
+        st.phase, st.address, st.last_error = DOWN, None, why
+
+    def _send_schedule(self) -> None:
+        entries = [[t.stage, t.index, st.address, st.epoch]
+                   for t, st in sorted(self.tasks.items()) if st.phase == RUNNING]
+        self._effects.append(SendSchedule(entries, [e[2] for e in entries]))
+
+    def _stall_reason(self) -> str:
+        waiting = self.not_running()
+        if waiting:
+            why = "; ".join(f"{t}: {self.tasks[t].last_error or self.tasks[t].phase}"
+                            for t in waiting[:6])
+            return (f"no progress for {self.stall_timeout:g} s: {len(waiting)} tasks are not "
+                    f"running ({why}); live workers: {', '.join(self.live) or 'none'}")
+        return (f"no progress for {self.stall_timeout:g} s with every task running "
+                f"(sources done {len(self.sources_done)}/{self.num_tasks})")
+
+    def _fail(self, reason: str) -> None:
+        self.finished = True
+        self._effects.append(Fail(reason))
+
+    def _take(self) -> list:
+        effects, self._effects = self._effects, []
+        return effects

@@ -1,0 +1,271 @@
+"""An operator task's core: OP1 or OP2 on blocks, output forwarded or appended, acks when safe
+(pure).
+
+Blocks arriving are kept (delivery.py says which) and processed together every
+`batch_interval` (`state_flush_interval` for an aggregate). What one batch does depends on
+the task:
+
+- a *stateless* task (transform, filter) not in the last stage forwards each block's output
+  to the next stage (whole, or split by key when that stage aggregates) and logs nothing
+  but which blocks finished: replaying its input gives the same output;
+- a *stateful* (aggregate) or *last-stage* task logs the batch first (write-ahead): its
+  blocks, the state they changed and the output, one commit numbered `seq`. Its output
+  depends on state that later input changes, so a replacement resends the logged output
+  instead of recomputing it. The last stage then appends the commit's rows to HYDFS_DEST
+  under append id (this attempt, seq).
+
+Counters are exact after any failure: a write-ahead task counts a batch in its commit, any
+other task counts a block when it finishes (its "done" record carries the counts, and only
+then is the block acked, so a block redone after a crash is counted once).
+
+A replacement (`start`) redoes the commits its log holds but did not finish: it forwards
+their logged output again, or, in the last stage, appends their rows to DEST unless the
+DEST fence's sealed set (`dest_sealed`, the DEST appends of earlier attempts that stand)
+shows that some attempt already did.
+
+Outputs awaiting acks are resent when their task moves, and when no ack came for
+`resend_after` seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from hydfs.fences import writer_of
+from hydfs.idset import IdSet
+from stream import delivery
+from stream import messages as m
+from stream import task_log
+from stream.effects import AppendDest
+from stream.partition import route_block, split_by_key
+from stream.scheduler import TaskId
+from stream.source_plan import block_lines
+from stream.task_core import SAMPLE_ROWS, TaskCore, stage_salt
+from stream.task_log import Recovered
+from stream.task_spec import TaskSpec
+
+COUNTERS = ("in", "out", "dropped", "errors")
+
+
+def csv_rows(keys: list, values: list) -> bytes:
+    """`key,value` rows, quoted by CSV rules only where needed."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(zip(keys, values))
+    return out.getvalue().encode("utf-8")
+
+
+class OperatorCore(TaskCore):
+    def __init__(self, spec: TaskSpec, recovered: Recovered, now: float, operator,
+                 dest_sealed: IdSet | None = None):
+        super().__init__(spec, recovered, now)
+        self.op = operator
+        self.final = spec.final
+        self.write_ahead = self.final or operator.stateful
+        self.state = dict(recovered.state)
+        self.completed = recovered.completed
+        self.pending: dict[str, tuple[dict, bytes]] = {}   # arrived, not processed yet
+        self.inflight: dict[str, set] = {}     # block -> next-stage task indexes yet to ack
+        self.sent: dict[str, dict] = {}        # block -> {dest task: (message, payload)}
+        self.sent_at: dict[str, float] = {}    # block -> when its outputs last went out
+        self.counts: dict[str, dict] = {}      # stateless: block -> its counters, till done
+        self.newly_done: list[str] = []
+        self.heard: dict[int, float] = {}      # next-stage task index -> when it last acked
+        self.started = now
+        self.sample: list[str] = []
+        self.interval = spec.state_flush_interval if operator.stateful else spec.batch_interval
+        self._next_batch = now + self.interval
+        self._dest_done = _sealed_seqs(dest_sealed, spec.writer_key)
+
+    # -- a replacement's redo ---------------------------------------------------------------
+
+    def start(self, now: float) -> list:
+        rec = self.recovered
+        for seq in rec.unfinished_commits():
+            bids = [b for b in rec.commits[seq] if task_log.block_key(b) not in self.completed]
+            if self.final:
+                if seq not in self._dest_done:
+                    self._append_dest(seq, rec.commits[seq], rec.outputs)
+                for bid in bids:
+                    self._finish(bid)
+            else:
+                for bid in bids:
+                    self._forward(now, bid, rec.outputs.get(bid, {}))
+        return self._take()
+
+    # -- input ------------------------------------------------------------------------------
+
+    def on_message(self, now: float, message: dict, payload: bytes) -> None:
+        if message["t"] == m.ACK:
+            self._on_ack(now, message)
+        elif message["t"] == m.BLOCK:
+            bid = message["id"]
+            verdict = delivery.on_block(
+                int(message.get("epoch", 0)),
+                self.epochs.get(TaskId.from_wire(message["from"])),
+                task_log.block_key(bid) in self.completed,
+                bid in self.pending or bid in self.inflight)
+            if verdict == delivery.DROP:
+                self.dropped_stale += 1
+            elif verdict == delivery.ACK_AGAIN:
+                self.ack(bid)
+            elif verdict == delivery.PROCESS:
+                self.pending[bid] = (message, payload)
+
+    def _on_ack(self, now: float, message: dict) -> None:
+        if self.is_stale(message):
+            self.dropped_stale += 1
+            return
+        sender = TaskId.from_wire(message["from"]).index
+        self.heard[sender] = now
+        for bid in message["ids"]:
+            waiting = self.inflight.get(bid)
+            if waiting is None or sender not in waiting:
+                continue
+            waiting.discard(sender)
+            if not waiting:
+                del self.inflight[bid]
+                self.sent.pop(bid, None)
+                self.sent_at.pop(bid, None)
+                self._finish(bid)
+
+    # -- time -------------------------------------------------------------------------------
+
+    def on_tick(self, now: float) -> None:
+        if now >= self._next_batch:
+            self._next_batch = now + self.interval
+            if self.pending:
+                self._process_batch(now)
+            if self.newly_done:
+                self.log({"done": task_log.ids_of(self.newly_done).to_wire()})
+                self.newly_done = []
+            self.flush_acks()
+        for bid, when in list(self.sent_at.items()):
+            silent = [to for to in self.sent[bid] if to.index in self.inflight.get(bid, ())
+                      and delivery.resend_due(when, self.heard.get(to.index, self.started),
+                                              now, self.spec.resend_after)]
+            if silent:
+                self._resend(now, bid, self.sent[bid], only=silent)
+
+    def own_deadline(self, now: float) -> float:
+        deadline = self._next_batch
+        if self.sent_at:
+            deadline = min(deadline, min(self.sent_at.values()) + self.spec.resend_after)
+        return max(deadline, now)
+
+    def report_extras(self) -> dict:
+        sample, self.sample = self.sample, []
+        return {"sample": sample} if sample else {}
+
+    # -- processing -------------------------------------------------------------------------
+
+    def _process_batch(self, now: float) -> None:
+        batch, self.pending = self.pending, {}
+        outputs, counts = {}, {}
+        state_before = dict(self.state) if self.op.stateful else None
+        for bid, (message, payload) in batch.items():
+            result, n_in = None, message.get("lines")
+            if message["enc"] == "lines":
+                result = self.op.apply_lines(payload, message["first_line"], self.spec.src)
+            if result is None:
+                keys, values = self._tuples(message, payload)
+                n_in = len(keys) if n_in is None else n_in
+                result = self.op.apply(keys, values, self.state if self.op.stateful else None)
+            outputs[bid] = self._route(bid, result.keys, result.values)
+            counts[bid] = {"in": n_in, "out": len(result.keys), "dropped": result.dropped,
+                           "errors": result.errors}
+        if not self.write_ahead:
+            self.counts.update(counts)
+            for bid, outs in outputs.items():
+                self._forward(now, bid, outs)
+            return
+        for c in counts.values():       # counted in the commit: a replacement inherits them
+            for key in COUNTERS:
+                self.stats[key] += c[key]
+        changed = {k: v for k, v in self.state.items() if state_before.get(k) != v} \
+            if self.op.stateful else {}
+        seq = self.log({"blocks": list(batch), "state": changed, "out": outputs,
+                        "done": task_log.ids_of(self.newly_done).to_wire()})
+        self.newly_done = []
+        if self.final:
+            keys, values = self._append_dest(seq, list(batch), outputs)
+            if keys and len(self.sample) < SAMPLE_ROWS:
+                self.sample += csv_rows(keys[:SAMPLE_ROWS],
+                                        values[:SAMPLE_ROWS]).decode().splitlines()
+            for bid in batch:
+                self._finish(bid)
+        else:
+            for bid, outs in outputs.items():
+                self._forward(now, bid, outs)
+
+    def _tuples(self, message: dict, payload: bytes) -> tuple[list, list]:
+        if message["enc"] == "lines":
+            values = block_lines(payload)
+            first, src = message["first_line"], self.spec.src
+            return [f"{src}:{first + i}" for i in range(len(values))], values
+        keys, values = json.loads(payload)
+        return keys, values
+
+    def _route(self, bid: str, keys: list, values: list) -> dict:
+        if self.final:
+            return {"dest": [keys, values]} if keys else {}
+        n = self.spec.num_tasks
+        if self.spec.next_stateful:
+            return {str(i): [k, v] for i, (k, v) in enumerate(split_by_key(keys, values, n)) if k}
+        return {str(route_block(stage_salt(2, bid), n)): [keys, values]} if keys else {}
+
+    def _forward(self, now: float, bid: str, outs: dict) -> None:
+        if not outs:
+            self._finish(bid)
+            return
+        self.inflight[bid] = {int(d) for d in outs}
+        self.sent[bid] = {}
+        for dest, (keys, values) in outs.items():
+            to = TaskId(2, int(dest))
+            message = {"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
+                       "to": to.to_wire(), "id": bid, "enc": "json"}
+            payload = json.dumps([keys, values], separators=(",", ":")).encode()
+            self.sent[bid][to] = (message, payload)
+        self._resend(now, bid, self.sent[bid])
+
+    def _resend(self, now: float, bid: str, by_dest: dict, only=None) -> None:
+        self.sent_at[bid] = now
+        for to, (message, payload) in by_dest.items():
+            if to.index in self.inflight.get(bid, ()) and (only is None or to in only):
+                self.send(to, dict(message), payload)
+
+    def _finish(self, bid: str) -> None:
+        self.completed.add(*task_log.block_key(bid))
+        for key, n in self.counts.pop(bid, {}).items():
+            self.stats[key] += n
+        self.newly_done.append(bid)
+        self.ack(bid)
+
+    def on_moved(self, now: float, moved: list[TaskId]) -> None:
+        for bid, by_dest in list(self.sent.items()):
+            if any(to in moved for to in by_dest):
+                self._resend(now, bid, by_dest, only=moved)
+
+    # -- the last stage: rows into HYDFS_DEST -----------------------------------------------
+
+    def _append_dest(self, seq: int, bids: list, outputs: dict) -> tuple[list, list]:
+        """Append commit `seq`'s rows (the outputs of `bids`, in order) to DEST; the rows."""
+        keys, values = [], []
+        for bid in bids:
+            k, v = outputs.get(bid, {}).get("dest", ([], []))
+            keys += k
+            values += v
+        if keys:
+            self.emit(AppendDest(seq, csv_rows(keys, values)))
+        return keys, values
+
+
+def _sealed_seqs(sealed: IdSet | None, key: str) -> set[int]:
+    """The commit numbers whose rows some attempt of writer `key` has in DEST."""
+    seqs = set()
+    for client, seq in (sealed or ()):
+        writer = writer_of(client)
+        if writer is not None and writer[0] == key:
+            seqs.add(seq)
+    return seqs

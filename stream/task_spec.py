@@ -1,0 +1,80 @@
+"""What the leader tells a task attempt when it starts it: `TaskSpec`.
+
+A spec names the job and the task (stage, index), the attempt's `epoch` (every start or
+restart of a task gets a higher one: the fence of its log and DEST, fences.py), the files,
+the timings, the operator for stages 1 and 2, and a source's partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hydfs.fences import writer_client
+from stream.scheduler import TaskId
+from stream.source_plan import Partition
+
+DEFAULT_LEASE = 30.0
+
+
+@dataclass
+class TaskSpec:
+    job: str
+    task: TaskId
+    num_tasks: int
+    src: str
+    dest: str
+    batch_interval: float
+    state_flush_interval: float
+    operator: str = ""           # OP spec for stage 1/2
+    arg: str = ""
+    cwd: str = "."
+    next_stateful: bool = False  # is the next stage an aggregate (split by key)?
+    partition: Partition | None = None
+    block_bytes: int = 1 << 20
+    source_rate: float = 0.0     # lines per second per source task; 0: as fast as possible
+    epoch: int = 1               # this attempt's; higher for every restart of the task
+    lease: float = DEFAULT_LEASE  # stop after this long without word from node or leader
+    resend_after: float = 2.0    # resend a block unacked this long (its ack may be lost)
+
+    @property
+    def name(self) -> str:
+        return str(self.task)
+
+    @property
+    def writer_key(self) -> str:
+        """The fence key of this task's writes, the same for every attempt (fences.py)."""
+        return f"{self.job}/{self.task}"
+
+    @property
+    def writer(self) -> str:
+        """The client id of this attempt's appends to its log and to DEST."""
+        return writer_client(self.writer_key, self.epoch)
+
+    @property
+    def final(self) -> bool:
+        return self.task.stage == 2
+
+    def to_wire(self) -> dict:
+        return {"job": self.job, "task": self.task.to_wire(), "num_tasks": self.num_tasks,
+                "src": self.src, "dest": self.dest, "batch_interval": self.batch_interval,
+                "state_flush_interval": self.state_flush_interval,
+                "operator": self.operator, "arg": self.arg, "cwd": self.cwd,
+                "next_stateful": self.next_stateful,
+                "partition": self.partition.to_wire() if self.partition else None,
+                "block_bytes": self.block_bytes, "source_rate": self.source_rate,
+                "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after}
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "TaskSpec":
+        spec = cls(d["job"], TaskId.from_wire(d["task"]), int(d["num_tasks"]), d["src"],
+                   d["dest"], float(d["batch_interval"]), float(d["state_flush_interval"]),
+                   d.get("operator", ""), d.get("arg", ""), d.get("cwd", "."),
+                   bool(d.get("next_stateful")))
+        if d.get("partition"):
+            spec.partition = Partition.from_wire(d["partition"])
+        spec.block_bytes = int(d.get("block_bytes", spec.block_bytes))
+        spec.source_rate = float(d.get("source_rate", 0.0))
+        spec.epoch = int(d.get("epoch", 1))
+        spec.lease = float(d.get("lease", DEFAULT_LEASE))
+        spec.resend_after = float(d.get("resend_after", spec.resend_after))
+        return spec

@@ -1,0 +1,479 @@
+"""A deterministic simulator of a RainStorm job: the real cores under a seeded nemesis.
+
+Everything that decides is the production code: the leader's `JobCore`, each attempt's
+`SourceCore` / `OperatorCore`, the shipped operators and task_log's recovery. Around them
+this module is a fake world driven by one `random.Random` and a fake clock:
+
+- `SimHydfs`: files as lists of appends, stored once per append id, with the fences of
+  hydfs/fences.py (an append or a fence from a replaced epoch is refused; a fence seals what
+  stood). Operations are atomic: this checks the stream protocol against HyDFS's contract,
+  not HyDFS itself.
+- the network between attempts: every message is delayed, and may be reordered, duplicated
+  or dropped; a message to an attempt that is dead is lost, one to a zombie reaches it.
+- a shell per attempt that starts it as task.py does (fence the log, read it, fence DEST),
+  executes its effects in order, and may crash it before any effect;
+- the nemesis: crashes of task processes (their node reports the exit), workers declared
+  failed (their attempts die), workers declared failed whose attempts run on as zombies for a
+  while (they were only paused or cut off), starts that fail, workers that come back.
+
+`run(seed)` plays one job to its end and returns a `Outcome`: DEST's rows against the
+oracle's, whether the job finished, and a transcript to replay a failing seed by.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from bench import reference_apps
+from bench.gen_traffic_signs import iter_lines
+from hydfs.fences import Fence, Fences, lower_epochs
+from hydfs.idset import IdSet
+from stream import task_log
+from stream.effects import AppendDest, AppendLog, Report, Route, Send, Stop
+from stream.job_core import Done, Fail, JobCore, Say, SendSchedule, StartTask, StopAttempt
+from stream.messages import SCHEDULE, STOP
+from stream.operator_core import OperatorCore
+from stream.operators import load_operator
+from stream.scheduler import TaskId
+from stream.source_core import SourceCore
+from stream.source_plan import plan_partitions
+from stream.task_spec import TaskSpec
+
+APPS = {1: ("grep", "signs_select", "Stop"), 2: ("signs_by_category", "count", "Punched Telespar")}
+JOB, SRC, DEST = "j", "src", "dest"
+LEADER_TURN = 0.2
+MAX_CRASHES_PER_TASK = 2      # more in a row would look like a broken operator, failing the job
+
+
+class Fenced(Exception):
+    pass
+
+
+class SimHydfs:
+    """Append-only files with append-id dedup and fences (hydfs/fences.py), in memory."""
+
+    def __init__(self):
+        self.files: dict[str, list] = {}         # name -> [(append id, data)]
+        self.held: dict[str, IdSet] = {}
+        self.fences: dict[str, Fences] = {}
+
+    def create(self, name: str, data: bytes = b"") -> None:
+        self.files[name] = [(None, data)] if data else []
+        self.held[name] = IdSet()
+        self.fences[name] = Fences()
+
+    def append(self, name: str, data: bytes, append_id: tuple[str, int]) -> None:
+        if append_id in self.held[name]:
+            return
+        if not self.fences[name].admits(*append_id):
+            raise Fenced(f"{name}: {append_id[0]} was replaced")
+        self.files[name].append((append_id, data))
+        self.held[name].add(*append_id)
+
+    def fence(self, name: str, key: str, epoch: int) -> IdSet:
+        current = self.fences[name].get(key)
+        if current is not None and current.epoch > epoch:
+            raise Fenced(f"{name}: fenced at {current.epoch} already")
+        if current is not None and current.epoch == epoch:
+            return current.sealed
+        sealed = lower_epochs(self.held[name], key, epoch)
+        self.fences[name] = self.fences[name].with_fence(key, Fence(epoch, sealed))
+        return sealed
+
+    def read(self, name: str) -> bytes:
+        return b"".join(data for _, data in self.files[name])
+
+
+@dataclass
+class Knobs:
+    """One seed's world: what the nemesis does and how often."""
+    app: int
+    lines: int
+    num_tasks: int
+    workers: list
+    block_bytes: int
+    drop: float                   # per message between attempts
+    duplicate: float
+    crash_per_effect: float       # an attempt dies before an effect
+    faults: list                  # (time, kind, vm or task): the scheduled nemesis
+    start_fail: float             # a start refused
+    source_rate: float = 0.0      # lines per second per source (0: as fast as it can)
+    latency: tuple = (0.001, 0.03)
+
+
+@dataclass
+class Outcome:
+    seed: int
+    knobs: Knobs
+    finished: bool
+    failed: str
+    expected: Counter
+    got: Counter
+    records_out: int
+    transcript: list = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return self.finished and not self.failed and self.got == self.expected
+
+    def explain(self) -> str:
+        missing = self.expected - self.got
+        doubled = self.got - self.expected
+        head = (f"seed {self.seed}: finished={self.finished} failed={self.failed!r} "
+                f"missing={sum(missing.values())} extra={sum(doubled.values())} "
+                f"e.g. missing {list(missing)[:3]} extra {list(doubled)[:3]}\n"
+                f"knobs: {self.knobs}\n")
+        return head + "\n".join(self.transcript[-80:])
+
+
+def knobs_for(rng: random.Random) -> Knobs:
+    workers = [f"{i:02d}" for i in range(2, 2 + rng.randint(2, 4))]
+    kinds = ["crash", "fail", "zombie", "fail_and_return", "freeze", "freeze"]
+    faults = sorted((rng.uniform(0.02, 1.2), rng.choice(kinds), rng.choice(workers))
+                    for _ in range(rng.choice([0, 1, 2, 2, 3, 4])))
+    return Knobs(app=rng.choice([1, 2]), lines=rng.randint(8, 40),
+                 num_tasks=rng.randint(1, 3), workers=workers,
+                 block_bytes=rng.choice([200, 400, 900]),
+                 drop=rng.choice([0.0, 0.0, 0.02, 0.1]), duplicate=rng.choice([0.0, 0.05]),
+                 crash_per_effect=rng.choice([0.0, 0.0, 0.003, 0.01]), faults=faults,
+                 start_fail=rng.choice([0.0, 0.1]),
+                 source_rate=rng.choice([0.0, 20.0, 60.0]))
+
+
+class Attempt:
+    """One attempt of one task: its core, its worker, and whether it runs."""
+
+    def __init__(self, spec: TaskSpec, vm: str):
+        self.spec, self.vm = spec, vm
+        self.core = None
+        self.alive = True
+        self.zombie = False
+        self.address = f"{spec.task}@{spec.epoch}"
+        self.frozen_until = 0.0      # paused (SIGSTOP): nothing happens to it till then
+        self.routes: dict = {}
+        self.read_at = spec.partition.offset if spec.partition else 0
+
+
+class World:
+    def __init__(self, seed: int, knobs: Knobs | None = None):
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.k = knobs or knobs_for(self.rng)
+        self.now = 0.0
+        self.events: list = []
+        self.counter = 0
+        self.transcript: list[str] = []
+        self.hydfs = SimHydfs()
+        self.lines = list(iter_lines(self.k.lines, seed=seed))
+        self.src = "".join(line + "\n" for line in self.lines).encode()
+        self.attempts: dict[str, Attempt] = {}        # address -> attempt
+        self.crashes: Counter = Counter()             # task -> crashes the nemesis caused
+        self.armed: dict[str, float] = {}             # vm -> pause it this long mid-write
+        self.live = list(self.k.workers)
+        self.done = False
+        self.failed = ""
+        op1, op2, arg = APPS[self.k.app]
+        self.ops = (op1, op2, arg)
+        self.core = JobCore(self.k.num_tasks, list(self.live), 0.0, stall_timeout=60.0)
+        self.templates = self._templates()
+
+    # -- the event queue --------------------------------------------------------------------
+
+    def at(self, when: float, kind: str, *data) -> None:
+        self.counter += 1
+        heapq.heappush(self.events, (when, self.counter, kind, data))
+
+    def say(self, text: str) -> None:
+        self.transcript.append(f"{self.now:8.3f} {text}")
+
+    def run(self, until: float = 120.0) -> Outcome:
+        self.hydfs.create(SRC, self.src)
+        self.hydfs.create(DEST)
+        for task in self.core.tasks:
+            self.hydfs.create(task_log.log_name(JOB, str(task)))
+        for when, kind, target in self.k.faults:
+            self.at(when, "fault", kind, target)
+        self.at(0.0, "leader_tick")
+        while self.events and not self.done and not self.failed:
+            when, _, kind, data = heapq.heappop(self.events)
+            if when > until:
+                break
+            self.now = when
+            getattr(self, f"on_{kind}")(*data)
+        rows = Counter(self.hydfs.read(DEST).decode().splitlines())
+        return Outcome(self.seed, self.k, self.done, self.failed, self.expected(), rows,
+                       self.core.totals()["out"], self.transcript)
+
+    def expected(self) -> Counter:
+        _, _, arg = self.ops
+        if self.k.app == 1:
+            return reference_apps.app1_lines(self.lines, arg)
+        return reference_apps.app2_expected_rows(self.lines, arg)
+
+    # -- the leader -------------------------------------------------------------------------
+
+    def _templates(self) -> dict:
+        op1, op2, arg = self.ops
+        partitions = plan_partitions([self.src], len(self.src), self.k.num_tasks)
+        specs = {}
+        for task in self.core.tasks:
+            operator, op_arg = [("", ""), (op1, arg), (op2, "")][task.stage]
+            specs[task] = dict(
+                job=JOB, task=task, num_tasks=self.k.num_tasks, src=SRC, dest=DEST,
+                batch_interval=0.1, state_flush_interval=0.1, operator=operator, arg=op_arg,
+                next_stateful=task.stage == 1 and self.k.app == 2,
+                partition=partitions[task.index] if task.stage == 0 else None,
+                block_bytes=self.k.block_bytes, lease=5.0, resend_after=0.5,
+                source_rate=self.k.source_rate)
+        return specs
+
+    def leader(self, effects: list) -> None:
+        for effect in effects:
+            if isinstance(effect, StartTask):
+                self.at(self.now + self.rng.uniform(0.01, 0.1), "start", effect)
+            elif isinstance(effect, SendSchedule):
+                message = {"t": SCHEDULE, "job": JOB, "tasks": effect.entries}
+                for address in effect.addresses:
+                    self.deliver(address, dict(message), reliable=True)
+            elif isinstance(effect, StopAttempt):
+                self.deliver(effect.address, {"t": STOP, "job": JOB}, reliable=True)
+            elif isinstance(effect, Say):
+                self.say(f"leader: {effect.text}")
+            elif isinstance(effect, Fail):
+                self.failed = effect.reason
+                self.say(f"leader: job failed: {effect.reason}")
+            elif isinstance(effect, Done):
+                self.done = True
+                self.say("leader: job done")
+
+    def on_leader_tick(self) -> None:
+        self.leader(self.core.tick(self.now))
+        self.at(self.now + LEADER_TURN, "leader_tick")
+
+    def on_start(self, effect: StartTask) -> None:
+        if effect.vm not in self.live or self.rng.random() < self.k.start_fail:
+            self.say(f"start of {effect.task}@{effect.epoch} on vm{effect.vm} fails")
+            self.leader(self.core.start_failed(self.now, effect.task, effect.epoch, "refused"))
+            return
+        spec = TaskSpec(**self.templates[effect.task], epoch=effect.epoch)
+        attempt = Attempt(spec, effect.vm)
+        self.attempts[attempt.address] = attempt
+        self.say(f"start {attempt.address} on vm{effect.vm}")
+        self.leader(self.core.started(self.now, effect.task, effect.epoch, attempt.address))
+        self.begin(attempt)
+
+    # -- attempts ---------------------------------------------------------------------------
+
+    def begin(self, a: Attempt) -> None:
+        """As task.py starts: fence the log, read it, fence DEST (last stage), build."""
+        spec = a.spec
+        log_file = task_log.log_name(JOB, spec.name)
+        try:
+            self.hydfs.fence(log_file, spec.writer_key, spec.epoch)
+            recovered = task_log.recover(self.hydfs.read(log_file))
+            if spec.task.stage == 0:
+                a.core = SourceCore(spec, recovered, self.now)
+            else:
+                sealed = self.hydfs.fence(DEST, spec.writer_key, spec.epoch) \
+                    if spec.final else None
+                operator = load_operator(spec.operator, spec.arg)
+                a.core = OperatorCore(spec, recovered, self.now, operator, sealed)
+        except Fenced:
+            self.say(f"{a.address} fenced before it began")
+            a.alive = False
+            return
+        self.execute(a, a.core.start(self.now))
+        self.at(self.now, "turn", a.address)
+
+    def on_turn(self, address: str) -> None:
+        a = self.attempts[address]
+        if not a.alive:
+            return
+        if a.frozen_until > self.now:
+            self.at(a.frozen_until, "turn", address)
+            return
+        core = a.core
+        if isinstance(core, SourceCore) and core.wants_data:
+            part = a.spec.partition
+            end = part.offset + part.length
+            piece = self.rng.choice([64, 500, 4096])
+            data = self.src[a.read_at:min(end, a.read_at + piece)]
+            a.read_at += len(data)
+            self.execute(a, core.feed(self.now, data, a.read_at >= end))
+        if a.alive:
+            self.execute(a, core.tick(self.now))
+        if a.alive:
+            self.at(max(core.next_deadline(self.now), self.now + 0.001), "turn", address)
+
+    def on_message(self, address: str, message: dict, payload: bytes) -> None:
+        a = self.attempts.get(address)
+        if a is None or not a.alive or a.core is None:
+            return
+        if a.frozen_until > self.now:      # it waits in its socket till the process resumes
+            self.at(a.frozen_until, "message", address, message, payload)
+            return
+        self.execute(a, a.core.step(self.now, message, payload))
+
+    def execute(self, a: Attempt, effects: list) -> None:
+        spec = a.spec
+        cut = self._freeze_point(effects) if a.vm in self.armed and not a.zombie else None
+        for i, effect in enumerate(effects):
+            if not a.alive:
+                return
+            if i == cut:    # paused midway: the rest is done when it resumes, late
+                self._freeze(a.vm, type(effect).__name__)
+                self.at(a.frozen_until, "resume", a.address, effects[i:])
+                return
+            if self.rng.random() < self.k.crash_per_effect and \
+                    self.crashes[spec.task] < MAX_CRASHES_PER_TASK:
+                self.crash(a, f"before {type(effect).__name__}")
+                return
+            a.core.contact(self.now)
+            try:
+                if isinstance(effect, AppendLog):
+                    self.hydfs.append(task_log.log_name(JOB, spec.name),
+                                      task_log.encode(effect.record),
+                                      (spec.writer, effect.record["seq"]))
+                elif isinstance(effect, AppendDest):
+                    self.hydfs.append(DEST, effect.rows, (spec.writer, effect.seq))
+            except Fenced as exc:
+                self.say(f"{a.address} fenced: {exc}")
+                a.alive = False
+                return
+            if isinstance(effect, Route):
+                a.routes[effect.to] = effect.address
+            elif isinstance(effect, Send):
+                target = a.routes.get(effect.to)
+                if target is not None:
+                    self.deliver(target, dict(effect.message), effect.payload)
+            elif isinstance(effect, Report):
+                fields = effect.fields
+                self.at(self.now + self.rng.uniform(0.001, 0.05), "report", spec.task,
+                        spec.epoch, dict(fields["stats"]), bool(fields.get("source_done")))
+            elif isinstance(effect, Stop):
+                self.say(f"{a.address} stops: {effect.reason}")
+                a.alive = False
+                if effect.lost:       # its process exits: its node tells the leader
+                    self.at(self.now + self.rng.uniform(0.01, 0.2), "exited", spec.task,
+                            spec.epoch)
+                return
+
+    def _freeze_point(self, effects: list) -> int | None:
+        """Where a pause hurts: before a DEST append, else anywhere in a list that writes
+        (a list that does not write is let through: the pause waits for one that does)."""
+        writes = [i for i, e in enumerate(effects) if isinstance(e, (AppendLog, AppendDest))]
+        if not writes:
+            return None
+        dest = [i for i, e in enumerate(effects) if isinstance(e, AppendDest)]
+        if dest and self.rng.random() < 0.7:
+            return dest[0]
+        return self.rng.randrange(writes[0], len(effects))
+
+    def on_resume(self, address: str, effects: list) -> None:
+        self.execute(self.attempts[address], effects)
+
+    def on_report(self, task: TaskId, epoch: int, stats: dict, source_done: bool) -> None:
+        self.leader(self.core.report(self.now, task, epoch, stats, source_done))
+
+    def deliver(self, address: str, message: dict, payload: bytes = b"",
+                reliable: bool = False) -> None:
+        if not reliable and self.rng.random() < self.k.drop:
+            return
+        copies = 2 if not reliable and self.rng.random() < self.k.duplicate else 1
+        for _ in range(copies):
+            self.at(self.now + self.rng.uniform(*self.k.latency), "message", address,
+                    message, payload)
+
+    # -- the nemesis ------------------------------------------------------------------------
+
+    def crash(self, a: Attempt, why: str) -> None:
+        self.crashes[a.spec.task] += 1
+        a.alive = False
+        self.say(f"{a.address} crashes {why}")
+        self.at(self.now + self.rng.uniform(0.01, 0.2), "exited", a.spec.task, a.spec.epoch)
+
+    def on_exited(self, task: TaskId, epoch: int) -> None:
+        self.leader(self.core.exited(self.now, task, epoch, 1))
+
+    def on_fault(self, kind: str, vm: str) -> None:
+        busy = sorted({a.vm for a in self.attempts.values() if a.alive and not a.zombie})
+        if busy and self.rng.random() < 0.8:       # mostly a worker that runs something
+            vm = self.rng.choice(busy)
+        victims = [a for a in self.attempts.values() if a.vm == vm and a.alive and not a.zombie]
+        if kind == "crash":
+            if victims:
+                self.crash(self.rng.choice(victims), "(kill of its process)")
+            return
+        if kind == "freeze":
+            self.armed[vm] = self.rng.uniform(0.3, 3.0)
+            return
+        if vm not in self.live or len(self.live) < 2:
+            return
+        self.say(f"nemesis: vm{vm} declared failed ({kind})")
+        self.live.remove(vm)
+        for a in victims:
+            if kind == "zombie":
+                a.zombie = True           # runs on: it was only cut off
+                self.at(self.now + self.rng.uniform(0.2, 3.0), "zombie_ends", a.address)
+            else:
+                a.alive = False
+        self.leader(self.core.members(self.now, list(self.live)))
+        if kind in ("fail_and_return", "zombie"):
+            self.at(self.now + self.rng.uniform(0.3, 2.0), "returns", vm)
+
+    def _freeze(self, vm: str, before: str) -> None:
+        """SIGSTOP of worker `vm` with its task processes, as one of them is about to
+        write: the group declares it failed; its attempts resume later, as zombies, and
+        finish what they were doing, late."""
+        pause = self.armed.pop(vm)
+        declared = vm in self.live and len(self.live) > 1
+        self.say(f"nemesis: vm{vm} paused for {pause:.3f} s before {before}"
+                 + (", declared failed" if declared else ""))
+        for a in self.attempts.values():
+            if a.vm == vm and a.alive:
+                a.frozen_until = self.now + pause
+                if declared:          # replaced meanwhile: when it resumes, a zombie
+                    a.zombie = True
+                    self.at(a.frozen_until + self.rng.uniform(0.05, 1.0), "zombie_ends",
+                            a.address)
+        if declared:
+            self.live.remove(vm)
+            self.leader(self.core.members(self.now, list(self.live)))
+            self.at(self.now + pause + self.rng.uniform(0.1, 1.0), "returns", vm)
+
+    def on_zombie_ends(self, address: str) -> None:
+        a = self.attempts[address]
+        if a.frozen_until > self.now:       # it learns nothing while it is paused
+            self.at(a.frozen_until + self.rng.uniform(0.05, 0.5), "zombie_ends", address)
+            return
+        if a.alive:
+            self.say(f"{address}: its node learns it was declared failed and kills it")
+        a.alive = False
+
+    def on_returns(self, vm: str) -> None:
+        if vm not in self.live:
+            self.live.append(vm)
+            self.say(f"nemesis: vm{vm} rejoins")
+            self.leader(self.core.members(self.now, list(self.live)))
+
+
+def run(seed: int) -> Outcome:
+    return World(seed).run()
+
+
+def main(argv=None) -> int:
+    """`python -m tests.stream_sim SEED [SEED ...]`: replay seeds, print their transcripts."""
+    import sys
+    for seed in [int(a) for a in (argv if argv is not None else sys.argv[1:])]:
+        outcome = run(seed)
+        print(outcome.explain() if not outcome.exact else
+              f"seed {seed}: exact ({sum(outcome.got.values())} rows)\n"
+              + "\n".join(outcome.transcript))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
