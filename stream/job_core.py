@@ -110,9 +110,11 @@ class JobCore:
             self._fail(self._stall_reason())
         return self._take()
 
-    def members(self, now: float, workers: list[str]) -> list:
-        """The live workers now: tasks on a worker that left or failed are down."""
-        gone = set(self.live) - set(workers)
+    def members(self, now: float, workers: list[str], failed=()) -> list:
+        """The live workers now, and those that failed or left (`failed`: a node restarted
+        quickly is live again, as a new member, but ran none of its tasks any more): tasks
+        on a worker that is gone are down."""
+        gone = (set(self.live) - set(workers)) | set(failed)
         self.live = list(workers)
         lost = [t for t, st in self.tasks.items() if st.vm in gone and st.phase != DOWN]
         for task in lost:

@@ -95,8 +95,10 @@ class Leader:
     def on_membership(self, events) -> None:
         if any(e.kind in ("fail", "leave", "join") for e in events):
             workers = self._workers()
+            failed = sorted({e.member.vm for e in events
+                             if e.kind in ("fail", "leave") and e.member})
             for job in list(self.jobs.values()):
-                job.events.put(("members", workers))
+                job.events.put(("members", workers, failed))
 
     def _workers(self) -> list[str]:
         return workers_for([member.vm for member in self.membership.members()], self.vm)
@@ -218,7 +220,7 @@ class Leader:
             return core.exited(now, TaskId.from_wire(data["task"]), int(data.get("epoch", 0)),
                                data.get("code"))
         if kind == "members":
-            return core.members(now, data)
+            return core.members(now, data, *rest)
         if kind == "started":
             return core.started(now, data, *rest)
         if kind == "start_failed":

@@ -131,7 +131,7 @@ class Outcome:
 
 def knobs_for(rng: random.Random) -> Knobs:
     workers = [f"{i:02d}" for i in range(2, 2 + rng.randint(2, 4))]
-    kinds = ["crash", "fail", "zombie", "fail_and_return", "freeze", "freeze"]
+    kinds = ["crash", "fail", "zombie", "fail_and_return", "freeze", "freeze", "restart"]
     faults = sorted((rng.uniform(0.02, 1.2), rng.choice(kinds), rng.choice(workers))
                     for _ in range(rng.choice([0, 1, 2, 2, 3, 4])))
     return Knobs(app=rng.choice([1, 2]), lines=rng.randint(8, 40),
@@ -409,6 +409,12 @@ class World:
             return
         if kind == "freeze":
             self.armed[vm] = self.rng.uniform(0.3, 3.0)
+            return
+        if kind == "restart":     # killed and back before detection: a new member, same vm
+            self.say(f"nemesis: vm{vm} restarted")
+            for a in victims:
+                a.alive = False
+            self.leader(self.core.members(self.now, list(self.live), failed=[vm]))
             return
         if vm not in self.live or len(self.live) < 2:
             return

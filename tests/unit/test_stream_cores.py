@@ -1,0 +1,269 @@
+"""The stream engine's pure cores, rule by rule: delivery (delivery.py), the leader's job
+control (job_core.py), a source (source_core.py) and an operator (operator_core.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hydfs.fences import writer_client
+from hydfs.idset import IdSet
+from stream import delivery as d
+from stream import task_log
+from stream.effects import AppendDest, AppendLog, Report, Route, Send, Stop
+from stream.job_core import (MAX_TASK_RESTARTS, Done, Fail, JobCore, Say, SendSchedule,
+                             StartTask, StopAttempt)
+from stream.messages import ACK, BLOCK, SCHEDULE
+from stream.operator_core import OperatorCore
+from stream.operators import load_operator
+from stream.scheduler import TaskId
+from stream.source_core import SourceCore
+from stream.source_plan import Partition
+from stream.task_spec import TaskSpec
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# -- delivery rules ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sender, scheduled, finished, in_progress, verdict", [
+    (1, 2, False, False, d.DROP),         # from a replaced attempt
+    (1, 2, True, False, d.DROP),
+    (2, 2, True, False, d.ACK_AGAIN),     # a resend of a finished block: ack it again
+    (2, 2, False, True, d.IGNORE),        # being processed: its ack comes when it is done
+    (2, 2, False, False, d.PROCESS),
+    (3, 2, False, False, d.PROCESS),      # newer than the schedule knows: believed
+    (1, None, False, False, d.PROCESS),   # no schedule yet
+])
+def test_what_a_task_does_with_an_arriving_block(sender, scheduled, finished, in_progress,
+                                                 verdict):
+    assert d.on_block(sender, scheduled, finished, in_progress) == verdict
+
+
+@pytest.mark.parametrize("sender, scheduled, waits, verdict", [
+    (1, 2, True, d.DROP), (2, 2, True, d.TAKE), (2, 2, False, d.IGNORE), (3, 2, True, d.TAKE),
+])
+def test_what_a_task_does_with_an_arriving_ack(sender, scheduled, waits, verdict):
+    assert d.on_ack(sender, scheduled, waits) == verdict
+
+
+@pytest.mark.parametrize("sent, heard, now, due", [
+    (0.0, 0.0, 1.9, False), (0.0, 0.0, 2.0, True),
+    (0.0, 1.5, 2.5, False),               # the destination acks others: alive and busy
+    (0.0, 0.4, 2.5, True),
+])
+def test_an_unacked_block_is_resent_only_to_a_silent_destination(sent, heard, now, due):
+    assert d.resend_due(sent, heard, now, resend_after=2.0) is due
+
+
+def test_schedule_entries_move_tasks_and_a_newer_own_entry_means_replaced():
+    assert d.moves(None, 1) and d.moves(2, 2) and d.moves(2, 3) and not d.moves(3, 2)
+    assert d.replaced(own_epoch=2, entry_epoch=3) and not d.replaced(2, 2)
+
+
+# -- the leader's job control ------------------------------------------------------------------
+
+def started_job(workers=("02", "03", "04"), num_tasks=1, now=0.0):
+    core = JobCore(num_tasks, list(workers), now, stall_timeout=30.0)
+    starts = [e for e in core.tick(now) if isinstance(e, StartTask)]
+    return core, starts
+
+
+def of(effects, kind):
+    return [e for e in effects if isinstance(e, kind)]
+
+
+def test_the_first_tick_starts_every_task_as_attempt_one():
+    core, starts = started_job(num_tasks=2)
+    assert len(starts) == 6 and {s.epoch for s in starts} == {1}
+    assert core.not_running() == sorted(core.tasks)
+
+
+def test_a_failed_start_goes_elsewhere_as_a_new_attempt_and_a_late_outcome_is_ignored():
+    core, starts = started_job()
+    first = starts[0]
+    core.start_failed(1.0, first.task, first.epoch, "node unreachable")
+    retry = of(core.tick(1.2), StartTask)
+    assert [(s.task, s.epoch) for s in retry] == [(first.task, 2)] and retry[0].vm != first.vm
+    late = core.started(1.3, first.task, 1, "h:1")       # attempt 1 answered after all
+    assert of(late, StopAttempt) == [StopAttempt("h:1")]
+    assert first.task in core.not_running()
+
+
+def test_tasks_of_a_failed_worker_restart_elsewhere_and_everyone_gets_the_schedule():
+    core, starts = started_job()
+    for s in starts:
+        core.started(0.5, s.task, s.epoch, f"{s.vm}:{s.task.stage}")
+    victim = starts[0].vm
+    lost = [s.task for s in starts if s.vm == victim]
+    core.members(1.0, [vm for vm in ("02", "03", "04") if vm != victim])
+    effects = core.tick(1.2)
+    moved = of(effects, StartTask)
+    assert sorted(s.task for s in moved) == sorted(lost)
+    assert all(s.vm != victim and s.epoch == 2 for s in moved)
+    assert any(isinstance(e, Say) and "moves from" in e.text for e in effects)
+    schedule = of(core.started(1.5, moved[0].task, 2, "new:1"), SendSchedule)[0]
+    assert [moved[0].task.stage, moved[0].task.index, "new:1", 2] in schedule.entries
+    assert core.failures_recovered == 1
+
+
+def test_a_crashed_process_restarts_in_place_and_one_that_keeps_crashing_fails_the_job():
+    core, starts = started_job()
+    s = starts[0]
+    core.started(0.1, s.task, 1, "a:1")
+    epoch = 1
+    for i in range(MAX_TASK_RESTARTS):
+        core.exited(1.0 + i, s.task, epoch, 1)
+        (restart,) = of(core.tick(1.1 + i), StartTask)
+        assert restart.vm == s.vm and restart.epoch == epoch + 1
+        epoch = restart.epoch
+        core.started(1.2 + i, s.task, epoch, f"a:{epoch}")
+    failed = core.exited(9.0, s.task, epoch, 1)
+    assert of(failed, Fail) and "failed 4 times" in of(failed, Fail)[0].reason
+
+
+def test_progress_between_crashes_means_the_operator_is_not_broken():
+    core, starts = started_job()
+    s = starts[0]
+    epoch = 1
+    for i in range(MAX_TASK_RESTARTS + 2):
+        core.started(i + 0.1, s.task, epoch, f"a:{epoch}")
+        core.report(i + 0.2, s.task, epoch, {"in": i + 1})
+        assert not of(core.exited(i + 0.3, s.task, epoch, 1), Fail)
+        epoch = of(core.tick(i + 0.4), StartTask)[0].epoch
+
+
+def test_a_replaced_attempts_reports_are_not_believed_and_done_needs_every_source():
+    core, starts = started_job(num_tasks=2)
+    sources = [s for s in starts if s.task.stage == 0]
+    assert core.report(1.0, sources[0].task, 7, {"in": 99}, source_done=True) == []
+    assert core.totals()["in"] == 0
+    assert core.report(1.0, sources[0].task, 1, {"in": 5}, source_done=True) == []
+    assert of(core.report(1.1, sources[1].task, 1, {"in": 6}, source_done=True), Done)
+    assert core.totals()["in"] == 11
+
+
+def test_a_job_without_progress_fails_saying_which_tasks_are_not_running_and_why():
+    core, starts = started_job(workers=("02",))
+    for s in starts:
+        core.start_failed(0.5, s.task, s.epoch, "node 02 unreachable")
+    core.members(0.6, [])                     # and then no worker at all
+    assert not of(core.tick(20.0), StartTask)
+    (fail,) = of(core.tick(31.0), Fail)
+    assert "3 tasks are not running" in fail.reason and "node 02 unreachable" in fail.reason
+
+
+def test_tasks_wait_for_a_worker_and_start_when_one_joins():
+    core, starts = started_job(workers=("02",))
+    for s in starts:
+        core.start_failed(0.5, s.task, s.epoch, "refused")
+    core.members(0.6, [])
+    assert of(core.tick(1.0), StartTask) == []
+    core.members(2.0, ["05"])
+    assert {s.vm for s in of(core.tick(2.1), StartTask)} == {"05"}
+
+
+# -- a source -------------------------------------------------------------------------------
+
+LINES = b"".join(b"line %d\n" % i for i in range(1, 41))       # 40 lines of 8-9 bytes
+
+
+def spec(stage: int, index: int = 0, epoch: int = 1, **kw) -> TaskSpec:
+    part = Partition(0, 0, len(LINES), 1) if stage == 0 else None
+    return TaskSpec("j", TaskId(stage, index), 1, "src", "dest", 0.1, 0.1, partition=part,
+                    block_bytes=90, epoch=epoch, resend_after=2.0, **kw)
+
+
+def schedule(*entries) -> dict:
+    return {"t": SCHEDULE, "job": "j", "tasks": [list(e) for e in entries]}
+
+
+def test_a_source_sends_blocks_resends_to_a_silent_task_and_is_done_when_all_are_acked():
+    core = SourceCore(spec(0), task_log.recover(b""), 0.0)
+    core.step(0.0, schedule((1, 0, "op1:1", 1)))
+    sends = of(core.feed(0.0, LINES, last=True), Send)
+    bids = [s.message["id"] for s in sends]
+    assert len(bids) >= 4 and all(s.to == TaskId(1, 0) for s in sends)
+    assert core.stats["in"] == 40
+    assert of(core.tick(1.0), Send) == []
+    assert len(of(core.tick(2.5), Send)) == len(bids)             # silent for 2 s: again
+    ack = {"t": ACK, "job": "j", "from": [1, 0], "to": [0, 0], "ids": bids, "epoch": 1}
+    core.step(2.6, ack)
+    effects = core.tick(2.7)
+    (log,) = of(effects, AppendLog)
+    assert task_log.ids_of(bids).to_wire() == log.record["done"]
+    assert any(isinstance(e, Report) and e.fields.get("source_done") for e in effects)
+
+
+def test_a_source_drops_acks_of_a_replaced_attempt_and_a_replacement_skips_done_blocks():
+    core = SourceCore(spec(0), task_log.recover(b""), 0.0)
+    core.step(0.0, schedule((1, 0, "op1:2", 2)))
+    bids = [s.message["id"] for s in of(core.feed(0.0, LINES, last=True), Send)]
+    core.step(0.1, {"t": ACK, "job": "j", "from": [1, 0], "to": [0, 0], "ids": bids,
+                    "epoch": 1})
+    assert len(core.unacked) == len(bids) and core.dropped_stale == 1
+    done = task_log.encode({"seq": 1, "done": task_log.ids_of(bids[:2]).to_wire()})
+    again = SourceCore(spec(0, epoch=2), task_log.recover(done), 5.0)
+    again.step(5.0, schedule((1, 0, "op1:2", 2)))
+    resent = [s.message["id"] for s in of(again.feed(5.0, LINES, last=True), Send)]
+    assert resent == bids[2:] and again.stats["in"] == 40
+
+
+def test_a_schedule_naming_a_newer_attempt_of_this_task_stops_it():
+    core = SourceCore(spec(0, epoch=1), task_log.recover(b""), 0.0)
+    effects = core.step(1.0, schedule((0, 0, "src:9", 2), (1, 0, "op1:1", 1)))
+    assert of(effects, Stop) and core.stopped and not of(effects, Route)
+
+
+def test_an_attempt_that_hears_from_no_one_for_its_lease_stops_itself():
+    core = SourceCore(spec(0, lease=5.0), task_log.recover(b""), 0.0)
+    core.contact(3.0)
+    assert not of(core.tick(7.9), Stop)
+    (stop,) = of(core.tick(8.1), Stop)
+    assert stop.lost
+
+
+# -- an operator ----------------------------------------------------------------------------
+
+def block(bid: str, lines: list[str], epoch: int = 1) -> tuple[dict, bytes]:
+    payload = "".join(line + "\n" for line in lines).encode()
+    return ({"t": BLOCK, "job": "j", "from": [1, 0], "to": [2, 0], "id": bid, "enc": "lines",
+             "first_line": 1, "lines": len(lines), "epoch": epoch}, payload)
+
+
+def test_the_last_stage_logs_then_appends_to_dest_then_logs_done_then_acks():
+    core = OperatorCore(spec(2), task_log.recover(b""), 0.0, load_operator("grep", "a"))
+    core.step(0.0, schedule((1, 0, "op1:1", 1)))
+    core.step(0.01, *block("0:0", ["a1", "b2", "a3"]))
+    effects = [e for e in core.tick(0.2) if not isinstance(e, Report)]
+    kinds = [type(e) for e in effects]
+    assert kinds == [AppendLog, AppendDest, AppendLog, Send]
+    commit, dest, done, ack = effects
+    assert commit.record["blocks"] == ["0:0"] and dest.seq == commit.record["seq"]
+    assert dest.rows == b"src:1,a1\nsrc:3,a3\n" and ack.message["ids"] == ["0:0"]
+    assert core.stats["out"] == 2 and core.stats["in"] == 3
+
+
+@pytest.mark.parametrize("appended_before, appends_again", [(False, True), (True, False)])
+def test_a_replacement_redoes_a_logged_commit_unless_dests_seal_shows_it_landed(
+        appended_before, appends_again):
+    commit = {"seq": 4, "epoch": 1, "blocks": ["0:0"], "state": {},
+              "out": {"0:0": {"dest": [["k"], ["v"]]}},
+              "stats": {"in": 1, "out": 1, "dropped": 0, "errors": 0}}
+    sealed = IdSet.of([(writer_client("j/op2-0", 1), 4)]) if appended_before else IdSet()
+    core = OperatorCore(spec(2, epoch=2), task_log.recover(task_log.encode(commit)), 0.0,
+                        load_operator("grep", "a"), sealed)
+    effects = core.start(0.0)
+    assert bool(of(effects, AppendDest)) is appends_again
+    assert task_log.block_key("0:0") in core.completed and core.stats["out"] == 1
+
+
+def test_tasks_of_a_node_that_restarted_before_anyone_noticed_are_restarted():
+    """Regression (chaos seed 517): a node killed and restarted within the detection time
+    rejoins as a new member; the set of live workers is the same, but its tasks are gone."""
+    core, starts = started_job()
+    for s in starts:
+        core.started(0.5, s.task, s.epoch, f"{s.vm}:{s.task.stage}")
+    victim = starts[0].vm
+    core.members(1.0, ["02", "03", "04"], failed=[victim])
+    restarted = of(core.tick(1.2), StartTask)
+    assert sorted(s.task for s in restarted) == sorted(s.task for s in starts if s.vm == victim)
