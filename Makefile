@@ -11,7 +11,7 @@ ALIVE  = { kill -0 $$pid 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' /proc/
 
 .PHONY: help venv test test-unit test-integration demo demo-membership cluster start stop \
         app-src introducer node status data clean bench bench-hydfs bench-stream app1 app2 \
-        bench-peers-venv
+        bench-peers-venv chaos
 
 help:
 	@echo "make test              create .venv and run the whole test suite"
@@ -23,6 +23,8 @@ help:
 	@echo "make introducer        run the introducer in the foreground (as on a course VM)"
 	@echo "make node VM=03        run node 03 in the foreground (as on a course VM)"
 	@echo "make data              traffic-signs CSV files in datasets/"
+	@echo "make chaos             real clusters under a seeded nemesis, every round checked"
+	@echo "                       (ROUNDS=20, SEED=first round's seed; one line per round)"
 	@echo "make app1 / make app2  the two classic RainStorm apps on the running cluster (make cluster)"
 	@echo "                       (LINES=1000|5000|10000, TASKS=3)"
 
@@ -41,6 +43,13 @@ test-unit: $(VPY)
 
 test-integration: $(VPY)
 	$(VPY) -m pytest -q tests/integration
+
+# The chaos suite (tests/chaos.py): ROUNDS rounds on a local cluster, each a job or HyDFS
+# appends under one fault, checked against the oracle; SEED replays (default: the clock).
+ROUNDS ?= 20
+SEED   ?=
+chaos: $(VPY)
+	$(VPY) -m tests.chaos --rounds $(ROUNDS) $(if $(SEED),--seed $(SEED))
 
 demo:
 	$(PYTHON) -m demos.rainstorm_demo

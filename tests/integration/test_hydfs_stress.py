@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from cluster.local_cluster import CommandFailed, wait_until
+from cluster.local_cluster import wait_until
 from hydfs.ring import Ring
+from tests.appends import AppendClient, append_violations, merged_replicas
 
 pytestmark = [pytest.mark.cluster]
 
@@ -26,28 +27,6 @@ def name_on(vms: list[str], all_vms: list[str]) -> str:
         if set(ring.replicas(name, 3)) <= set(vms):
             return name
     raise AssertionError("no such name")
-
-
-class AppendClient(threading.Thread):
-    """Appends `vm:i` records one at a time and remembers which calls returned success."""
-
-    def __init__(self, cluster, vm: str, name: str, stop: threading.Event):
-        super().__init__(daemon=True)
-        self.cluster, self.vm, self.name, self.stop = cluster, vm, name, stop
-        self.ok: list[int] = []
-        self.unknown: list[int] = []
-
-    def run(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            path = self.cluster.root / f"rec-{self.vm}"
-            path.write_text(f"{self.vm}:{i}\n")
-            try:
-                self.cluster.query(self.vm, "append", str(path), self.name, timeout=30)
-                self.ok.append(i)
-            except (CommandFailed, OSError):
-                self.unknown.append(i)          # may or may not have been applied
 
 
 @pytest.mark.timeout(300)
@@ -77,28 +56,7 @@ def test_concurrent_appends_survive_kill_and_restart_exactly_once_in_client_orde
     owners = Ring(cluster.vms, 11).replicas(name, 3)
     wait_until(lambda: cluster.holders(name) == sorted(owners), 30, interval=0.3,
                what="re-replication to settle (excess copies dropped once covered)")
-
-    def merged():
-        try:
-            cluster.query("01", "merge", name, timeout=60)
-        except CommandFailed:
-            return False
-        return cluster.query("01", "merge", name, timeout=60)["already"]
-    wait_until(merged, 30, interval=0.5, what="a complete merge")
-    contents = {}
-    for vm in owners:
-        out = cluster.root / f"final-{vm}"
-        cluster.query("01", "getfromreplica", vm, name, str(out))
-        contents[vm] = out.read_text()
-    assert len(set(contents.values())) == 1, "replicas differ after merge"
-    lines = next(iter(contents.values())).splitlines()
-    assert len(lines) == len(set(lines)), "an append is present twice"
-    for c in clients:
-        seen = [int(line.split(":")[1]) for line in lines if line.startswith(f"{c.vm}:")]
-        assert seen == sorted(seen), f"client {c.vm}'s appends are out of order"
-        missing = set(c.ok) - set(seen)
-        assert not missing, f"client {c.vm}: {len(missing)} successful appends lost"
-        assert set(seen) <= set(c.ok) | set(c.unknown)
+    assert append_violations(merged_replicas(cluster, name, owners), clients) == []
     assert sum(len(c.ok) for c in clients) > 100
 
 
