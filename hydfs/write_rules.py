@@ -19,7 +19,7 @@ ALREADY_CREATED is this create retried after its reply was lost: it succeeds aga
 Acknowledging an append. An append is acknowledged only once every current replica holds it
 on disk, so an acknowledged append survives any `replicas - 1` failures. Replicas that
 answered `missing` (they became replicas and do not hold the file yet) are caught up from the
-coordinator's copy; a replica that refuses it as `fenced` (its writer was replaced, and the
+coordinator's copy (sent the append again and, if they still lack the file, the file); a replica that refuses it as `fenced` (its writer was replaced, and the
 coordinator's copy had not heard) fails it for good; any other failure fails this attempt,
 which the client retries under the same append id, so nothing doubles.
 
@@ -54,7 +54,7 @@ def arbitrate_create(file_id: str, held: Mapping[str, str | None],
 
 def to_catch_up(failed: Mapping[str, str]) -> list[str]:
     """The replicas (of those whose fan-out failed, vm -> error code) that lack the file and
-    get it whole from the coordinator before the append."""
+    are caught up from the coordinator's copy."""
     return sorted(vm for vm, code in failed.items() if code == MISSING)
 
 
