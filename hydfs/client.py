@@ -208,8 +208,10 @@ class HydfsClient:
         """Fence `name` against writer `key`'s epochs below `epoch` (fences.py); the sealed
         set: the ids of its appends from lower epochs that stand. HydfsError `fenced` if a
         higher epoch fenced it already."""
+        tries = iter(range(1, 1 << 30))   # every try a higher round (fences.py)
         reply = self._write(name, lambda vm: self.peers.call(
-            vm, {"t": m.FENCE, "name": name, "key": key, "epoch": epoch}, timeout=120))
+            vm, {"t": m.FENCE, "name": name, "key": key, "epoch": epoch,
+                 "round": next(tries)}, timeout=120))
         self._invalidate(name)
         return IdSet(reply["sealed"])
 

@@ -44,7 +44,7 @@ from hydfs.fanout import Fanout
 from hydfs.idset import IdSet
 from hydfs.merge import plan_merge
 from hydfs.service import HydfsService
-from hydfs.store import Fenced, FileExists, LostCreateRace
+from hydfs.store import CorruptReplica, Fenced, FileExists, LostCreateRace
 from hydfs.summary import held_ids
 
 log = logging.getLogger("hydfs")
@@ -201,6 +201,9 @@ class Coordinator:
         except HandlerError:
             conn.discard_bulk(size)
             raise
+        if not self.store.state(name).fences.accepts(client):    # refused before a byte
+            conn.discard_bulk(size)                                # goes to the replicas
+            raise HandlerError(m.FENCED, f"{name}: {client} was replaced by a newer writer")
         others = [vm for vm in owners if vm != self.service.vm]
         header = {"t": m.APPEND_REPLICA, "name": name, "id": [client, seq], "ts": ts}
         with Fanout(self.peers, others, header, size) as fanout:
@@ -337,43 +340,46 @@ class Coordinator:
         """Fence `name` against writer `key`'s epochs below `epoch` (fences.py): begin on
         every replica, seal with what they held, and make each hold exactly that."""
         name = m.file_name(msg)
-        key, epoch = m.fence_of(msg)
+        key, epoch, rnd = m.fence_of(msg)
         owners = self._owners_or_refuse(name)
         self._ensure_local_copy(name, owners)
         with self._lock(name):
-            sealed = self._fence(name, owners, key, epoch)
+            try:
+                sealed = self._fence(name, owners, key, epoch, rnd)
+            except Fenced as exc:           # a higher epoch (or try) began meanwhile
+                raise HandlerError(m.FENCED, str(exc)) from None
         log.info("FENCE %s: %s below epoch %d sealed with %d appends", name, key, epoch,
                  len(sealed))
         conn.send({"t": OK, "sealed": sealed.to_wire()})
 
-    def _fence(self, name: str, owners: list[str], key: str, epoch: int) -> IdSet:
+    def _fence(self, name: str, owners: list[str], key: str, epoch: int, rnd: int) -> IdSet:
         me = self.service.vm
         others = [vm for vm in owners if vm != me]
+        fields = {"name": name, "key": key, "epoch": epoch, "round": rnd}
 
         def begin(vm):
             if vm == me:
-                return self.store.begin_fence(name, key, epoch)
-            reply = self.peers.call(vm, {"t": m.FENCE_BEGIN, "name": name, "key": key,
-                                         "epoch": epoch}, 30)
+                return self.store.begin_fence(name, key, epoch, rnd)
+            reply = self.peers.call(vm, dict(fields, t=m.FENCE_BEGIN), 30)
             prior = Fence.from_wire(reply["prior"]) if reply.get("prior") else None
             return prior, IdSet(reply["held"])
         begun = self._everywhere(name, begin, owners)
         sealed = fences.seal({vm: held for vm, (_, held) in begun.items()},
-                             [prior for prior, _ in begun.values()], key, epoch)
-        lacking = self.store.seal_fence(name, key, epoch, sealed)
+                             [prior for prior, _ in begun.values()], key, epoch, rnd)
+        lacking = self.store.seal_fence(name, key, epoch, sealed, rnd)
         for vm in others:                       # gather what we lack of the sealed set
             if not lacking:
                 break
-            self.service.pull(name, vm)
+            try:
+                self.service.pull(name, vm)
+            except (Unreachable, RemoteError, OSError, wire.ProtocolError, CorruptReplica):
+                continue
             lacking = [i for i in lacking if not self.store.state(name).holds(tuple(i))]
         if lacking:
-            raise HandlerError(m.MERGE_FAILED, f"fence of {name}: could not gather "
-                                               f"{len(lacking)} appends")
+            raise not_enough_replicas(name, len(owners) - 1, len(owners))
 
         def seal(vm):
-            request = {"t": m.FENCE_SEAL, "name": name, "key": key, "epoch": epoch,
-                       "sealed": sealed.to_wire()}
-            reply = self.peers.call(vm, request, 30)
+            reply = self.peers.call(vm, dict(fields, t=m.FENCE_SEAL, sealed=sealed.to_wire()), 30)
             if reply["lacking"]:
                 self.service.push(name, vm, exclude=held_ids(reply["summary"]))
             return True

@@ -21,19 +21,24 @@ accepts no other; a reader sees a history that can no longer grow behind its bac
 that a replica took but that was never acknowledged may be dropped by the seal, which is
 what an unacknowledged append may always suffer.
 
-The rule for one append, on every path by which it can reach a replica (a client's append,
-re-replication, a merge), is `admits`:
+Two rules, one for each way an append reaches a replica:
 
-| fence of KEY              | the append's epoch e   | admitted?               |
-|---------------------------|------------------------|-------------------------|
-| none                      | any                    | yes                     |
-| epoch F, provisional      | e >= F                 | yes                     |
-| epoch F, provisional      | e <  F                 | no (unless held: kept)  |
-| epoch F, sealed with S    | e >= F                 | yes                     |
-| epoch F, sealed with S    | e <  F                 | only if its id is in S  |
+| fence of KEY            | epoch e of the append | a new append (a client's) | a stored one (re-replication, install, merge) |
+|-------------------------|-----------------------|---------------------------|-----------------------------------------------|
+| none                    | any                   | accepted                  | kept                                          |
+| epoch F, provisional    | e >= F                | accepted                  | kept                                          |
+| epoch F, provisional    | e <  F                | refused                   | kept (the seal decides)                       |
+| epoch F, sealed with S  | e >= F                | accepted                  | kept                                          |
+| epoch F, sealed with S  | e <  F                | refused                   | kept only if its id is in S                   |
 
-Between two fences of one KEY the higher epoch wins, and at one epoch a sealed fence beats
-a provisional one; a sealed fence never changes (`stronger`).
+A provisional fence refuses no stored append: it was raised by a fence that has not sealed
+(its attempt may have died there, for good), and nobody has read on its strength.
+
+A fence call that fails may be retried by its attempt at the same epoch; each try has a
+higher `round`, so a seal a failed try left on some replicas is replaced by the seal of the
+try that returned (the only one a reader relied on). Between two fences of one KEY the higher
+(epoch, round) wins, and at one (epoch, round) a sealed fence beats a provisional one
+(`stronger`).
 """
 
 from __future__ import annotations
@@ -63,33 +68,40 @@ def writer_of(client: str) -> tuple[str, int] | None:
 class Fence:
     epoch: int
     sealed: IdSet | None = None      # None: provisional (begun, not sealed yet)
+    round: int = 0                   # which try of the fence call of this epoch
+
+    @property
+    def rank(self) -> tuple:
+        return (self.epoch, self.round, self.sealed is not None)
 
     def to_wire(self) -> dict:
-        doc = {"epoch": self.epoch}
+        doc = {"epoch": self.epoch, "round": self.round}
         if self.sealed is not None:
             doc["sealed"] = self.sealed.to_wire()
         return doc
 
     @classmethod
     def from_wire(cls, doc: dict) -> "Fence":
-        epoch = doc["epoch"]
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-            raise ValueError(f"bad fence epoch {epoch!r}")
-        return cls(epoch, IdSet(doc["sealed"]) if "sealed" in doc else None)
+        epoch, rnd = doc["epoch"], doc.get("round", 0)
+        for value in (epoch, rnd):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"bad fence epoch or round {value!r}")
+        return cls(epoch, IdSet(doc["sealed"]) if "sealed" in doc else None, rnd)
 
-    def admits(self, epoch: int, append_id: tuple[str, int]) -> bool:
-        if epoch >= self.epoch:
-            return True
-        return self.sealed is not None and append_id in self.sealed
+    def accepts(self, epoch: int) -> bool:
+        """May a new append from `epoch` be taken?"""
+        return epoch >= self.epoch
+
+    def keeps(self, epoch: int, append_id: tuple[str, int]) -> bool:
+        """May a stored append from `epoch` stand?"""
+        return epoch >= self.epoch or self.sealed is None or append_id in self.sealed
 
 
 def stronger(a: Fence | None, b: Fence | None) -> Fence | None:
     """The fence that governs when a replica knows both."""
     if a is None or b is None:
         return a or b
-    if a.epoch != b.epoch:
-        return a if a.epoch > b.epoch else b
-    return a if a.sealed is not None or b.sealed is None else b
+    return a if a.rank >= b.rank else b
 
 
 class Fences:
@@ -117,40 +129,45 @@ class Fences:
     def __repr__(self) -> str:
         return f"Fences({self.to_wire()})"
 
-    def admits(self, client: str, seq: int) -> bool:
-        """May append (client, seq) stand in a file with these fences?"""
+    def _fence_of(self, client: str):
+        """(fence, epoch) of a writer's client id; (None, 0) for any other client."""
         writer = writer_of(client)
         if writer is None:
-            return True
-        fence = self._fences.get(writer[0])
-        return fence is None or fence.admits(writer[1], (client, seq))
+            return None, 0
+        return self._fences.get(writer[0]), writer[1]
+
+    def accepts(self, client: str) -> bool:
+        """May a new append from `client` be taken (fences.py's first rule)?"""
+        fence, epoch = self._fence_of(client)
+        return fence is None or fence.accepts(epoch)
+
+    def admits(self, client: str, seq: int) -> bool:
+        """May the stored append (client, seq) stand in a file with these fences?"""
+        fence, epoch = self._fence_of(client)
+        return fence is None or fence.keeps(epoch, (client, seq))
 
     def admissible(self, ids: IdSet) -> IdSet:
-        """The ids of `ids` these fences admit (ranges of other clients kept whole)."""
-        if not self._fences:
-            return ids
+        """The ids of `ids` these fences let stand (span by span, not id by id)."""
         kept = {}
         for client, spans in ids.to_wire().items():
-            writer = writer_of(client)
-            fence = self._fences.get(writer[0]) if writer else None
-            if fence is None or writer[1] >= fence.epoch:
+            fence, epoch = self._fence_of(client)
+            if fence is None or fence.keeps(epoch, (client, -1)):
                 kept[client] = spans
-            elif fence.sealed is not None:
-                inside = [[seq, seq] for lo, hi in spans for seq in range(lo, hi + 1)
-                          if (client, seq) in fence.sealed]
+            else:
+                inside = _intersect(spans, fence.sealed.to_wire().get(client, []))
                 if inside:
                     kept[client] = inside
         return IdSet(kept)
 
     def refused(self, ids: IdSet) -> list[tuple[str, int]]:
-        """The ids of `ids` these fences do not admit."""
+        """The ids of `ids` these fences do not let stand."""
+        kept = self.admissible(ids)
         out = []
         for client, spans in ids.to_wire().items():
-            writer = writer_of(client)
-            fence = self._fences.get(writer[0]) if writer else None
-            if fence is not None and writer[1] < fence.epoch:
+            fence, _ = self._fence_of(client)
+            if fence is not None:
                 out += [(client, seq) for lo, hi in spans for seq in range(lo, hi + 1)
-                        if not fence.admits(writer[1], (client, seq))]
+                        if (client, seq) not in kept]
         return out
 
     def merged_with(self, other: "Fences") -> "Fences":
@@ -173,22 +190,40 @@ def lower_epochs(ids: IdSet, key: str, epoch: int) -> IdSet:
                   if (w := writer_of(client)) and w[0] == key and w[1] < epoch})
 
 
-def seal(held: Mapping[str, IdSet], priors, key: str, epoch: int) -> IdSet:
-    """The sealed set of the fence of `key` at `epoch`, from what each replica reported at
-    *begin*: `held` (vm -> ids it holds) and `priors` (each one's fence of `key` before).
+def seal(held: Mapping[str, IdSet], priors, key: str, epoch: int, rnd: int = 0) -> IdSet:
+    """The sealed set of the fence of `key` at (`epoch`, `rnd`), from what each replica
+    reported at *begin*: `held` (vm -> ids it holds) and `priors` (each one's fence of `key`
+    before).
 
-    A fence already sealed at this epoch (this fence retried after a partial seal) keeps its
-    set. Otherwise: the union of what the replicas hold from lower epochs, less what the
-    strongest earlier *sealed* fence refuses. (A provisional one that never sealed refused
-    nothing anyone had read: no attempt reads before its fence is sealed.)"""
+    A fence already sealed at this very try keeps its set (a seal replayed). Otherwise: the
+    union of what the replicas hold from lower epochs, less what the strongest earlier
+    sealed fence of a lower epoch refuses (a provisional one refuses nothing anyone read: no
+    attempt reads before its fence returned; nor does an earlier try of this epoch: its
+    attempt read nothing on its strength either)."""
     for fence in priors:
-        if fence is not None and fence.epoch == epoch and fence.sealed is not None:
+        if fence is not None and fence.sealed is not None and \
+                (fence.epoch, fence.round) == (epoch, rnd):
             return fence.sealed
     union = IdSet()
     for ids in held.values():
         union = union.union(lower_epochs(ids, key, epoch))
-    sealed_priors = [f for f in priors if f is not None and f.sealed is not None]
+    sealed_priors = [f for f in priors
+                     if f is not None and f.sealed is not None and f.epoch < epoch]
     if not sealed_priors:
         return union
-    prior = max(sealed_priors, key=lambda f: f.epoch)
+    prior = max(sealed_priors, key=lambda f: f.rank)
     return Fences({key: prior}).admissible(union)
+
+
+def _intersect(a: list, b: list) -> list:
+    """The intersection of two sorted lists of inclusive [lo, hi] spans."""
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append([lo, hi])
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out

@@ -8,7 +8,7 @@ Coordinated writes (client -> a replica of the file, which coordinates; coordina
     hydfs.create {name, file_id} + bytes           -> ok {replicas}
     hydfs.append {name, id: [client, seq], ts} + bytes   -> ok {new, replicas}
     hydfs.merge {name}                             -> ok {merged, gen, already, seconds}
-    hydfs.fence {name, key, epoch}                 -> ok {sealed}   (fences.py)
+    hydfs.fence {name, key, epoch, round}          -> ok {sealed}   (fences.py)
 Replica side (coordinator or client -> a replica; service.py):
     hydfs.summary {name}                           -> ok {summary or null}
     hydfs.manifest {}                              -> ok {files: name -> summary}
@@ -21,8 +21,8 @@ Replica side (coordinator or client -> a replica; service.py):
     hydfs.append_replica {name, id, ts} + bytes    -> ok, or error `missing`
     hydfs.apply_merge {name, gen, merge_id, target} -> ok {missing: [ids]}
     hydfs.discard {name, file_id}                  -> ok   (undo a failed create)
-    hydfs.fence_begin {name, key, epoch}           -> ok {prior, held}
-    hydfs.fence_seal {name, key, epoch, sealed}    -> ok {lacking, summary}
+    hydfs.fence_begin {name, key, epoch, round}    -> ok {prior, held}
+    hydfs.fence_seal {name, key, epoch, round, sealed} -> ok {lacking, summary}
 State transfers (inside hydfs.fetch / hydfs.state; transfer.py):
     hydfs.records {name, count}, then count x hydfs.record {id, ts} + bytes
 Client commands run on another node (hydfs/commands.py):
@@ -109,13 +109,13 @@ def append_size(msg: dict) -> int:
     return size
 
 
-def fence_of(msg: dict) -> tuple[str, int]:
-    """(key, epoch) of a fence request."""
-    key, epoch = msg["key"], msg["epoch"]
-    if not isinstance(key, str) or not key or not isinstance(epoch, int) or \
-            isinstance(epoch, bool) or epoch < 0:
-        raise HandlerError(BAD_REQUEST, "bad fence key or epoch")
-    return key, epoch
+def fence_of(msg: dict) -> tuple[str, int, int]:
+    """(key, epoch, round) of a fence request."""
+    key, epoch, rnd = msg["key"], msg["epoch"], msg.get("round", 0)
+    if not isinstance(key, str) or not key or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (epoch, rnd)):
+        raise HandlerError(BAD_REQUEST, "bad fence key, epoch or round")
+    return key, epoch, rnd
 
 
 def byte_range(msg: dict, size: int) -> tuple[int, int]:

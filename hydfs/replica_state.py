@@ -73,8 +73,10 @@ class FileState:
         return self.base_size + sum(r.size for r in self.pending)
 
     def version(self) -> list:
-        """Changes whenever this replica's content changes (used by the client cache)."""
-        return [self.file_id, self.gen, len(self.pending), self.size]
+        """Changes whenever this replica's content changes (used by the client cache): a
+        merge or a fence that drops appends writes new base or log files, under new names."""
+        return [self.file_id, self.gen, self.base_file, self.pending_file, len(self.pending),
+                self.size]
 
     def holds(self, append_id: tuple[str, int]) -> bool:
         return append_id in self.merged or append_id in self.pending_ids

@@ -243,9 +243,9 @@ class HydfsService:
 
     def handle_fence_begin(self, conn, msg: dict) -> None:
         name, _ = self._held(msg)
-        key, epoch = m.fence_of(msg)
+        key, epoch, rnd = m.fence_of(msg)
         try:
-            prior, held = self.store.begin_fence(name, key, epoch)
+            prior, held = self.store.begin_fence(name, key, epoch, rnd)
         except Fenced as exc:
             raise HandlerError(m.FENCED, str(exc)) from None
         conn.send({"t": OK, "prior": prior.to_wire() if prior else None,
@@ -253,9 +253,9 @@ class HydfsService:
 
     def handle_fence_seal(self, conn, msg: dict) -> None:
         name, _ = self._held(msg)
-        key, epoch = m.fence_of(msg)
+        key, epoch, rnd = m.fence_of(msg)
         try:
-            lacking = self.store.seal_fence(name, key, epoch, IdSet(msg["sealed"]))
+            lacking = self.store.seal_fence(name, key, epoch, IdSet(msg["sealed"]), rnd)
         except Fenced as exc:
             raise HandlerError(m.FENCED, str(exc)) from None
         except (TypeError, ValueError) as exc:

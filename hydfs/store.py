@@ -18,6 +18,7 @@ bytes are in (never while a peer is still sending).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -132,7 +133,7 @@ class ReplicaStore:
         """True if the append is held already; Fenced if its writer was replaced."""
         if st.holds((client, seq)):
             return True
-        if not st.fences.admits(client, seq):
+        if not st.fences.accepts(client):
             raise Fenced(f"{st.name}: {client} was replaced by a newer writer")
         return False
 
@@ -300,33 +301,35 @@ class ReplicaStore:
 
     # -- fences (fences.py) ---------------------------------------------------------------------
 
-    def begin_fence(self, name: str, key: str, epoch: int) -> tuple[Fence | None, IdSet]:
-        """Refuse appends of writer `key` from epochs below `epoch` from now on (a
-        provisional fence, durable before this returns); Fenced if a newer epoch fenced the
-        file already. Returns the fence of `key` before, and the ids of `key`'s appends from
-        lower epochs this copy holds."""
+    def begin_fence(self, name: str, key: str, epoch: int,
+                    rnd: int = 0) -> tuple[Fence | None, IdSet]:
+        """Refuse new appends of writer `key` from epochs below `epoch` from now on (a
+        provisional fence, durable before this returns); Fenced if a newer epoch, or a later
+        try of this one, fenced the file already. Returns the fence of `key` before, and the
+        ids of `key`'s appends from lower epochs this copy holds."""
         with self.lock(name):
             st = self.state(name)
             prior = st.fences.get(key)
-            if prior is not None and prior.epoch > epoch:
-                raise Fenced(f"{name}: fenced at epoch {prior.epoch} already, not {epoch}")
-            if prior is None or prior.epoch < epoch:
-                st.fences = st.fences.with_fence(key, Fence(epoch))
-                layout.commit_meta(self.root, st)
+            if prior is not None and (prior.epoch, prior.round) > (epoch, rnd):
+                raise Fenced(f"{name}: fenced at epoch {prior.epoch} round {prior.round} "
+                             f"already, not {epoch} round {rnd}")
+            begun = stronger(prior, Fence(epoch, None, rnd))
+            if begun != prior:
+                self._commit_fences(st, st.fences.with_fence(key, begun))
             return prior, lower_epochs(st.held(), key, epoch)
 
-    def seal_fence(self, name: str, key: str, epoch: int, sealed: IdSet) -> list:
-        """Seal the fence of `key` at `epoch` with `sealed`: drop the appends of lower
-        epochs not in it. Returns the ids of `sealed` this copy lacks (to be sent)."""
+    def seal_fence(self, name: str, key: str, epoch: int, sealed: IdSet,
+                   rnd: int = 0) -> list:
+        """Seal the fence of `key` at (`epoch`, `rnd`) with `sealed`: drop the appends of
+        lower epochs not in it. Returns the ids of `sealed` this copy lacks (to be sent)."""
         with self.lock(name):
             st = self.state(name)
             current = st.fences.get(key)
-            if current is not None and current.epoch > epoch:
-                raise Fenced(f"{name}: fenced at epoch {current.epoch} already, not {epoch}")
-            fence = stronger(current, Fence(epoch, sealed))
-            st.fences = st.fences.with_fence(key, fence)
-            self._enforce_fences(st, self._dir(name))
-            layout.commit_meta(self.root, st)
+            if current is not None and (current.epoch, current.round) > (epoch, rnd):
+                raise Fenced(f"{name}: fenced at epoch {current.epoch} round "
+                             f"{current.round} already, not {epoch} round {rnd}")
+            fence = stronger(current, Fence(epoch, sealed, rnd))
+            st = self._commit_fences(st, st.fences.with_fence(key, fence))
             return [list(i) for i in fence.sealed if not st.holds(i)]
 
     def learn_fences(self, name: str, fences: Fences) -> None:
@@ -338,9 +341,18 @@ class ReplicaStore:
             st = self.get_state(name)
             if st is None or st.fences.covers(fences):
                 return
-            st.fences = st.fences.merged_with(fences)
-            self._enforce_fences(st, self._dir(name))
-            layout.commit_meta(self.root, st)
+            self._commit_fences(st, st.fences.merged_with(fences))
+
+    def _commit_fences(self, st: FileState, fences: Fences) -> FileState:
+        """Make `fences` the copy's (caller holds the lock): drop what they refuse, commit,
+        and only then let readers see the new state; if that fails the copy stays as it
+        was."""
+        new = dataclasses.replace(st, fences=fences)
+        self._enforce_fences(new, self._dir(st.name))
+        layout.commit_meta(self.root, new)
+        with self._guard:
+            self._files[st.name] = new
+        return new
 
     def _enforce_fences(self, st: FileState, folder: str) -> None:
         """Drop what the fences of `st` refuse: a copy holds only appends they admit (a

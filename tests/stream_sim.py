@@ -68,7 +68,7 @@ class SimHydfs:
     def append(self, name: str, data: bytes, append_id: tuple[str, int]) -> None:
         if append_id in self.held[name]:
             return
-        if not self.fences[name].admits(*append_id):
+        if not self.fences[name].accepts(append_id[0]):
             raise Fenced(f"{name}: {append_id[0]} was replaced")
         self.files[name].append((append_id, data))
         self.held[name].add(*append_id)

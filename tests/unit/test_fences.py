@@ -24,19 +24,22 @@ def test_writer_ids_carry_their_epoch_and_other_clients_are_not_writers():
     assert writer_of("x#") is None and writer_of("#3") is None
 
 
-@pytest.mark.parametrize("fence, epoch, seq, admitted", [
-    (None, 1, 1, True),
-    (Fence(2), 2, 5, True),                       # provisional: the new epoch writes
-    (Fence(2), 3, 5, True),
-    (Fence(2), 1, 5, False),                      # provisional: no more from below
-    (Fence(2, ids((1, 4))), 1, 4, True),          # sealed: what stood stands
-    (Fence(2, ids((1, 4))), 1, 5, False),         # ... and nothing else from below
-    (Fence(2, ids((1, 4))), 2, 5, True),
+@pytest.mark.parametrize("fence, epoch, seq, accepted, kept", [
+    (None, 1, 1, True, True),
+    (Fence(2), 2, 5, True, True),                      # provisional: the new epoch writes
+    (Fence(2), 3, 5, True, True),
+    (Fence(2), 1, 5, False, True),                     # no new ones from below; what is
+                                                       # stored stands till the seal decides
+    (Fence(2, ids((1, 4))), 1, 4, False, True),        # sealed: what stood stands
+    (Fence(2, ids((1, 4))), 1, 5, False, False),       # ... and nothing else from below
+    (Fence(2, ids((1, 4))), 2, 5, True, True),
 ], ids=str)
-def test_admits(fence, epoch, seq, admitted):
+def test_a_fence_refuses_new_appends_from_below_and_keeps_only_the_sealed_ones(
+        fence, epoch, seq, accepted, kept):
     fences = Fences({K: fence}) if fence else Fences()
-    assert fences.admits(writer_client(K, epoch), seq) is admitted
-    assert fences.admits("some-node-client", seq)           # not a writer: never fenced
+    assert fences.accepts(writer_client(K, epoch)) is accepted
+    assert fences.admits(writer_client(K, epoch), seq) is kept
+    assert fences.accepts("some-node-client") and fences.admits("some-node-client", seq)
 
 
 @pytest.mark.parametrize("a, b, winner", [
@@ -44,6 +47,8 @@ def test_admits(fence, epoch, seq, admitted):
     (Fence(3, ids((1, 1))), Fence(2), Fence(3, ids((1, 1)))),
     (Fence(2), Fence(2, ids((1, 1))), Fence(2, ids((1, 1)))),     # sealed beats provisional
     (Fence(2, ids((1, 1))), Fence(2), Fence(2, ids((1, 1)))),
+    (Fence(2, ids((1, 1)), 1), Fence(2, ids((1, 2)), 2), Fence(2, ids((1, 2)), 2)),  # retry
+    (Fence(2, ids((1, 1)), 1), Fence(2, None, 2), Fence(2, None, 2)),
     (None, Fence(1), Fence(1)),
 ])
 def test_the_stronger_fence_governs(a, b, winner):
@@ -60,7 +65,7 @@ def test_a_seal_keeps_what_any_replica_held_but_not_what_an_earlier_seal_refused
     assert seal(held, [prior, prior, None], K, 3) == ids((1, 1), (1, 2), (1, 3), (2, 4))
 
 
-def test_a_seal_retried_keeps_its_set_and_a_provisional_prior_refuses_nothing_read():
+def test_a_seal_replayed_keeps_its_set_and_a_provisional_prior_refuses_nothing_read():
     done = Fence(3, ids((2, 9)))
     assert seal({"01": ids((2, 9), (2, 10))}, [done, Fence(3)], K, 3) == ids((2, 9))
     # Epoch 2 began but never sealed (its attempt died): nobody read, nothing is refused.
@@ -134,3 +139,37 @@ def test_learning_a_stronger_fence_from_a_peer_drops_a_cut_off_replicas_extra_ap
     assert content(stale) == b"base\ne1s1\n"
     stale.learn_fences("f", Fences({K: Fence(1)}))                   # weaker: changes nothing
     assert stale.get_state("f").fences.get(K) == Fence(2, ids((1, 1)))
+
+
+def test_a_fence_retried_after_a_partial_seal_is_sealed_anew_and_replaces_the_old_seal():
+    """Review finding: try 1 sealed replica A with commit 3, which only A held, then failed;
+    A was dropped from the replicas; try 2 seals {1, 2} on the others, and the attempt
+    re-appends commit 3. When A comes back, try 2's seal must win there too."""
+    try1 = Fence(2, ids((1, 1), (1, 2), (1, 3)), 1)
+    held = {"02": ids((1, 1), (1, 2)), "03": ids((1, 1), (1, 2))}
+    assert seal(held, [Fence(2, None, 1), None], K, 2, 2) == ids((1, 1), (1, 2))
+    try2 = Fence(2, ids((1, 1), (1, 2)), 2)
+    assert stronger(try1, try2) == try2
+    assert not Fences({K: try2}).admits(writer_client(K, 1), 3)
+
+
+def test_a_fence_that_began_and_never_sealed_drops_nothing_anywhere(tmp_path):
+    """Review finding: a provisional fence (its attempt died mid-fence) used to make every
+    copy that learned it drop the writer's acknowledged appends."""
+    store = store_with_appends(tmp_path, appends=((1, 1), (1, 2)))
+    store.learn_fences("f", Fences({K: Fence(2)}))
+    assert content(store) == b"base\ne1s1\ne1s2\n"
+    records = [({"id": [writer_client(K, 1), 3], "ts": 3.0, "size": 5}, [b"e1s3\n"])]
+    store.add_records("f", records)                  # re-replication still carries them
+    assert content(store) == b"base\ne1s1\ne1s2\ne1s3\n"
+    with pytest.raises(Fenced):                      # but a new one is refused
+        store.append("f", writer_client(K, 1), 4, 4.0, b"e1s4\n")
+
+
+def test_an_older_try_of_a_fence_is_refused_once_a_later_one_began(tmp_path):
+    store = store_with_appends(tmp_path)
+    store.begin_fence("f", K, 2, rnd=2)
+    with pytest.raises(Fenced):
+        store.begin_fence("f", K, 2, rnd=1)
+    with pytest.raises(Fenced):
+        store.seal_fence("f", K, 2, ids((1, 1)), rnd=1)
