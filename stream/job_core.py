@@ -33,6 +33,7 @@ from stream.scheduler import TaskId, assign, reassign
 
 MAX_TASK_RESTARTS = 3          # a task that keeps dying (a broken operator) fails the job
 AVOID_FOR = 10.0               # seconds a worker that failed a start is passed over
+SCHEDULE_EVERY = 2.0           # the schedule goes out again this often: one may be lost
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,11 @@ class SendSchedule:
 
 @dataclass(frozen=True)
 class StopAttempt:
-    """Tell a replaced attempt to stop (a speed-up: fences refuse it anyway)."""
+    """Tell a replaced attempt to stop (a speed-up: fences refuse it anyway). It names the
+    attempt: its address may be another attempt's by now."""
     address: str
+    task: TaskId
+    epoch: int
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class Done:
     pass
 
 
-DOWN, STARTING, RUNNING = "down", "starting", "running"
+DOWN, STARTING, RUNNING, FINISHED = "down", "starting", "running", "finished"
 
 
 @dataclass
@@ -83,16 +87,21 @@ class TaskState:
     stats: dict = field(default_factory=dict)
     restarts: int = 0                # exits since the task last made progress
     last_error: str = ""
+    heard_at: float = 0.0            # its last report (or start)
 
 
 class JobCore:
     def __init__(self, num_tasks: int, workers: list[str], now: float, stall_timeout: float,
-                 source_hosts: list[str] = ()):
+                 source_hosts: list[str] = (), silence: float = 30.0):
+        """`silence`: a running attempt that has not reported for this long is taken for
+        dead (its node's word of its exit may have been lost)."""
         placement = assign(workers, num_tasks, source_hosts=source_hosts)
         self.tasks = {task: TaskState(vm=vm) for task, vm in placement.items()}
         self.num_tasks = num_tasks
         self.live = list(workers)
         self.stall_timeout = stall_timeout
+        self.silence = silence
+        self._next_schedule = now + SCHEDULE_EVERY
         self.sources_done: set[int] = set()
         self.failures_recovered = 0
         self.finished = False
@@ -105,7 +114,13 @@ class JobCore:
     def tick(self, now: float) -> list:
         if self.finished:
             return []
+        for task, st in sorted(self.tasks.items()):
+            if st.phase == RUNNING and now - st.heard_at > self.silence:
+                self._down(task, f"no report for {self.silence:g} s")
+                self.failures_recovered += 1
         self._place_down_tasks(now)
+        if now >= self._next_schedule:
+            self._send_schedule(now)
         if now - self._last_progress > self.stall_timeout:
             self._fail(self._stall_reason())
         return self._take()
@@ -126,11 +141,11 @@ class JobCore:
     def started(self, now: float, task: TaskId, epoch: int, address: str) -> list:
         st = self.tasks[task]
         if epoch != st.epoch or st.phase != STARTING:
-            self._effects.append(StopAttempt(address))   # a start overtaken by a newer one
+            self._effects.append(StopAttempt(address, task, epoch))   # overtaken by a newer one
             return self._take()
-        st.phase, st.address = RUNNING, address
+        st.phase, st.address, st.heard_at = RUNNING, address, now
         self._last_progress = now
-        self._send_schedule()
+        self._send_schedule(now)
         return self._take()
 
     def start_failed(self, now: float, task: TaskId, epoch: int, reason: str) -> list:
@@ -160,6 +175,7 @@ class JobCore:
         st = self.tasks[task]
         if epoch != st.epoch:
             return []                   # from a replaced attempt: not believed
+        st.heard_at = now
         if stats != st.stats:
             st.stats = dict(stats)
             st.restarts = 0              # it works: earlier exits were not its operator's
@@ -179,7 +195,12 @@ class JobCore:
         return {t: st.address for t, st in self.tasks.items() if st.phase == RUNNING}
 
     def not_running(self) -> list[TaskId]:
-        return sorted(t for t, st in self.tasks.items() if st.phase != RUNNING)
+        return sorted(t for t, st in self.tasks.items() if st.phase not in (RUNNING, FINISHED))
+
+    def is_current(self, task: TaskId, epoch: int) -> bool:
+        """Is `epoch` the attempt of `task` this job runs (or starts) now?"""
+        st = self.tasks.get(task)
+        return st is not None and st.epoch == epoch
 
     def totals(self) -> dict:
         def total(stage, key):
@@ -208,12 +229,16 @@ class JobCore:
             self._effects.append(StartTask(task, vm, st.epoch))
 
     def _down(self, task: TaskId, why: str) -> None:
+        """The attempt of `task` is gone: start another, unless it is a source that has
+        done all its work (it would only read its partition again)."""
         st = self.tasks[task]
         if st.phase == RUNNING and st.address:
-            self._effects.append(StopAttempt(st.address))
-        st.phase, st.address, st.last_error = DOWN, None, why
+            self._effects.append(StopAttempt(st.address, task, st.epoch))
+        done = task.stage == 0 and task.index in self.sources_done
+        st.phase, st.address, st.last_error = (FINISHED if done else DOWN), None, why
 
-    def _send_schedule(self) -> None:
+    def _send_schedule(self, now: float) -> None:
+        self._next_schedule = now + SCHEDULE_EVERY
         entries = [[t.stage, t.index, st.address, st.epoch]
                    for t, st in sorted(self.tasks.items()) if st.phase == RUNNING]
         self._effects.append(SendSchedule(entries, [e[2] for e in entries]))

@@ -81,10 +81,18 @@ class Leader:
     # -- news from tasks, workers and membership: to the job's thread -----------------------
 
     def handle_report(self, conn, msg: dict) -> None:
+        """A task's counters, to its job's thread; the answer tells an attempt that this
+        leader does not run (any more) to stop: its job ended, or it was replaced."""
         job = self.jobs.get(msg.get("job"))
-        if job is not None:
+        stop = None
+        if job is None:
+            stop = "its job is not running"
+        elif job.core is not None and not job.core.is_current(TaskId.from_wire(msg["task"]),
+                                                              int(msg.get("epoch", 0))):
+            stop = "a newer attempt runs"
+        else:
             job.events.put(("report", msg))
-        conn.send({"t": OK})
+        conn.send({"t": OK, "stop": stop})
 
     def handle_task_exit(self, conn, msg: dict) -> None:
         job = self.jobs.get(msg.get("job"))
@@ -157,7 +165,7 @@ class Leader:
         if not workers:
             raise CommandError("no live worker to run the job")
         job.core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
-                           source_hosts=self.client.owners(spec.src))
+                           source_hosts=self.client.owners(spec.src), silence=self.lease)
         with ThreadPoolExecutor(max_workers=8) as pool:   # the tasks' (empty) logs
             list(pool.map(lambda t: self.client.create_bytes(task_log.log_name(job.id, str(t)),
                                                              b""), job.core.tasks))
@@ -234,7 +242,9 @@ class Leader:
             if isinstance(effect, StartTask):
                 self._start(job, effect)
             elif isinstance(effect, StopAttempt):
-                self.peers.tell(effect.address, {"t": m.STOP, "job": job.id})
+                self._tell(effect.address, {"t": m.STOP, "job": job.id,
+                                            "task": effect.task.to_wire(),
+                                            "attempt": effect.epoch})
             elif isinstance(effect, Say):
                 ctx.emit(effect.text)
             elif isinstance(effect, Fail):
@@ -243,8 +253,13 @@ class Leader:
             last = schedules[-1]
             message = {"t": m.SCHEDULE, "job": job.id, "tasks": last.entries}
             for address in last.addresses:
-                self.peers.tell(address, message)   # a task gone is the core's to notice
+                self._tell(address, message)     # a task gone is the core's to notice
         return any(isinstance(e, Done) for e in effects)
+
+    def _tell(self, address: str, message: dict) -> None:
+        """A one-way message to a task's inbox, off the job's thread (a host that is gone
+        takes a connect timeout to say so)."""
+        self._starts.submit(self.peers.tell, address, message)
 
     def _start(self, job: Job, effect: StartTask) -> None:
         spec = job.templates[effect.task]
@@ -265,10 +280,12 @@ class Leader:
             return
         running = job.core.running()
         for address in running.values():
-            self.peers.tell(address, {"t": m.STOP, "job": job.id})
+            self._tell(address, {"t": m.STOP, "job": job.id})
         if ctx is not None:
             self._final_reports(ctx, job, set(running))
-        vms = sorted({st.vm for st in job.core.tasks.values() if st.vm})
+        # Every live worker, not only those the job's tasks are on: an attempt whose start
+        # reply was lost runs where the leader does not know it.
+        vms = sorted({st.vm for st in job.core.tasks.values() if st.vm} | set(self._workers()))
         with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
             list(pool.map(lambda vm: self._stop_job_on(vm, job.id), vms))
 

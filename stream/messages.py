@@ -19,7 +19,7 @@ Between tasks, and leader -> task inbox (one-way, no reply; task.py):
     stream.block {job, from, to, id, enc, epoch, ...} + payload   upstream -> downstream
     stream.ack {job, from, to, ids, epoch}                        downstream -> upstream
     stream.schedule {job, tasks: [[stage, index, address, epoch]]} leader -> every task
-    stream.stop {job}                                         leader -> every task
+    stream.stop {job, task?, attempt?}    leader -> every task (or that one attempt)
 """
 
 from __future__ import annotations

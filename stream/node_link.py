@@ -15,6 +15,7 @@ from stream import messages as m
 
 TIMEOUT = 120.0
 CONNECT_TIMEOUT = 10.0     # its own node: a busy machine may be slow to accept
+REPORT_TIMEOUT = 5.0       # a report is worth less than the task loop it holds up
 
 
 class NodeLink:
@@ -63,5 +64,6 @@ class NodeLink:
         if no replica holds it)."""
         return b"".join(self.read_range(name, 0, 1 << 62))
 
-    def report(self, message: dict) -> None:
-        self.peers.call(self.leader, message, timeout=TIMEOUT)
+    def report(self, message: dict) -> dict:
+        """Counters to the leader; its answer (`stop`: why this attempt should stop)."""
+        return self.peers.call(self.leader, message, timeout=REPORT_TIMEOUT)

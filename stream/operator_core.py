@@ -142,11 +142,17 @@ class OperatorCore(TaskCore):
                 self.newly_done = []
             self.flush_acks()
         for bid, when in list(self.sent_at.items()):
-            silent = [to for to in self.sent[bid] if to.index in self.inflight.get(bid, ())
-                      and delivery.resend_due(when, self.heard.get(to.index, self.started),
-                                              now, self.spec.resend_after)]
+            if now - when < self.spec.resend_after:
+                continue
+            waiting = [to for to in self.sent[bid] if to.index in self.inflight.get(bid, ())]
+            silent = [to for to in waiting
+                      if delivery.resend_due(when, self.heard.get(to.index, self.started),
+                                             now, self.spec.resend_after)]
             if silent:
                 self._resend(now, bid, self.sent[bid], only=silent)
+            elif waiting:          # they ack others: alive and busy; a period from then
+                self.sent_at[bid] = min(self.heard.get(to.index, self.started)
+                                        for to in waiting)
 
     def own_deadline(self, now: float) -> float:
         deadline = self._next_batch

@@ -34,7 +34,8 @@ READ_AHEAD_BYTES = 16 << 20       # cut but not yet sent: feed no more beyond th
 class SourceCore(TaskCore):
     def __init__(self, spec: TaskSpec, recovered: Recovered, now: float):
         super().__init__(spec, recovered, now)
-        self.stats["in"] = 0                       # counted as the partition is read again
+        self.read_before = recovered.stats.get("in", 0)   # lines read by earlier attempts
+        self.read = 0                                     # ... and by this one, from the start
         part = spec.partition
         self.acked = recovered.completed
         self.ready: deque = deque()                # (bid, dest, message, block) to send
@@ -69,7 +70,8 @@ class SourceCore(TaskCore):
         bid = task_log.block_id(self.task.index, self.block_no)
         lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         first, self.line, self.block_no = self.line, self.line + lines, self.block_no + 1
-        self.stats["in"] += lines          # lines read: exact after any restart
+        self.read += lines                 # lines read: exact after any restart, and never
+        self.stats["in"] = max(self.read, self.read_before)   # less than reported before
         if task_log.block_key(bid) in self.acked:
             return                                  # a replacement: done before
         dest = TaskId(1, route_block(stage_salt(1, bid), self.spec.num_tasks))
@@ -113,14 +115,16 @@ class SourceCore(TaskCore):
 
     def on_tick(self, now: float) -> None:
         self._release(now)
-        for bid, entry in list(self.unacked.items()):   # oldest send first
+        for bid, entry in list(self.unacked.items()):   # oldest timer first
             if now - entry[3] < self.spec.resend_after:
                 break
-            if delivery.resend_due(entry[3], self.heard.get(entry[0], self.started), now,
-                                   self.spec.resend_after):
+            heard = self.heard.get(entry[0], self.started)
+            if delivery.resend_due(entry[3], heard, now, self.spec.resend_after):
                 entry[3] = now
-                self.unacked.move_to_end(bid)
                 self.send(entry[0], entry[1], entry[2])
+            else:                  # its task acks others: alive and busy; a period from then
+                entry[3] = heard
+            self.unacked.move_to_end(bid)
         if now >= self._next_commit:
             self._next_commit = now + self.spec.batch_interval
             self._commit()

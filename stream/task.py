@@ -43,6 +43,7 @@ from stream.task_spec import TaskSpec
 log = logging.getLogger("task")
 
 READ_PIECE = 8 << 20              # a source reads its partition this much per request
+LOG_READS, LOG_READ_PAUSE = 20, 0.5   # reading a log that disagrees with its seal
 
 
 class Fenced(Exception):
@@ -81,13 +82,23 @@ class TaskRunner:
         return self.reason
 
     def _start(self) -> TaskCore:
-        self._fence(self.log_file)
-        recovered = task_log.recover(self._ask(lambda: self.link.read_all(self.log_file)))
+        sealed = self._fence(self.log_file)
+        recovered = task_log.recover(self._read_log(sealed))
         now = time.monotonic()
         if self.spec.task.stage == 0:
             return SourceCore(self.spec, recovered, now)
         sealed = self._fence(self.spec.dest) if self.spec.final else None
         return OperatorCore(self.spec, recovered, now, self.operator, sealed)
+
+    def _read_log(self, sealed) -> bytes:
+        """The log, as its fence sealed it: a replica that answers with other records (one
+        that rejoined and has not heard of the fence yet) is not believed; read again."""
+        for _ in range(LOG_READS):
+            data = self._ask(lambda: self.link.read_all(self.log_file))
+            if task_log.record_ids(data, self.spec.writer_key) == sealed:
+                return data
+            time.sleep(LOG_READ_PAUSE)
+        raise RuntimeError(f"{self.log_file}: no replica answers with its sealed records")
 
     def _fence(self, name: str):
         try:
@@ -136,11 +147,12 @@ class TaskRunner:
             raise Fenced(f"attempt {self.spec.epoch}: its node says stop ({reply['stop']})")
 
     def _ask(self, request):
-        """`request()` to the node or the leader; its answer renews the lease."""
-        self._last_asked = time.monotonic()
+        """`request()` to the node or the leader; its answer renews the lease (a request
+        that failed does not count as asking)."""
         result = request()
+        self._last_asked = time.monotonic()
         if self.core is not None:
-            self.core.contact(time.monotonic())
+            self.core.contact(self._last_asked)
         return result
 
     # -- effects ----------------------------------------------------------------------------
@@ -172,11 +184,14 @@ class TaskRunner:
 
     def _report(self, fields: dict) -> None:
         try:
-            self._ask(lambda: self.link.report(dict({"t": m.REPORT, "job": self.spec.job,
-                                                     "task": self.spec.task.to_wire(),
-                                                     "epoch": self.spec.epoch}, **fields)))
+            reply = self._ask(lambda: self.link.report(dict({
+                "t": m.REPORT, "job": self.spec.job, "task": self.spec.task.to_wire(),
+                "epoch": self.spec.epoch}, **fields)))
         except (Unreachable, RemoteError) as exc:
             log.warning("report to the leader failed: %s", exc)
+            return
+        if reply.get("stop") and not fields.get("final"):
+            raise Fenced(f"attempt {self.spec.epoch}: the leader says stop ({reply['stop']})")
 
     def _sender(self, task) -> Sender:
         if task not in self.senders:

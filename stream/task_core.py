@@ -59,6 +59,7 @@ class TaskCore:
         self.epochs: dict[TaskId, int] = {}       # ... and which attempt of it is current
         self.stopped = False
         self.dropped_stale = 0                    # messages from replaced attempts
+        self.misdelivered = 0                     # messages for another task or attempt
         self._acks: dict[TaskId, list[str]] = {}  # block ids to ack, by upstream task
         self._effects: list = []
         self._last_contact = now
@@ -74,14 +75,29 @@ class TaskCore:
         """One message from the inbox; the effects it causes."""
         if self.stopped:
             return []
+        if not self._for_me(message):
+            self.misdelivered += 1
+            return []
         kind = message["t"]
         if kind == m.SCHEDULE:
             self._on_schedule(now, message)
         elif kind == m.STOP:
-            self.finish("the job is over")
+            self.finish("the job is over" if "task" not in message else "told to stop")
         else:
             self.on_message(now, message, payload)
         return self._take()
+
+    def _for_me(self, message: dict) -> bool:
+        """Is the message for this attempt? An inbox port of a dead attempt may be taken by
+        another task's: what was meant for that one must not be taken for this one's."""
+        if message.get("job") != self.spec.job:
+            return False
+        if message["t"] == m.STOP and "task" in message:       # a stop for one attempt
+            return message["task"] == self.task.to_wire() and \
+                message.get("attempt") == self.epoch
+        if message["t"] in (m.BLOCK, m.ACK):
+            return message.get("to") == self.task.to_wire()
+        return True
 
     def tick(self, now: float) -> list:
         """Time passed: batches, resends, reports, the lease; the effects."""

@@ -20,6 +20,7 @@ import time
 
 from cluster import wire
 from cluster.connection import Connection
+from stream.messages import BLOCK
 
 log = logging.getLogger("task")
 
@@ -73,6 +74,8 @@ class Sender(threading.Thread):
         self._queue: queue.Queue = queue.Queue()
         self._conn: Connection | None = None
         self._moved = threading.Event()
+        self._queued: set[str] = set()         # ids of blocks queued, not yet delivered
+        self._lock = threading.Lock()
         self.start()
 
     def set_address(self, address: str) -> None:
@@ -81,6 +84,14 @@ class Sender(threading.Thread):
             self._moved.set()
 
     def send(self, message: dict, payload: bytes = b"") -> None:
+        """Queue `message`. A block that is queued already and not yet delivered is not
+        queued again: resends to a task that cannot be reached would pile up behind it."""
+        block = message.get("id") if message.get("t") == BLOCK else None
+        with self._lock:
+            if block is not None:
+                if block in self._queued:
+                    return
+                self._queued.add(block)
         self._queue.put((message, payload))
 
     def run(self) -> None:
@@ -88,6 +99,9 @@ class Sender(threading.Thread):
             message, payload = self._queue.get()
             while not self._deliver(message, payload):
                 self._moved.wait(RETRY_PAUSE)
+            if message.get("t") == BLOCK:
+                with self._lock:
+                    self._queued.discard(message.get("id"))
 
     def _deliver(self, message: dict, payload: bytes) -> bool:
         if self._moved.is_set() or self._conn is None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from hydfs.fences import writer_client
 from hydfs.idset import IdSet
 
 STAT_KEYS = ("in", "out", "dropped", "errors")
@@ -71,11 +72,16 @@ class Recovered:
                       if any(block_key(b) not in self.completed for b in blocks))
 
 
-def recover(data: bytes) -> Recovered:
-    """Replay a log, in the order of its records' sequence numbers (replicas may hold the
-    appends of two attempts in different orders; numbers never repeat, since an attempt
-    starts after the last number its fenced log holds). A torn last line (the task died
-    mid-append) is ignored."""
+def record_ids(data: bytes, writer_key: str) -> IdSet:
+    """The append ids of a log's records (each attempt appends record `seq` as
+    `writer_key#epoch`): what the log's fence must have sealed."""
+    ids = IdSet()
+    for record in _records(data):
+        ids.add(writer_client(writer_key, int(record.get("epoch", 1))), int(record["seq"]))
+    return ids
+
+
+def _records(data: bytes) -> list[dict]:
     records = []
     for line in data.split(b"\n"):
         if not line.strip():
@@ -84,8 +90,16 @@ def recover(data: bytes) -> Recovered:
             records.append(json.loads(line))
         except ValueError:
             continue
+    return records
+
+
+def recover(data: bytes) -> Recovered:
+    """Replay a log, in the order of its records' sequence numbers (replicas may hold the
+    appends of two attempts in different orders; numbers never repeat, since an attempt
+    starts after the last number its fenced log holds). A torn last line (the task died
+    mid-append) is ignored."""
     rec = Recovered()
-    for record in sorted(records, key=lambda r: int(r.get("seq", 0))):
+    for record in sorted(_records(data), key=lambda r: int(r.get("seq", 0))):
         _apply(rec, record)
     return rec
 

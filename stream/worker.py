@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 from cluster import wire
 from cluster.config import Config
@@ -30,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 30.0
 SPARE_PROCESSES = 2        # warm task processes kept ready per node
 MAX_APPEND = 1 << 30
+TELL_RETRIES = (0.5, 1.0, 2.0)
 
 
 class StreamWorker:
@@ -176,10 +178,15 @@ class StreamWorker:
             proc.kill()
 
     def _tell_leader(self, message: dict) -> None:
-        try:
-            self.peers.call(self.config.leader, message, timeout=5)
-        except (Unreachable, RemoteError) as exc:
-            log.warning("could not tell the leader: %s", exc)
+        """Tell the leader, a few times if it does not answer (it also takes an attempt
+        that stopped reporting for dead, so this is not the only word)."""
+        for pause in TELL_RETRIES:
+            try:
+                self.peers.call(self.config.leader, message, timeout=5)
+                return
+            except (Unreachable, RemoteError) as exc:
+                log.warning("could not tell the leader: %s", exc)
+            time.sleep(pause)
 
     # -- HyDFS on behalf of task processes --------------------------------------------------
 

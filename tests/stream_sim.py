@@ -101,6 +101,8 @@ class Knobs:
     faults: list                  # (time, kind, vm or task): the scheduled nemesis
     start_fail: float             # a start refused
     source_rate: float = 0.0      # lines per second per source (0: as fast as it can)
+    leader_drop: float = 0.0      # a schedule or stop from the leader lost (a tell that failed)
+    exit_drop: float = 0.0        # a node's word that a task exited lost
     latency: tuple = (0.001, 0.03)
 
 
@@ -140,7 +142,8 @@ def knobs_for(rng: random.Random) -> Knobs:
                  drop=rng.choice([0.0, 0.0, 0.02, 0.1]), duplicate=rng.choice([0.0, 0.05]),
                  crash_per_effect=rng.choice([0.0, 0.0, 0.003, 0.01]), faults=faults,
                  start_fail=rng.choice([0.0, 0.1]),
-                 source_rate=rng.choice([0.0, 20.0, 60.0]))
+                 source_rate=rng.choice([0.0, 20.0, 60.0]),
+                 leader_drop=rng.choice([0.0, 0.0, 0.05]), exit_drop=rng.choice([0.0, 0.0, 0.1]))
 
 
 class Attempt:
@@ -177,7 +180,8 @@ class World:
         self.failed = ""
         op1, op2, arg = APPS[self.k.app]
         self.ops = (op1, op2, arg)
-        self.core = JobCore(self.k.num_tasks, list(self.live), 0.0, stall_timeout=60.0)
+        self.core = JobCore(self.k.num_tasks, list(self.live), 0.0, stall_timeout=60.0,
+                            silence=5.0)
         self.templates = self._templates()
 
     # -- the event queue --------------------------------------------------------------------
@@ -237,9 +241,12 @@ class World:
             elif isinstance(effect, SendSchedule):
                 message = {"t": SCHEDULE, "job": JOB, "tasks": effect.entries}
                 for address in effect.addresses:
-                    self.deliver(address, dict(message), reliable=True)
+                    if self.rng.random() >= self.k.leader_drop:
+                        self.deliver(address, dict(message), reliable=True)
             elif isinstance(effect, StopAttempt):
-                self.deliver(effect.address, {"t": STOP, "job": JOB}, reliable=True)
+                self.deliver(effect.address, {"t": STOP, "job": JOB,
+                                              "task": effect.task.to_wire(),
+                                              "attempt": effect.epoch}, reliable=True)
             elif isinstance(effect, Say):
                 self.say(f"leader: {effect.text}")
             elif isinstance(effect, Fail):
@@ -396,6 +403,9 @@ class World:
         self.at(self.now + self.rng.uniform(0.01, 0.2), "exited", a.spec.task, a.spec.epoch)
 
     def on_exited(self, task: TaskId, epoch: int) -> None:
+        if self.rng.random() < self.k.exit_drop:
+            self.say(f"the word that {task}@{epoch} exited is lost")
+            return
         self.leader(self.core.exited(self.now, task, epoch, 1))
 
     def on_fault(self, kind: str, vm: str) -> None:

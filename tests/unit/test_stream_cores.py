@@ -85,7 +85,7 @@ def test_a_failed_start_goes_elsewhere_as_a_new_attempt_and_a_late_outcome_is_ig
     retry = of(core.tick(1.2), StartTask)
     assert [(s.task, s.epoch) for s in retry] == [(first.task, 2)] and retry[0].vm != first.vm
     late = core.started(1.3, first.task, 1, "h:1")       # attempt 1 answered after all
-    assert of(late, StopAttempt) == [StopAttempt("h:1")]
+    assert of(late, StopAttempt) == [StopAttempt("h:1", first.task, 1)]
     assert first.task in core.not_running()
 
 
@@ -267,3 +267,50 @@ def test_tasks_of_a_node_that_restarted_before_anyone_noticed_are_restarted():
     core.members(1.0, ["02", "03", "04"], failed=[victim])
     restarted = of(core.tick(1.2), StartTask)
     assert sorted(s.task for s in restarted) == sorted(s.task for s in starts if s.vm == victim)
+
+
+def test_a_running_attempt_that_stops_reporting_is_taken_for_dead():
+    """Regression (simulator hunt): the node's word that a task exited was lost, and the job
+    waited for it for ever."""
+    core = JobCore(1, ["02", "03"], 0.0, stall_timeout=60.0, silence=5.0)
+    starts = of(core.tick(0.0), StartTask)
+    for s in starts:
+        core.started(0.1, s.task, 1, f"{s.vm}:{s.task.stage}")
+    for s in starts[1:]:
+        core.report(4.0, s.task, 1, {"in": 1})
+    restarted = of(core.tick(5.5), StartTask)
+    assert [(r.task, r.epoch) for r in restarted] == [(starts[0].task, 2)]
+
+
+def test_the_schedule_goes_out_again_now_and_then():
+    """Regression (simulator hunt): a schedule lost on its way left a source sending to a
+    dead attempt for ever."""
+    core, starts = started_job()
+    for s in starts:
+        core.started(0.1, s.task, 1, f"{s.vm}:{s.task.stage}")
+    assert not of(core.tick(1.0), SendSchedule)
+    assert of(core.tick(2.2), SendSchedule)
+
+
+def test_a_source_that_finished_is_not_started_again_when_its_worker_fails():
+    core, starts = started_job(num_tasks=2)
+    for s in starts:
+        core.started(0.1, s.task, 1, f"{s.vm}:{s.task.stage}")
+    source = next(s for s in starts if s.task.stage == 0)
+    core.report(1.0, source.task, 1, {"in": 9}, source_done=True)
+    core.members(2.0, [vm for vm in ("02", "03", "04") if vm != source.vm])
+    assert source.task not in [s.task for s in of(core.tick(2.1), StartTask)]
+    assert source.task not in core.not_running()
+
+
+def test_messages_for_another_task_or_attempt_are_ignored():
+    """Regression (simulator hunt): a new attempt listening on the port of another task's
+    dead attempt took that task's blocks, and its stop, for its own."""
+    core = OperatorCore(spec(2), task_log.recover(b""), 0.0, load_operator("grep", "a"))
+    message, payload = block("0:0", ["a1"])
+    assert core.step(0.0, dict(message, to=[2, 1]), payload) == [] and not core.pending
+    assert core.step(0.0, {"t": "stream.stop", "job": "j", "task": [2, 0], "attempt": 7}) == []
+    assert core.step(0.0, {"t": "stream.stop", "job": "j", "task": [2, 1], "attempt": 1}) == []
+    assert core.step(0.0, dict(message, job="other"), payload) == [] and not core.stopped
+    assert of(core.step(0.0, {"t": "stream.stop", "job": "j", "task": [2, 0], "attempt": 1}),
+              Stop)
