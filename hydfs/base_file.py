@@ -91,7 +91,20 @@ def _append_in_place(st: FileState, folder: str, records: list[Record]) -> None:
 
 def _rebuild(st: FileState, folder: str, new: list[Record]) -> None:
     """Write a new base: the create's content, then old and new appends in order."""
-    order = in_merge_order(_entries(st.index) + new)
+    _rewrite(st, folder, in_merge_order(_entries(st.index) + new))
+
+
+def rebuild_without(st: FileState, folder: str, drop) -> None:
+    """Write a new base without the merged appends whose ids are in `drop` (a fence refused
+    them after they were merged: fences.py)."""
+    kept = [e for e in _entries(st.index) if (e.client, e.seq) not in drop]
+    _rewrite(st, folder, kept)
+    st.merged = IdSet.of((e.client, e.seq) for e in kept)
+
+
+def _rewrite(st: FileState, folder: str, order: list) -> None:
+    """A new base of the create's content, then `order`'s appends (merged ones read from
+    the base, pending `Record`s from the log), each checked against its CRC."""
     base_path = os.path.join(folder, st.base_file)
     log_path = os.path.join(folder, st.pending_file)
     new_file = new_name()
@@ -110,27 +123,6 @@ def _rebuild(st: FileState, folder: str, new: list[Record]) -> None:
                     yield from _read_base(base, st, item.offset, item.size)
     size, crcs = write_blocks(os.path.join(folder, new_file), chunks())
     st.base_file, st.base_size, st.base_crcs, st.index = new_file, size, crcs, index
-
-
-def rebuild_without(st: FileState, folder: str, drop) -> None:
-    """Write a new base without the merged appends whose ids are in `drop` (a fence refused
-    them after they were merged: fences.py)."""
-    kept = [e for e in _entries(st.index) if (e.client, e.seq) not in drop]
-    base_path = os.path.join(folder, st.base_file)
-    new_file = new_name()
-    index, offset = [], st.create_size
-    for item in kept:
-        index.append([item.client, item.seq, item.ts, offset, item.size])
-        offset += item.size
-
-    def chunks():
-        with open(base_path, "rb") as base:
-            yield from _read_base(base, st, 0, st.create_size)
-            for item in kept:
-                yield from _read_base(base, st, item.offset, item.size)
-    size, crcs = write_blocks(os.path.join(folder, new_file), chunks())
-    st.base_file, st.base_size, st.base_crcs, st.index = new_file, size, crcs, index
-    st.merged = IdSet.of((e.client, e.seq) for e in kept)
 
 
 @dataclass(frozen=True)

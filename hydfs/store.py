@@ -309,10 +309,7 @@ class ReplicaStore:
         ids of `key`'s appends from lower epochs this copy holds."""
         with self.lock(name):
             st = self.state(name)
-            prior = st.fences.get(key)
-            if prior is not None and (prior.epoch, prior.round) > (epoch, rnd):
-                raise Fenced(f"{name}: fenced at epoch {prior.epoch} round {prior.round} "
-                             f"already, not {epoch} round {rnd}")
+            prior = _not_newer(name, st.fences.get(key), epoch, rnd)
             begun = stronger(prior, Fence(epoch, None, rnd))
             if begun != prior:
                 self._commit_fences(st, st.fences.with_fence(key, begun))
@@ -324,10 +321,7 @@ class ReplicaStore:
         lower epochs not in it. Returns the ids of `sealed` this copy lacks (to be sent)."""
         with self.lock(name):
             st = self.state(name)
-            current = st.fences.get(key)
-            if current is not None and (current.epoch, current.round) > (epoch, rnd):
-                raise Fenced(f"{name}: fenced at epoch {current.epoch} round "
-                             f"{current.round} already, not {epoch} round {rnd}")
+            current = _not_newer(name, st.fences.get(key), epoch, rnd)
             fence = stronger(current, Fence(epoch, sealed, rnd))
             st = self._commit_fences(st, st.fences.with_fence(key, fence))
             return [list(i) for i in fence.sealed if not st.holds(i)]
@@ -372,6 +366,14 @@ class ReplicaStore:
             with self._guard:
                 self._files.pop(name, None)
             layout.discard(self.root, name, set_aside=reason == "corrupt")
+
+
+def _not_newer(name: str, fence: Fence | None, epoch: int, rnd: int) -> Fence | None:
+    """`fence`, unless it is of a newer epoch or a later try than (epoch, rnd): Fenced."""
+    if fence is not None and (fence.epoch, fence.round) > (epoch, rnd):
+        raise Fenced(f"{name}: fenced at epoch {fence.epoch} round {fence.round} already, "
+                     f"not {epoch} round {rnd}")
+    return fence
 
 
 def _unheld(st: FileState, records):
