@@ -37,7 +37,7 @@ from stream.node_link import NodeLink
 from stream.operator_core import OperatorCore
 from stream.source_core import SourceCore
 from stream.task_core import TaskCore
-from stream.task_io import Inbox, Sender, wait_for
+from stream.task_io import Inbox, Sender, drain
 from stream.task_spec import TaskSpec
 
 log = logging.getLogger("task")
@@ -116,13 +116,9 @@ class TaskRunner:
             data, last = self._read_source()
             self._execute(core.feed(now, data, last))
         else:           # messages until the core's next deadline, then its tick
-            deadline = core.next_deadline(now)
-            while not core.stopped:
-                item = wait_for(self.inbox.items, deadline - time.monotonic())
-                if item is None:
-                    break
+            for item in drain(self.inbox.items, core.next_deadline(now)):
                 self._execute(core.step(time.monotonic(), *item))
-                if time.monotonic() >= deadline:
+                if core.stopped:
                     break
         if time.monotonic() - self._last_asked > self.spec.lease / 3:
             self._lease_ping()

@@ -59,7 +59,6 @@ class TaskCore:
         self.epochs: dict[TaskId, int] = {}       # ... and which attempt of it is current
         self.stopped = False
         self.dropped_stale = 0                    # messages from replaced attempts
-        self.misdelivered = 0                     # messages for another task or attempt
         self._acks: dict[TaskId, list[str]] = {}  # block ids to ack, by upstream task
         self._effects: list = []
         self._last_contact = now
@@ -76,7 +75,6 @@ class TaskCore:
         if self.stopped:
             return []
         if not self._for_me(message):
-            self.misdelivered += 1
             return []
         kind = message["t"]
         if kind == m.SCHEDULE:

@@ -139,9 +139,12 @@ def wait_for(items: queue.Queue, timeout: float):
 
 
 def drain(items: queue.Queue, deadline: float):
-    """Inbox items until `deadline` (monotonic), without busy-waiting."""
+    """Inbox items until `deadline` (monotonic), without busy-waiting; a flood of items
+    does not hold the caller past the deadline."""
     while True:
         item = wait_for(items, deadline - time.monotonic())
         if item is None:
             return
         yield item
+        if time.monotonic() >= deadline:
+            return
