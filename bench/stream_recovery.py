@@ -165,17 +165,25 @@ class Recovery:
                 "rate_kill_to_move": _rate(progress[:-1], k, moved_at) if moved_at else None}
 
 
+def _output_at(points: list, t: float, origin: float) -> float:
+    """The output count at time `t`, linear between (time, count) points that start from
+    (origin, 0); the last count after them."""
+    prev = (origin, 0)
+    for point in points:
+        if point[0] >= t:
+            (t0, o0), (t1, o1) = prev, point
+            return o0 + (o1 - o0) * (t - t0) / (t1 - t0) if t1 > t0 else o1
+        prev = point
+    return points[-1][1]
+
+
 def _rate(progress: list, start: float, end: float):
     """Output rows per second between two instants (linear between progress points)."""
-    def at(t):
-        prev = (progress[0][0], 0)
-        for point in progress:
-            if point[0] >= t:
-                (t0, o0), (t1, o1) = prev, point
-                return o0 + (o1 - o0) * (t - t0) / (t1 - t0) if t1 > t0 else o1
-            prev = point
-        return progress[-1][1]
-    return round((at(end) - at(start)) / (end - start)) if end > start and progress else None
+    if not (end > start and progress):
+        return None
+    origin = progress[0][0]
+    return round((_output_at(progress, end, origin) - _output_at(progress, start, origin))
+                 / (end - start))
 
 
 def _catch_up(row: dict, baseline: dict) -> dict:
@@ -185,15 +193,7 @@ def _catch_up(row: dict, baseline: dict) -> dict:
                                                                 baseline["records_out"])]
 
     def base_out(t):
-        if t >= base[-1][0]:
-            return base[-1][1]
-        prev = (0.0, 0)
-        for point in base:
-            if point[0] >= t:
-                (t0, o0), (t1, o1) = prev, point
-                return o0 + (o1 - o0) * (t - t0) / (t1 - t0) if t1 > t0 else o1
-            prev = point
-        return base[-1][1]
+        return _output_at(base, t, 0.0)
     if "killed_at_s" not in row:
         return {}
     k = row["killed_at_s"]
