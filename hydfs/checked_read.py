@@ -45,7 +45,7 @@ def piece_spans(f: BinaryIO, offset: int, size: int, crcs: list[int], per_block:
     read; a record is always checked whole."""
     hi = size if hi is None else min(hi, size)
     if per_block:
-        yield from _block_spans(f, offset, size, crcs, lo, hi, window)
+        yield from CheckedBlocks(f, offset, size, crcs).spans(lo, hi, window)
     else:
         yield from _record_spans(f, offset, size, crcs[0], lo, hi, window)
 
@@ -63,19 +63,34 @@ def as_bytes(span: Span) -> bytes:
     return whole if len(span.data) == len(whole) else bytes(span.data)
 
 
-def _block_spans(f, offset, size, crcs, lo, hi, window):
-    if lo >= hi:
-        return
-    per_window = max(window // BLOCK, 1)
-    first, last = lo // BLOCK, (hi - 1) // BLOCK
-    for i in range(first, last + 1, per_window):
-        j = min(i + per_window, last + 1)                   # blocks i .. j-1 in this window
-        start, end = i * BLOCK, min(j * BLOCK, size)
-        data = _read(f, offset + start, end - start)
-        for k in range(i, j):
-            if zlib.crc32(data[(k - i) * BLOCK:(k - i + 1) * BLOCK]) != crcs[k]:
-                raise CorruptReplica(f"{f.name}: block {k} fails its checksum")
-        yield _clip(f, offset, start, data, lo, hi)
+class CheckedBlocks:
+    """Checked spans of one per-block piece (a base), for a reader that asks for many
+    ranges of it in turn (a view, store.py): the window read last stays in memory, checked,
+    so ranges that share a block (small appends side by side) do not read and check it
+    again. Holds at most one window."""
+
+    def __init__(self, f: BinaryIO, offset: int, size: int, crcs: list[int]):
+        self.f, self.offset, self.size, self.crcs = f, offset, size, crcs
+        self._start, self._data = 0, memoryview(b"")    # the window kept, checked
+
+    def spans(self, lo: int, hi: int, window: int = WINDOW) -> Iterator[Span]:
+        """Checked spans of bytes [lo, hi) of the piece, each at most `window` bytes."""
+        hi = min(hi, self.size)
+        while lo < hi:
+            if not self._start <= lo < self._start + len(self._data):
+                self._load(lo // BLOCK, (hi - 1) // BLOCK, max(window // BLOCK, 1))
+            yield _clip(self.f, self.offset, self._start, self._data, lo, hi)
+            lo = min(hi, self._start + len(self._data))
+
+    def _load(self, first: int, last: int, per_window: int) -> None:
+        """Read and check blocks `first` .. at most `last` (one window's worth)."""
+        end_block = min(first + per_window, last + 1)
+        start, end = first * BLOCK, min(end_block * BLOCK, self.size)
+        data = _read(self.f, self.offset + start, end - start)
+        for k in range(first, end_block):
+            if zlib.crc32(data[(k - first) * BLOCK:(k - first + 1) * BLOCK]) != self.crcs[k]:
+                raise CorruptReplica(f"{self.f.name}: block {k} fails its checksum")
+        self._start, self._data = start, data
 
 
 def _record_spans(f, offset, size, expected_crc, lo, hi, window):

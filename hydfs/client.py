@@ -13,6 +13,11 @@
   modified" without resending). This client's own append or merge drops the entry, so a get
   always reflects this client's writes (read-my-writes).
 
+- Following a growing file (a RainStorm source): `settled` says which appends at least two
+  replicas hold, `read_view` reads a view of such a set of appends (view.py: the same bytes
+  from every replica, whatever each has merged), and `watch` waits, without polling, until a
+  replica holds an append beyond a known set.
+
 Which replica to read, when to fail over, wait or give up, and which write refusals are worth
 retrying are pure rules (read_rules.py, write_rules.py); this module does the I/O around
 them. Every failure is a `HydfsError` with an error code (messages.py) and a one-line reason.
@@ -28,19 +33,25 @@ import uuid
 
 from cluster import wire
 from cluster.connection import Connection
-from cluster.errors import UNREACHABLE, CodedError
+from cluster.errors import BAD_REQUEST, UNREACHABLE, CodedError
 from cluster.rpc import REPLY_TIMEOUT, Peers, RemoteError, Slow, Unreachable, check_reply
 from hydfs import messages as m
 from hydfs import read_rules, write_rules
 from hydfs.cache import LruCache
+from hydfs.checked_read import as_bytes
 from hydfs.coordinator import too_small
 from hydfs.idset import IdSet
 from hydfs.names import BadName, check_name
 from hydfs.ring import ring_position
 from hydfs.service import HydfsService
+from hydfs.store import CorruptReplica, LacksAppends, NoSuchFile
+from hydfs.summary import held_ids
 
 CACHE_TTL = 5.0
 RETRY_PAUSE = 0.2
+SUMMARY_TIMEOUT = 5.0
+WATCH_MARGIN = 5.0       # a watch's network timeout exceeds its wait by this much
+WATCH_PAUSE = 0.5        # when no replica answers a watch, it returns False after this
 
 
 class HydfsError(CodedError):
@@ -306,6 +317,139 @@ class HydfsClient:
                 patience = REPLY_TIMEOUT    # every answering replica was slow: wait for one
             else:
                 time.sleep(RETRY_PAUSE)
+
+    def read_view(self, name: str, ids: IdSet, create: bool, offset: int, length: int):
+        """(size, chunks): the total size of the view of `ids` (after the create's content
+        if `create`; view.py) and the chunks of its bytes [offset, offset + length), clipped
+        to it. The view is the same bytes on every replica that holds all of `ids`; it is
+        read from the first such replica (read order), this node's own copy if it is one.
+        The caller reads every chunk (or closes the iterator): that frees the connection.
+
+        A replica that lacks some of `ids` (`missing`), holds no copy, or is unreachable
+        or slow is passed over for the next; once every replica was tried, HydfsError
+        `missing` (a replica has the file but none has every id: re-read `settled`),
+        `unreachable`/`slow`, or `no_such_file` (read_rules.view_failure). Once bytes went
+        to the caller a failure raises HydfsError(unreachable), as read_range does."""
+        checked_name(name)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in (offset, length)):
+            raise HydfsError(BAD_REQUEST, f"bad byte range {offset!r}, {length!r}")
+        local = self._local_view(name, ids, create, offset, length)
+        if local is not None:
+            return local
+        request = {"t": m.READ_VIEW, "name": name, "ids": ids.to_wire(), "create": create,
+                   "offset": offset, "length": length}
+        vm, conn, reply = self._open_view(name, request)
+        return reply["size"], self._bulk_chunks(vm, conn, reply, name)
+
+    def _open_view(self, name: str, request: dict):
+        """(vm, connection, reply header) of the first replica that starts sending the
+        view, tried as read_rules says for views: with growing patience, passing over
+        those that lack its appends."""
+        patience = read_rules.FIRST_PATIENCE
+        while True:
+            errors = {}
+            for vm in read_rules.read_order(self.owners(name)):
+                try:
+                    conn, reply = self._request_read(vm, request, patience)
+                    return vm, conn, reply
+                except (RemoteError, Unreachable) as exc:
+                    if not read_rules.view_tries_next(exc.code):
+                        raise HydfsError.of(exc) from None
+                    errors[exc.code] = exc
+            codes = list(errors)
+            if read_rules.after_round(codes, patience, REPLY_TIMEOUT, 0.0, 0.0) != \
+                    read_rules.WAIT_LONGER:
+                code = read_rules.view_failure(codes)
+                if code in errors:
+                    raise HydfsError.of(errors[code])
+                raise HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
+            patience = REPLY_TIMEOUT    # every answering replica was slow: wait for one
+
+    @staticmethod
+    def _bulk_chunks(vm: str, conn: Connection, reply: dict, name: str):
+        with conn:      # once bytes went to the caller, a failure cannot move elsewhere
+            try:
+                yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
+            except (OSError, wire.ProtocolError) as exc:
+                raise HydfsError(UNREACHABLE, f"reading {name} from vm{vm}: {exc}") from None
+
+    def _local_view(self, name: str, ids: IdSet, create: bool, offset: int, length: int):
+        """read_view's answer from this node's own copy, if it is a replica holding every
+        id of `ids` (no network at all); else None."""
+        store = self.service.store
+        if store.get_state(name) is None or self.service.vm not in self.owners(name):
+            return None
+        try:
+            snap = store.snapshot(name)
+        except NoSuchFile:
+            return None
+        try:
+            v = store.view(snap, ids, create)
+        except LacksAppends:
+            snap.close()
+            return None
+        start = min(offset, v.size)
+        return v.size, self._local_chunks(name, snap, v, start, min(length, v.size - start))
+
+    def _local_chunks(self, name: str, snap, v, start: int, length: int):
+        store = self.service.store
+        try:
+            for span in store.view_spans(snap, v, start, length):
+                yield as_bytes(span)
+        except CorruptReplica as exc:
+            self.service.quarantine(name, exc)
+            raise HydfsError(UNREACHABLE, f"reading {name} here: corrupt copy") from None
+        finally:
+            snap.close()
+
+    def settled(self, name: str) -> IdSet:
+        """The ids of the appends to `name` that at least two replicas hold (one, if only
+        one answered with a copy; read_rules.settled_ids), asking every replica at once.
+
+        An acknowledged append is on every replica (write_rules.append_acknowledged), so it
+        is counted even after one replica failed or while a new one has not caught up; an
+        append on one replica only (its fan-out still under way) is not counted yet, so
+        whoever relies on a settled id can read it from a second replica if one fails.
+        HydfsError `no_such_file` if every replica that answered holds no copy,
+        `unreachable` if none answered."""
+        checked_name(name)
+        replies = self.service.parallel(
+            lambda vm: self.peers.call(vm, {"t": m.SUMMARY, "name": name},
+                                       SUMMARY_TIMEOUT)["summary"], self.owners(name))
+        answered = [r for r in replies if not isinstance(r, Exception)]
+        if not answered:
+            raise HydfsError(UNREACHABLE, f"no replica of {name} answered: {replies[-1]}")
+        copies = [s for s in answered if s]
+        if not copies:
+            raise HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
+        return read_rules.settled_ids(copies)
+
+    def watch(self, name: str, known: IdSet, timeout: float) -> IdSet | None:
+        """Wait up to `timeout` seconds (at most messages.MAX_WATCH) until a replica of
+        `name` holds an append not in `known`: what that replica holds once it does, None
+        at the timeout. A long poll at the first replica that answers (read order), which
+        answers as soon as it holds one; nothing polls. If no replica answers with a copy,
+        None after a short pause: the caller reads `settled` again as its fallback anyway.
+
+        The news may be an append that one replica holds and is not settled yet (its
+        fan-out under way): a caller watches again with what it was told added to
+        `known`, so it is not told twice."""
+        checked_name(name)
+        deadline = time.monotonic() + min(max(timeout, 0.0), m.MAX_WATCH)
+        for vm in read_rules.read_order(self.owners(name)):
+            wait = max(deadline - time.monotonic(), 0.0)
+            try:
+                summary = self.peers.call(
+                    vm, {"t": m.WATCH, "name": name, "known": known.to_wire(),
+                         "timeout": wait}, wait + WATCH_MARGIN)["summary"]
+            except (Unreachable, RemoteError):
+                continue
+            if summary:
+                held = held_ids(summary)
+                return None if known.covers(held) else held
+        time.sleep(min(WATCH_PAUSE, max(deadline - time.monotonic(), 0.0)))
+        return None
 
     def _read_local_range(self, name: str, offset: int, length: int):
         store = self.service.store

@@ -76,6 +76,16 @@ class IdSet:
                     return False
         return True
 
+    def difference(self, other: "IdSet") -> "IdSet":
+        """The ids of this set that `other` lacks (span by span)."""
+        result = IdSet()
+        for client, spans in self._ranges.items():
+            theirs = other._ranges.get(client, [])
+            for lo, hi in spans:
+                for a, b in _minus(lo, hi, theirs):
+                    result._add_range(client, a, b)
+        return result
+
     def max_seq(self, client: str) -> int:
         spans = self._ranges.get(client)
         return spans[-1][1] if spans else 0
@@ -92,3 +102,44 @@ class IdSet:
         if start < end:          # overlaps or touches its neighbours: one span for all
             lo, hi = min(lo, spans[start][0]), max(hi, spans[end - 1][1])
         spans[start:end] = [[lo, hi]]
+
+
+def held_by_at_least(sets: list[IdSet], n: int) -> IdSet:
+    """The ids that at least `n` (>= 1) of `sets` contain: a sweep over their ranges, so
+    the cost grows with the number of ranges, not of ids."""
+    n = max(n, 1)
+    edges: dict[str, list[tuple[int, int]]] = {}
+    for ids in sets:
+        for client, spans in ids._ranges.items():
+            for lo, hi in spans:
+                edges.setdefault(client, []).extend([(lo, 1), (hi + 1, -1)])
+    result = IdSet()
+    for client, points in edges.items():
+        depth, since = 0, None
+        for seq, step in sorted(points):         # at one seq, ends (-1) before starts (+1)
+            depth += step
+            if depth >= n and since is None:
+                since = seq
+            elif depth < n and since is not None:
+                if since < seq:
+                    result._add_range(client, since, seq - 1)
+                since = None
+    return result
+
+
+def _minus(lo: int, hi: int, spans: list) -> list:
+    """[lo, hi] without the sorted, disjoint `spans`, as ranges."""
+    out, at = [], lo
+    for a, b in spans[max(bisect.bisect_right(spans, [lo, float("inf")]) - 1, 0):]:
+        if a > hi:
+            break
+        if b < at:
+            continue
+        if a > at:
+            out.append((at, a - 1))
+        at = max(at, b + 1)
+        if at > hi:
+            return out
+    if at <= hi:
+        out.append((at, hi))
+    return out

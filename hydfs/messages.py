@@ -23,6 +23,11 @@ Replica side (coordinator or client -> a replica; service.py):
     hydfs.discard {name, file_id}                  -> ok   (undo a failed create)
     hydfs.fence_begin {name, key, epoch, round}    -> ok {prior, held}
     hydfs.fence_seal {name, key, epoch, round, sealed} -> ok {lacking, summary}
+    hydfs.read_view {name, ids, create, offset, length}
+                                                   -> hydfs.data {version, replica, size} + bytes
+                                                      or error `missing`   (view.py)
+    hydfs.watch {name, known, timeout}             -> ok {summary or null}, once the copy
+                                                      holds an id not in `known` (or timeout)
 State transfers (inside hydfs.fetch / hydfs.state; transfer.py):
     hydfs.records {name, count}, then count x hydfs.record {id, ts} + bytes
 Client commands run on another node (hydfs/commands.py):
@@ -37,6 +42,7 @@ from __future__ import annotations
 from cluster import wire
 from cluster.errors import BAD_REQUEST, HandlerError
 from cluster.messages import Catalogue
+from hydfs.idset import IdSet
 from hydfs.names import BadName, check_name
 
 HYDFS = Catalogue("hydfs")
@@ -68,6 +74,10 @@ FENCE_BEGIN = HYDFS.add("hydfs.fence_begin", ("name", "key", "epoch"),
                         "refuse the writer's older epochs; report what is held")
 FENCE_SEAL = HYDFS.add("hydfs.fence_seal", ("name", "key", "epoch", "sealed"),
                        "keep exactly these appends of the writer's older epochs")
+READ_VIEW = HYDFS.add("hydfs.read_view", ("name", "ids", "create", "offset", "length"),
+                      "a byte range of a view: these appends in merge order (view.py)")
+WATCH = HYDFS.add("hydfs.watch", ("name", "known", "timeout"),
+                  "answer once the copy holds an append not in `known` (a long poll)")
 
 # Error codes (cluster/errors.py has those every node uses).
 NO_SUCH_FILE = "no_such_file"              # no replica (or not this one) holds the name
@@ -76,7 +86,8 @@ NOT_OWNER = "not_owner"                    # this node is not a replica of the f
 NOT_ENOUGH_REPLICAS = "not_enough_replicas"  # a write could not reach every replica (yet)
 TOO_FEW_NODES = "too_few_nodes"            # the cluster has fewer live nodes than replicas
 BEHIND = "behind"                          # this replica lacks the reader's last append (yet)
-MISSING = "missing"                        # an append_replica for a file this node lacks
+MISSING = "missing"                        # this node lacks the file (append_replica) or
+                                           # appends a read_view asked for
 BAD_NAME = "bad_name"                      # a name that names.check_name refuses
 MERGE_FAILED = "merge_failed"              # a replica could not gather every append to merge
 LOCAL_FILE = "local_file"                  # a client's local path cannot be read or written
@@ -118,8 +129,38 @@ def fence_of(msg: dict) -> tuple[str, int, int]:
     return key, epoch, rnd
 
 
+MAX_WATCH = 30.0        # the longest a watch waits (seconds): a client asks again after it
+
+
+def id_set(msg: dict, field: str) -> IdSet:
+    """The IdSet in wire form (IdSet.to_wire) in `field`."""
+    value = msg.get(field)
+    try:
+        if not isinstance(value, dict):
+            raise TypeError(field)
+        return IdSet(value)
+    except (TypeError, ValueError):
+        raise HandlerError(BAD_REQUEST, f"bad id set in {field!r}") from None
+
+
+def flag(msg: dict, field: str) -> bool:
+    value = msg.get(field)
+    if not isinstance(value, bool):
+        raise HandlerError(BAD_REQUEST, f"{field!r} must be true or false")
+    return value
+
+
+def watch_timeout(msg: dict) -> float:
+    """A watch's timeout in seconds, at most MAX_WATCH."""
+    value = msg.get("timeout")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0 <= value < float("inf"):
+        raise HandlerError(BAD_REQUEST, "bad watch timeout")
+    return min(float(value), MAX_WATCH)
+
+
 def byte_range(msg: dict, size: int) -> tuple[int, int]:
-    """(start, length) of a get's byte range, clipped to a file of `size` bytes."""
+    """(start, length) of a get's (or a view's) byte range, clipped to `size` bytes."""
     offset, length = msg.get("offset"), msg.get("length")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                for v in (offset, length)):

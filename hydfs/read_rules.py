@@ -36,6 +36,19 @@ only when every replica is slow does the reader wait for one.
 Read-my-writes. A read names this client's last acknowledged append to the file; a replica
 that does not hold it yet (one restarted with an old copy) answers `behind` instead of older
 bytes, and the reader goes elsewhere or waits for re-replication.
+
+Views (view.py). A view read goes to the replicas in the same order and moves on from one
+that is unreachable, slow, holds no copy, or lacks some of the view's appends (`missing`);
+once every replica was tried it fails with `missing` if a replica that holds the file lacked
+appends, else `unreachable` (or `slow`) if one did not answer (it may hold them), else
+`no_such_file`.
+
+Settled appends. An append is settled once at least two replicas hold it (one, if only one
+replica answered with a copy): `settled_ids`. An acknowledged append is on every replica
+(write_rules.py), so it counts even after one replica fails or while a new one has not
+caught up; an append on one replica only (its fan-out still running) does not count yet, so
+a reader that relies on a settled append can read it from a second replica if one fails.
+Appends that the strongest fences known refuse do not count (fences.py).
 """
 
 from __future__ import annotations
@@ -43,7 +56,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cluster.errors import SLOW, UNREACHABLE
-from hydfs.messages import BEHIND, NO_SUCH_FILE
+from hydfs.fences import Fences
+from hydfs.idset import IdSet, held_by_at_least
+from hydfs.messages import BEHIND, MISSING, NO_SUCH_FILE
+from hydfs.summary import fences_of, held_ids
 
 FIRST_PATIENCE = 2.0      # a replica that takes longer to start answering a read is skipped
 
@@ -51,6 +67,8 @@ SERVE, REVALIDATE = "serve", "revalidate"
 WAIT_LONGER, PAUSE_AND_RETRY, GIVE_UP = "wait_longer", "pause_and_retry", "give_up"
 
 _NEXT_REPLICA = frozenset({UNREACHABLE, SLOW, NO_SUCH_FILE, BEHIND})
+_NEXT_FOR_VIEW = frozenset({UNREACHABLE, SLOW, NO_SUCH_FILE, MISSING})
+SETTLED_COPIES = 2        # replicas that must hold an append for it to count as settled
 
 
 def cache_verdict(age: float, ttl: float) -> str:
@@ -88,3 +106,26 @@ def is_behind(must_hold, holds) -> bool:
     """Replica side: does the reader's last append (`must_hold`, or None) make this copy,
     whose `holds(append_id)` says what it has, too old to answer?"""
     return bool(must_hold) and not holds((str(must_hold[0]), int(must_hold[1])))
+
+
+def view_tries_next(code: str) -> bool:
+    """After a replica failed a view read with `code`, try the next one (or fail)?"""
+    return code in _NEXT_FOR_VIEW
+
+
+def view_failure(codes: Sequence[str]) -> str:
+    """The code a view read fails with once every replica failed it with these `codes`."""
+    if MISSING in codes:
+        return MISSING
+    silent = [c for c in codes if c in (UNREACHABLE, SLOW)]
+    return silent[-1] if silent else NO_SUCH_FILE
+
+
+def settled_ids(summaries: Sequence[dict]) -> IdSet:
+    """The appends held by at least SETTLED_COPIES of the copies summarised (all of them if
+    fewer answered), less those the strongest fences among them refuse."""
+    fences = Fences()
+    for s in summaries:
+        fences = fences.merged_with(fences_of(s))
+    held = [fences.admissible(held_ids(s)) for s in summaries]
+    return held_by_at_least(held, min(SETTLED_COPIES, len(held)))

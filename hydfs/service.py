@@ -1,12 +1,16 @@
 """The HyDFS replica service: the node's I/O shell around its `ReplicaStore`.
 
 It answers other nodes' requests about the copies this node holds (summaries, manifests,
-gets, state transfers, replica appends, merge steps; `routes()` is its dispatch table, the
-types are in messages.py) and runs the re-replicator: a thread that wakes at every
-membership change (`on_membership`) and every `resync` seconds, collects every live member's
-manifest, and carries out `replication.plan` (pull what this node should hold and lacks; drop
-copies it no longer needs). Coordinated operations (create, append, merge) live in
-`coordinator.py`; the client side in `client.py`.
+gets, views, watches, state transfers, replica appends, merge steps; `routes()` is its
+dispatch table, the types are in messages.py) and runs the re-replicator: a thread that
+wakes at every membership change (`on_membership`) and every `resync` seconds, collects
+every live member's manifest, and carries out `replication.plan` (pull what this node should
+hold and lacks; drop copies it no longer needs). Coordinated operations (create, append,
+merge) live in `coordinator.py`; the client side in `client.py`.
+
+The node's server runs each connection in a thread of its own (cluster/server.py), so a
+watch, which waits up to messages.MAX_WATCH seconds for a new append, ties up only the
+thread of its own connection (and no file lock, store.py), never this service's pool.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from hydfs.read_ahead import CheckedRanges
 from hydfs.read_rules import is_behind
 from hydfs.ring import Ring
 from hydfs.fences import Fences
-from hydfs.store import (CorruptReplica, Fenced, FileExists, LostCreateRace, NoSuchFile,
-                         ReplicaStore)
+from hydfs.store import (CorruptReplica, Fenced, FileExists, LacksAppends, LostCreateRace,
+                         NoSuchFile, ReplicaStore)
 from hydfs.summary import fences_of, held_ids
 from membership.service import MembershipService
 
@@ -68,7 +72,8 @@ class HydfsService:
                 m.CREATE_REPLICA: self.handle_create_replica,
                 m.APPEND_REPLICA: self.handle_append_replica,
                 m.APPLY_MERGE: self.handle_apply_merge, m.FENCE_BEGIN: self.handle_fence_begin,
-                m.FENCE_SEAL: self.handle_fence_seal}
+                m.FENCE_SEAL: self.handle_fence_seal, m.READ_VIEW: self.handle_read_view,
+                m.WATCH: self.handle_watch}
 
     def on_membership(self, events) -> None:
         """A membership change: re-replicate now (a membership listener)."""
@@ -142,7 +147,38 @@ class HydfsService:
             start, length = 0, snap.size
             if "offset" in msg:              # a byte range (RainStorm sources read these)
                 start, length = m.byte_range(msg, snap.size)
-            spans = self.store.spans(snap, start, length, window=BLOCK)
+            self._send_checked(conn, name, header, length,
+                               self.store.spans(snap, start, length, window=BLOCK))
+        finally:
+            snap.close()
+
+    def handle_read_view(self, conn, msg: dict) -> None:
+        """A byte range of a view (view.py): the same bytes from every replica that holds
+        the view's appends, whether merged or pending here."""
+        name, _ = self._held(msg)
+        ids, create = m.id_set(msg, "ids"), m.flag(msg, "create")
+        try:
+            snap = self.store.snapshot(name)
+        except NoSuchFile:
+            raise HandlerError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS") from None
+        try:
+            try:
+                v = self.store.view(snap, ids, create)
+            except LacksAppends as exc:
+                raise HandlerError(m.MISSING, f"vm{self.vm} does not hold every append of "
+                                              f"the view of {name} ({exc})") from None
+            start, length = m.byte_range(msg, v.size)
+            header = {"t": m.DATA, "version": snap.state_version, "replica": self.vm,
+                      "size": v.size}
+            self._send_checked(conn, name, header, length,
+                               self.store.view_spans(snap, v, start, length, window=BLOCK))
+        finally:
+            snap.close()
+
+    def _send_checked(self, conn, name: str, header: dict, length: int, spans) -> None:
+        """Send `header` and the `length` bytes of the checked `spans` after it. A copy
+        that fails its checksum is quarantined and the transfer cut short."""
+        try:
             with CheckedRanges(spans, length) as ranges:
                 conn.send_bulk_ranges(header, length, ranges)
         except CorruptReplica as exc:
@@ -151,10 +187,15 @@ class HydfsService:
         except (OSError, wire.ProtocolError, HandlerError):
             raise
         except Exception as exc:    # mid-payload, an error reply would be read as data
-            log.exception("get of %s failed", name)
-            raise OSError(f"get of {name} failed: {exc}") from None
-        finally:
-            snap.close()
+            log.exception("read of %s failed", name)
+            raise OSError(f"read of {name} failed: {exc}") from None
+
+    def handle_watch(self, conn, msg: dict) -> None:
+        """A long poll: answer with our summary once our copy holds an append not in
+        `known` (at once if it does already, or if we hold no copy), or at the timeout."""
+        name = m.file_name(msg)
+        known, timeout = m.id_set(msg, "known"), m.watch_timeout(msg)
+        conn.send({"t": OK, "summary": self.store.wait_for_new(name, known, timeout)})
 
     def handle_fetch(self, conn, msg: dict) -> None:
         name, st = self._held(msg)

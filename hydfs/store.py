@@ -4,8 +4,9 @@ The store is the one entry point; the concepts it is built of live in their own 
 layout.py (the directory of each file, meta.json as the commit point, recovery after a
 crash), pending_log.py (appends since the last merge, one fsync'd record each),
 base_file.py (the content as of the last merge, and how a merge changes it),
-replica_state.py (`FileState` and `Snapshot`, in memory) and checked_read.py (reading
-stored bytes against their checksums).
+replica_state.py (`FileState` and `Snapshot`, in memory), view.py (a chosen set of appends
+in merge order, the same bytes on every replica) and checked_read.py (reading stored bytes
+against their checksums).
 
 Reads verify every block and record against its CRC before passing it on; corruption raises
 `CorruptReplica`, and the caller quarantines the copy (`remove(name, "corrupt")`) so
@@ -14,6 +15,11 @@ assembled in a temporary directory and renamed into place, so a crash never leav
 half-created file. Each file has a lock; readers take a `Snapshot` (open file handles and
 the piece list) under it and stream without holding it, and writers take it only once their
 bytes are in (never while a peer is still sending).
+
+Watching: `wait_for_new` blocks until a file holds an append a reader does not know of yet.
+Every change that may add appends (a record written, a create or install committed, a
+merge) counts up the file's change number under one condition variable, taken after the
+file lock and never before it, so a waiter holds no file lock while it waits.
 """
 
 from __future__ import annotations
@@ -23,20 +29,23 @@ import logging
 import os
 import shutil
 import threading
+import time
 
 from cluster.chunks import drain
-from hydfs import base_file, layout, pending_log
+from hydfs import base_file, checked_read, layout, pending_log
 from hydfs.checked_read import WINDOW, CorruptReplica, as_bytes, piece_spans, read_piece
 from hydfs.fences import Fence, Fences, lower_epochs, stronger
 from hydfs.idset import IdSet
 from hydfs.pending_log import Record
 from hydfs.replica_state import FileState, Piece, Snapshot
 from hydfs.spool import spool
+from hydfs.view import LacksAppends, View
+from hydfs.view import plan as plan_view
 
 log = logging.getLogger("hydfs")
 
 __all__ = ["ReplicaStore", "FileExists", "LostCreateRace", "NoSuchFile", "Fenced",
-           "CorruptReplica", "FileState", "Snapshot", "Record"]
+           "CorruptReplica", "LacksAppends", "FileState", "Snapshot", "Record", "View"]
 
 
 class FileExists(Exception):
@@ -62,6 +71,8 @@ class ReplicaStore:
         self._files: dict[str, FileState] = layout.load_all(root)
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
+        self._changed = threading.Condition()      # after a file lock, never before one
+        self._changes: dict[str, int] = {}         # name -> changes that may add appends
 
     # -- locking and lookup -----------------------------------------------------------------
 
@@ -126,6 +137,7 @@ class ReplicaStore:
                 if self._held_or_fenced(st, client, seq):
                     return False
                 self._write_streams(st, [(client, seq, ts, size, spooled)])
+                self._note_change(name)
                 return True
 
     @staticmethod
@@ -156,6 +168,7 @@ class ReplicaStore:
         with self.lock(name):
             st = self.state(name)
             self._write_streams(st, _unheld(st, records))
+            self._note_change(name)
 
     def _write_streams(self, st: FileState, items, folder: str | None = None) -> None:
         """Append records (client, seq, ts, size, chunks) to the pending log, fsync'd; a
@@ -218,6 +231,63 @@ class ReplicaStore:
                             read_piece(f, offset, size, crcs, False)))
         return out
 
+    # -- views (view.py) ------------------------------------------------------------------------
+
+    @staticmethod
+    def view(snap: Snapshot, ids: IdSet, create: bool) -> View:
+        """The view of `ids` (after the create's content if `create`) in the snapshot:
+        its parts and size; LacksAppends if the snapshot does not hold every id."""
+        return plan_view(snap.index, snap.pending, ids, create, snap.create_size)
+
+    def view_spans(self, snap: Snapshot, v: View, start: int, length: int,
+                   window: int = WINDOW):
+        """The verified `Span`s of bytes [start, start + length) of view `v` of the
+        snapshot, at most `window` bytes each; parts before `start` are skipped unread, and
+        a block of the base that several parts share is read and checked once."""
+        base = snap.pieces[0] if snap.pieces and snap.pieces[0].per_block else None
+        blocks = None if base is None else \
+            checked_read.CheckedBlocks(base.file, base.offset, base.size, base.crcs)
+        records = [p for p in snap.pieces if not p.per_block]
+        end, pos = start + length, 0
+        for part in v.parts:
+            if pos >= end:
+                return
+            if start < pos + part.size:
+                lo, hi = max(start - pos, 0), min(end - pos, part.size)
+                if part.record is None:
+                    yield from blocks.spans(part.lo + lo, part.lo + hi, window)
+                else:
+                    f, offset, size, crcs, _ = records[part.record]
+                    yield from piece_spans(f, offset, size, crcs, False, lo, hi, window)
+            pos += part.size
+
+    # -- watching for new appends ---------------------------------------------------------------
+
+    def _note_change(self, name: str) -> None:
+        """The file may hold new appends: wake its watchers."""
+        with self._changed:
+            self._changes[name] = self._changes.get(name, 0) + 1
+            self._changed.notify_all()
+
+    def wait_for_new(self, name: str, known: IdSet, timeout: float) -> dict | None:
+        """Wait until our copy of `name` holds an append (merged or pending) not in `known`,
+        or there is no copy, or `timeout` seconds passed; then its summary (None: no copy).
+        No file lock is held while waiting, and nothing polls: changes wake the wait."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._changed:
+                seen = self._changes.get(name, 0)
+            with self.lock(name):           # a moment's look, the state stays consistent
+                st = self.get_state(name)
+                summary = st.summary() if st is not None else None
+                fresh = st is None or not known.covers(st.held())
+            left = deadline - time.monotonic()
+            if fresh or left <= 0:
+                return summary
+            with self._changed:
+                if self._changes.get(name, 0) == seen:
+                    self._changed.wait(left)
+
     # -- merge and whole-file installs --------------------------------------------------------
 
     def apply_merge(self, name: str, gen: int, merge_id: str, target: IdSet,
@@ -247,6 +317,7 @@ class ReplicaStore:
             self._rewrite_pending(st, folder, remaining)
             st.gen, st.merge_id, st.merged = max(st.gen + 1, gen), merge_id, merged
             layout.commit_meta(self.root, st)
+            self._note_change(name)
             return []
 
     def _rewrite_pending(self, st: FileState, folder: str, remaining: list[Record]) -> None:
@@ -297,6 +368,7 @@ class ReplicaStore:
         layout.swap_in(self.root, tmp, name, replace)
         with self._guard:
             self._files[name] = st
+        self._note_change(name)
         return st
 
     # -- fences (fences.py) ---------------------------------------------------------------------
@@ -366,6 +438,7 @@ class ReplicaStore:
             with self._guard:
                 self._files.pop(name, None)
             layout.discard(self.root, name, set_aside=reason == "corrupt")
+            self._note_change(name)       # a watcher of it answers at once: no copy here
 
 
 def _not_newer(name: str, fence: Fence | None, epoch: int, rnd: int) -> Fence | None:
