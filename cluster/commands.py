@@ -32,6 +32,7 @@ class Context:
     cwd: str = "."                                   # where the caller's local paths live
     emit: Callable[[str], None] = lambda line: None  # progress lines while a command runs
     json: bool = False                               # the caller wants a JSON document
+    attached: Callable[[], bool] = lambda: True      # is the caller still listening?
 
     def local_path(self, path: str) -> str:
         return os.path.normpath(os.path.join(self.cwd, os.path.expanduser(path)))

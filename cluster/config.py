@@ -46,6 +46,7 @@ class HydfsConfig:
 class StreamConfig:
     batch_interval: float = 0.1       # seconds between flushes of tuples, acks and log writes
     state_flush_interval: float = 0.1
+    source_window_mb: float = 64.0    # unacknowledged bytes a source task keeps in flight
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ _RANGES = {
     "suspicion_timeout": (0.0, None), "monitors": (0, 64), "drop_rate": (0.0, 1.0),
     "replicas": (1, 16), "ring_bits": (4, 32), "cache_mb": (0.0, None),
     "batch_interval": (0.001, 60.0), "state_flush_interval": (0.001, 600.0),
+    "source_window_mb": (0.01, 4096.0),
 }
 
 

@@ -118,8 +118,11 @@ def serve(conn: Connection, message: dict, run) -> None:
         conn.send({"t": CTL_RESULT, "ok": False, "usage": True, "error": "bad argv"})
         return
     outbox: queue.Queue = queue.Queue()
+    gone = threading.Event()        # the caller hung up: a long command stops talking to it
     ctx = Context(cwd=str(message.get("cwd") or "."), json=bool(message.get("json")),
-                  emit=lambda line: outbox.put({"t": CTL_OUTPUT, "text": line}))
+                  emit=lambda line: None if gone.is_set() else
+                  outbox.put({"t": CTL_OUTPUT, "text": line}),
+                  attached=lambda: not gone.is_set())
     threading.Thread(target=_run_into, args=(run, ctx, argv, outbox), daemon=True,
                      name=f"ctl-{argv[0] if argv else ''}").start()
     while True:
@@ -127,7 +130,11 @@ def serve(conn: Connection, message: dict, run) -> None:
             reply = outbox.get(timeout=KEEPALIVE)
         except queue.Empty:
             reply = {"t": CTL_OUTPUT, "keepalive": True}
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except OSError:
+            gone.set()
+            raise
         if reply["t"] == CTL_RESULT:
             return
 

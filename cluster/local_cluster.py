@@ -9,6 +9,7 @@ command line. `wait_until` polls a condition against a deadline: no test sleeps 
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
@@ -128,6 +129,17 @@ class LocalCluster:
         if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
             proc.wait(timeout=15)
 
+    def crash(self, vm: str) -> None:
+        """kill -9 of node `vm` and of its task processes at once, as when its machine dies
+        (`kill` alone leaves the tasks running until their lease runs out)."""
+        pid = self.procs[vm].pid
+        for child in _children(pid):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.kill(vm)
+
     def pause(self, vm: str) -> None:
         self.procs[vm].send_signal(signal.SIGSTOP)
 
@@ -216,3 +228,19 @@ class LocalCluster:
         def agreed():
             return all(set(self.members(vm)) == want for vm in observers)
         wait_until(agreed, timeout, what=f"{sorted(observers)} to list exactly {sorted(want)}")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found

@@ -22,7 +22,10 @@ A job that makes no progress for `stall_timeout` seconds (no counter moved, no t
 started) fails too, saying why: which tasks are not running, and what the last attempt to
 start them answered. So no job hangs.
 
-The job is done when every source task has reported that all its blocks are safe.
+The job is done when every source task has reported that all its blocks are safe. A
+following job's last source is done only after `stop`: the schedule says `stopping`, and
+sources read nothing new from then on (source_core.py). The stall rule spares a following
+job whose tasks all run: it may wait for input for ever.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class SendSchedule:
     """Tell every running attempt where every task runs: [[stage, index, address, epoch]]."""
     entries: list
     addresses: list               # where to send it
+    stopping: bool = False        # the job stops: sources read nothing new
 
 
 @dataclass(frozen=True)
@@ -92,9 +96,10 @@ class TaskState:
 
 class JobCore:
     def __init__(self, num_tasks: int, workers: list[str], now: float, stall_timeout: float,
-                 source_hosts: list[str] = (), silence: float = 30.0):
+                 source_hosts: list[str] = (), silence: float = 30.0, following: bool = False):
         """`silence`: a running attempt that has not reported for this long is taken for
-        dead (its node's word of its exit may have been lost)."""
+        dead (its node's word of its exit may have been lost). `following`: a job that
+        reads SRC until stopped, which may rightly be idle for ever."""
         placement = assign(workers, num_tasks, source_hosts=source_hosts)
         self.tasks = {task: TaskState(vm=vm) for task, vm in placement.items()}
         self.num_tasks = num_tasks
@@ -105,6 +110,8 @@ class JobCore:
         self.sources_done: set[int] = set()
         self.failures_recovered = 0
         self.finished = False
+        self.following = following
+        self.stopping = False
         self._avoid: dict[str, float] = {}       # worker -> until when it is passed over
         self._last_progress = now
         self._effects: list = []
@@ -121,8 +128,17 @@ class JobCore:
         self._place_down_tasks(now)
         if now >= self._next_schedule:
             self._send_schedule(now)
-        if now - self._last_progress > self.stall_timeout:
+        if now - self._last_progress > self.stall_timeout and self._may_stall():
             self._fail(self._stall_reason())
+        return self._take()
+
+    def stop(self, now: float) -> list:
+        """`stop JOBID`: sources read nothing new; the job ends when what they read is
+        safe end to end (the schedule carries the word, again and again)."""
+        if not self.finished and not self.stopping:
+            self.stopping = True
+            self._last_progress = now
+            self._send_schedule(now)
         return self._take()
 
     def members(self, now: float, workers: list[str], failed=()) -> list:
@@ -241,7 +257,11 @@ class JobCore:
         self._next_schedule = now + SCHEDULE_EVERY
         entries = [[t.stage, t.index, st.address, st.epoch]
                    for t, st in sorted(self.tasks.items()) if st.phase == RUNNING]
-        self._effects.append(SendSchedule(entries, [e[2] for e in entries]))
+        self._effects.append(SendSchedule(entries, [e[2] for e in entries], self.stopping))
+
+    def _may_stall(self) -> bool:
+        """A following job with every task running may wait for input for ever."""
+        return not self.following or self.stopping or bool(self.not_running())
 
     def _stall_reason(self) -> str:
         waiting = self.not_running()

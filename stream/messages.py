@@ -11,6 +11,9 @@ Task process -> its own node (node_link.py, served by worker.py):
     stream.hydfs_create {name} + bytes             -> ok
     stream.hydfs_read {name, offset, length}       -> ok {size} + bytes
     stream.hydfs_fence {name, key, epoch}          -> ok {sealed}   (hydfs/fences.py)
+    stream.hydfs_read_view {name, ids, create, offset, length} -> ok {size} + bytes
+    stream.hydfs_settled {name}                    -> ok {ids}   (appends on enough replicas)
+    stream.hydfs_watch {name, known, timeout}      -> ok {held: ids, or null at timeout}
     stream.lease {job, task, epoch}                -> ok {stop: why, or null}
 Task or worker -> leader (leader.py):
     stream.report {job, task, stats, ...}          -> ok
@@ -18,7 +21,8 @@ Task or worker -> leader (leader.py):
 Between tasks, and leader -> task inbox (one-way, no reply; task.py):
     stream.block {job, from, to, id, enc, epoch, ...} + payload   upstream -> downstream
     stream.ack {job, from, to, ids, epoch}                        downstream -> upstream
-    stream.schedule {job, tasks: [[stage, index, address, epoch]]} leader -> every task
+    stream.schedule {job, tasks: [[stage, index, address, epoch]], stopping?}
+                                                  leader -> every task
     stream.stop {job, task?, attempt?}    leader -> every task (or that one attempt)
 """
 
@@ -43,6 +47,12 @@ HYDFS_FENCE = STREAM.add("stream.hydfs_fence", ("name", "key", "epoch"),
                          "fence a file against a task's earlier attempts")
 LEASE = STREAM.add("stream.lease", ("job", "task", "epoch"),
                    "a task attempt asks its node whether to go on")
+HYDFS_READ_VIEW = STREAM.add("stream.hydfs_read_view", ("name", "ids"),
+                             "a range of a view of a file (given appends, in merge order)")
+HYDFS_SETTLED = STREAM.add("stream.hydfs_settled", ("name",),
+                           "the appends of a file on enough replicas to be relied on")
+HYDFS_WATCH = STREAM.add("stream.hydfs_watch", ("name", "known"),
+                         "wait until a replica of a file holds an append not known")
 
 # Error codes (cluster/errors.py has those every node uses; HyDFS's pass through as they are).
 TASK_START_FAILED = "task_start_failed"    # the task process exited or hung before READY

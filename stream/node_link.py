@@ -48,6 +48,31 @@ class NodeLink:
                 "t": m.HYDFS_READ, "name": name, "offset": offset, "length": length})
             yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
 
+    def read_view(self, name: str, ids: IdSet, create: bool, offset: int,
+                  length: int) -> tuple[int, bytes]:
+        """The view's size and bytes [offset, offset + length) of it: the create's content
+        if `create`, then the appends `ids` in merge order (the same from every replica)."""
+        with self.peers.open(self.node, TIMEOUT) as conn:
+            reply = self.peers.exchange(self.node, conn, {
+                "t": m.HYDFS_READ_VIEW, "name": name, "ids": ids.to_wire(), "create": create,
+                "offset": offset, "length": length})
+            data = b"".join(conn.recv_bulk_chunks(wire.bulk_length(reply)))
+        return int(reply["size"]), data
+
+    def settled(self, name: str) -> IdSet:
+        """The appends of `name` on enough replicas to be read even after a failure."""
+        reply = self.peers.call(self.node, {"t": m.HYDFS_SETTLED, "name": name},
+                                timeout=TIMEOUT)
+        return IdSet(reply["ids"])
+
+    def watch(self, name: str, known: IdSet, timeout: float) -> IdSet | None:
+        """Wait (at most `timeout` s) until a replica of `name` holds an append not in
+        `known`; what it holds then, or None."""
+        reply = self.peers.call(self.node, {"t": m.HYDFS_WATCH, "name": name,
+                                            "known": known.to_wire(), "timeout": timeout},
+                                timeout=timeout + TIMEOUT)
+        return IdSet(reply["held"]) if reply.get("held") is not None else None
+
     def fence(self, name: str, key: str, epoch: int) -> IdSet:
         """Fence `name` against writer `key`'s epochs below `epoch`; the sealed set."""
         reply = self.peers.call(self.node, {"t": m.HYDFS_FENCE, "name": name, "key": key,

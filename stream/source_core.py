@@ -1,22 +1,49 @@
-"""A source task's core: its partition of HYDFS_SRC, cut into blocks, fed to OP1 (pure).
+"""A source task's core: its partition of HYDFS_SRC, then (following) SRC's new appends,
+cut into blocks and fed to OP1 (pure).
 
-The shell reads the partition in pieces and `feed`s them while `wants_data` says so. The
-core cuts whole-line blocks (source_plan.py); block number n of partition p is ``"p:n"``
-after any restart, since cutting depends only on the bytes. Each block goes to the OP1 task
-its id hashes to, and is kept until that task acks it: resent when the task moves, and when
-no ack came for `resend_after` seconds (the block, or its ack, may have been lost with a
-connection or a replaced attempt). Blocks acked are logged as done every `batch_interval`,
-so a replacement skips them. When every block is acked and logged, the source is done: it
-says so to the leader, which ends the job once every source is.
+Reading. The job reads a snapshot of SRC: the create's content and the appends that were
+settled when the job began (the spec's `view`), in HyDFS's merge order, so every replica
+serves the same bytes whatever merges happen meanwhile (hydfs `read_view`). The leader cut
+the snapshot into partitions; the shell reads this task's in pieces and `feed`s them while
+`wants_data` says so. The follower (the last source of a `--follow` job) then goes on
+with SRC's later appends, batch by batch:
 
-At most SOURCE_WINDOW_BYTES are unacked at once, and with `source_rate` a block leaves no
-earlier than its first line is due, which replays the file as a stream.
+- when told of news (its shell watches a replica of SRC), or every SLOW_POLL seconds, it
+  asks for SRC's settled appends (`poll_due`, then `offer`); those it has not taken yet
+  form the next batch, which it logs before it reads a byte of it. The log's batches, in
+  order, are the order and numbering of every line read after the partition, for every
+  later attempt (replicas may order pending appends differently; a batch's bytes are
+  its appends in merge order, the same from any replica);
+- the shell reads the batch (`batch_to_read`, then `feed_batch`); at the batch's end its
+  complete lines become a block even if short, so new lines go out at once, and the cuts
+  still depend only on logged facts;
+- line numbers go on from the partition's last line.
+
+Cutting. Whole-line blocks (source_plan.py); block n of partition p is ``"p:n"``, the same
+lines after any restart. Each block goes to the OP1 task its id hashes to, and is kept
+until that task acks it: resent when the task moves, and when no ack came for
+`resend_after` seconds. Acked blocks are logged as done every `batch_interval`, so a
+replacement skips them.
+
+Stopping. When the job stops (the schedule says so, or the spec of a replacement), the
+source reads nothing new. In a following job every source still reads its partition, and
+the follower polls once more (so every append that returned before the stop is taken),
+reads that last batch and its unfinished last line; in a finite job a source ends where
+it is. It logs its block count (`end`), so a
+replacement cuts exactly those blocks again. When every block is acked and logged, the
+source is done: it says so to the leader, which ends the job once every source is.
+
+Backpressure. At most `window_bytes` are unacked at once (one block more only when none
+is), and no more is read or polled while as much (at most READ_AHEAD_BYTES) waits to be
+sent: a slow stage slows the source instead of filling memory. With `source_rate` a partition's block leaves
+no earlier than its first line is due, which replays the file as a stream.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 
+from hydfs.idset import IdSet
 from stream import delivery
 from stream import messages as m
 from stream import task_log
@@ -27,8 +54,10 @@ from stream.task_core import TaskCore, stage_salt
 from stream.task_log import Recovered
 from stream.task_spec import TaskSpec
 
-SOURCE_WINDOW_BYTES = 64 << 20    # unacked bytes a source keeps in flight
-READ_AHEAD_BYTES = 16 << 20       # cut but not yet sent: feed no more beyond this
+READ_AHEAD_BYTES = 16 << 20       # cut but not yet sent: read no more beyond this
+SLOW_POLL = 5.0                   # a following source polls this often without news
+QUICK_POLLS = 3                   # polls after news that found nothing settled yet
+FAILED_POLL_PAUSE = 1.0
 
 
 class SourceCore(TaskCore):
@@ -36,9 +65,8 @@ class SourceCore(TaskCore):
         super().__init__(spec, recovered, now)
         self.read_before = recovered.stats.get("in", 0)   # lines read by earlier attempts
         self.read = 0                                     # ... and by this one, from the start
-        part = spec.partition
         self.acked = recovered.completed
-        self.ready: deque = deque()                # (bid, dest, message, block) to send
+        self.ready: deque = deque()                # (bid, dest, message, block, due) to send
         self.ready_bytes = 0
         self.unacked: OrderedDict = OrderedDict()  # bid -> [dest, message, block, sent_at]
         self.unacked_bytes = 0
@@ -46,27 +74,163 @@ class SourceCore(TaskCore):
         self.heard: dict[TaskId, float] = {}       # OP1 task -> when it last acked
         self.leftover = b""
         self.block_no = 0
-        self.line = part.first_line
-        self.fed_all = False
+        self.line = spec.partition.first_line
+        self.partition_read = False
+        self.fed_all = False                       # no more blocks will be cut
         self.done = False
         self.started = now
         self._next_commit = now + spec.batch_interval
+        # following: the batches logged and not read yet, what they and the snapshot hold
+        self.batches: deque = deque(recovered.tail)
+        self.taken = IdSet(spec.view or {})
+        for batch in recovered.tail:
+            self.taken = self.taken.union(batch)
+        self.end = recovered.end                   # blocks in all, once the job stopped
+        self.stopping = spec.stopping or self.end is not None
+        self.next_poll = now
+        self.quick_polls = 0
+        self.gap = spec.batch_interval / 2          # the least time between two polls
+        self.last_poll = float("-inf")
+        self.final_polled = False
+        self._end_to_log = False
+        self.follower = spec.follow and self.task.index == spec.num_tasks - 1
+        if self.stopping and self.end is None and not spec.follow:
+            # started after the stop, which its predecessor did not log: end where that
+            # one's blocks were acked up to
+            self.end, self._end_to_log = _acked_blocks(self.acked, self.task.index), True
+
+    # -- reading: the partition -------------------------------------------------------------
 
     @property
     def wants_data(self) -> bool:
-        return not self.fed_all and self.ready_bytes < READ_AHEAD_BYTES
+        return not self.partition_read and not self.fed_all and self._room()
 
     def feed(self, now: float, data: bytes, last: bool) -> list:
         """The next bytes of the partition (`last`: its end); the effects."""
-        blocks, self.leftover = cut_blocks(self.leftover + data, final=last,
-                                           limit=self.spec.block_bytes)
+        # A following source's last line may go on in SRC's next append: it is kept.
+        blocks, self.leftover = cut_blocks(self.leftover + data,
+                                           final=last and not self.follower,
+                                           limit=self.spec.block_bytes, flush=last)
         for block in blocks:
-            self._cut(block)
-        self.fed_all = last
+            self._cut(block, self._due)
+        if last:
+            self.partition_read = True
+            if not self.follower:
+                self.fed_all = True
+            self._after_batches(now)
         self._release(now)
         return self._take()
 
-    def _cut(self, block: bytes) -> None:
+    def _room(self) -> bool:
+        return self.ready_bytes < self._ahead()
+
+    def _ahead(self) -> int:
+        """Cut but unsent bytes that may wait: no more than the window either."""
+        return min(READ_AHEAD_BYTES, self.spec.window_bytes)
+
+    def read_size(self, most: int) -> int:
+        """How much the shell should read next (at most `most`): what the read-ahead has
+        room for, but a block's worth at least."""
+        return min(most, max(self._ahead() - self.ready_bytes, self.spec.block_bytes))
+
+    # -- reading: SRC's appends (following) -------------------------------------------------
+
+    @property
+    def batch_to_read(self) -> IdSet | None:
+        """The logged batch the shell should read now, if any."""
+        if self.partition_read and not self.fed_all and self.batches and self._room():
+            return self.batches[0]
+        return None
+
+    def feed_batch(self, now: float, data: bytes, last: bool) -> list:
+        """The next bytes of the batch `batch_to_read` named (`last`: its end)."""
+        blocks, self.leftover = cut_blocks(self.leftover + data, final=False,
+                                           limit=self.spec.block_bytes, flush=last)
+        for block in blocks:
+            self._cut(block, float("-inf"))
+        if last:
+            self.batches.popleft()
+            self._after_batches(now)
+        self._release(now)
+        return self._take()
+
+    def poll_due(self, now: float) -> bool:
+        """Should the shell ask for SRC's settled appends now?"""
+        return (self.follower and self.partition_read and not self.fed_all
+                and not self.batches and self.end is None and self._room()
+                and self.unacked_bytes <= self.spec.window_bytes and now >= self.next_poll)
+
+    def on_news(self, now: float) -> None:
+        """A replica of SRC holds an append this source has not seen: poll soon."""
+        self.quick_polls = QUICK_POLLS
+        self.next_poll = min(self.next_poll, max(now, self.last_poll + self.gap))
+
+    def offer(self, now: float, settled: IdSet) -> list:
+        """SRC's settled appends, polled after every input so far (after the stop, if the
+        job is stopping): those not taken yet become the next batch, logged first."""
+        final = self.stopping
+        self.last_poll = now
+        new = settled.difference(self.taken)
+        if len(new):
+            self.taken = self.taken.union(new)
+            self.batches.append(new)
+            self.log({"tail": new.to_wire()})
+        if final:
+            self.final_polled = True
+            self._after_batches(now)
+        elif len(new) or not self.quick_polls:
+            self.next_poll = now + (self.gap if len(new) else SLOW_POLL)
+        else:                        # news, but not on enough replicas yet: look again soon
+            self.quick_polls -= 1
+            self.next_poll = now + self.gap
+        return self._take()
+
+    def poll_failed(self, now: float) -> None:
+        self.next_poll = now + FAILED_POLL_PAUSE
+
+    def _after_batches(self, now: float) -> None:
+        """Every logged batch read: a stopping following source ends here, once it polled
+        after the stop (or an earlier attempt logged the end)."""
+        if self.fed_all or self.batches or not self.stopping or not self.partition_read:
+            return
+        if self.end is not None or self.final_polled:
+            self._end(final_line=True)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def on_stopping(self, now: float) -> None:
+        """The job stops. A following job's sources finish their partitions, and its
+        follower polls once more after the stop; a finite job's sources end where they
+        are."""
+        if self.stopping or self.fed_all:
+            self.stopping = True
+            return
+        self.stopping = True
+        if not self.spec.follow:
+            self._end(final_line=False)
+        elif self.follower:
+            self.next_poll = now               # the last poll: after the stop
+        self._release(now)
+
+    def _end(self, final_line: bool) -> None:
+        """No blocks beyond these: the last line without a newline (a following source
+        at the end of SRC) is one; a partition ended early loses its partial line."""
+        if final_line and self.leftover and (self.end is None or self.block_no < self.end):
+            self._cut(self.leftover, float("-inf"))
+        self.leftover = b""
+        if self.end is None:
+            self.end, self._end_to_log = self.block_no, True
+        if self._end_to_log:
+            self._end_to_log = False
+            self.log({"end": self.end})
+        self.fed_all = True
+
+    # -- blocks -----------------------------------------------------------------------------
+
+    def _cut(self, block: bytes, due) -> None:
+        if self.end is not None and self.block_no >= self.end:
+            self._end(final_line=False)             # a replacement at a stopped source's end
+            return
         bid = task_log.block_id(self.task.index, self.block_no)
         lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         first, self.line, self.block_no = self.line, self.line + lines, self.block_no + 1
@@ -78,23 +242,25 @@ class SourceCore(TaskCore):
         message = {"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
                    "to": dest.to_wire(), "id": bid, "enc": "lines", "first_line": first,
                    "lines": lines}
-        self.ready.append((bid, dest, message, block))
+        self.ready.append((bid, dest, message, block, due(first) if callable(due) else due))
         self.ready_bytes += len(block)
 
     def _release(self, now: float) -> None:
         """Send what the window and the rate allow."""
-        while self.ready and self.unacked_bytes <= SOURCE_WINDOW_BYTES and \
-                self._due(self.ready[0][2]) <= now:
-            bid, dest, message, block = self.ready.popleft()
+        while self.ready and self.ready[0][4] <= now and (
+                not self.unacked or
+                self.unacked_bytes + len(self.ready[0][3]) <= self.spec.window_bytes):
+            bid, dest, message, block, _ = self.ready.popleft()
             self.ready_bytes -= len(block)
             self.unacked[bid] = [dest, message, block, now]
             self.unacked_bytes += len(block)
             self.send(dest, message, block)
 
-    def _due(self, message: dict) -> float:
+    def _due(self, first_line: int) -> float:
+        """When a partition's line is due under `source_rate`."""
         if not self.spec.source_rate:
             return float("-inf")
-        return self.started + (message["first_line"] - self.spec.partition.first_line) \
+        return self.started + (first_line - self.spec.partition.first_line) \
             / self.spec.source_rate
 
     # -- acks, time -------------------------------------------------------------------------
@@ -147,13 +313,22 @@ class SourceCore(TaskCore):
 
     def own_deadline(self, now: float) -> float:
         deadlines = [self._next_commit]
-        if self.ready and self.unacked_bytes <= SOURCE_WINDOW_BYTES:
-            deadlines.append(self._due(self.ready[0][2]))
+        if self.ready and (not self.unacked or self.unacked_bytes + len(self.ready[0][3])
+                           <= self.spec.window_bytes):
+            deadlines.append(self.ready[0][4])
         if self.unacked:
             deadlines.append(next(iter(self.unacked.values()))[3] + self.spec.resend_after)
         if self.fed_all and not self.done and not self.ready and not self.unacked:
             deadlines.append(now)
-        return max(min(deadlines), now) if deadlines else now
+        if self.poll_due(float("inf")):
+            deadlines.append(self.next_poll)
+        return max(min(deadlines), now)
 
     def report_extras(self) -> dict:
-        return {"source_done": self.done, "blocks": self.block_no}
+        return {"source_done": self.done, "blocks": self.block_no,
+                "in_flight": self.unacked_bytes, "window": self.spec.window_bytes}
+
+
+def _acked_blocks(acked: IdSet, partition: int) -> int:
+    """How many blocks of `partition` lie up to its last acked one."""
+    return acked.max_seq(str(partition))

@@ -69,10 +69,14 @@ def plan_partitions(chunks, size: int, count: int) -> list[Partition]:
             for i in range(count)]
 
 
-def cut_blocks(data: bytes, final: bool, limit: int = BLOCK_BYTES) -> tuple[list[bytes], bytes]:
+def cut_blocks(data: bytes, final: bool, limit: int = BLOCK_BYTES,
+               flush: bool = False) -> tuple[list[bytes], bytes]:
     """Whole-line blocks of about `limit` bytes from `data`; returns (blocks, leftover).
 
-    With `final`, the leftover (a last line without a newline) becomes a block too.
+    A block is cut only once `limit` bytes are there, so the cuts depend on the bytes alone,
+    not on the pieces they arrive in. With `flush` (the end of a batch a following source
+    logged), the complete lines left over become a block too; with `final` also a last
+    line without a newline.
     """
     blocks, start = [], 0
     while len(data) - start >= limit:
@@ -87,6 +91,9 @@ def cut_blocks(data: bytes, final: bool, limit: int = BLOCK_BYTES) -> tuple[list
     if final and rest:
         blocks.append(rest)
         rest = b""
+    elif flush and (end := rest.rfind(b"\n")) >= 0:
+        blocks.append(rest[:end + 1])
+        rest = rest[end + 1:]
     return blocks, rest
 
 

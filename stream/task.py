@@ -26,9 +26,11 @@ says whether this attempt should stop (its node was declared failed, or restarte
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from cluster.rpc import RemoteError, Unreachable
+from hydfs.idset import IdSet
 from hydfs.messages import FENCED
 from stream import messages as m
 from stream import task_log
@@ -50,6 +52,48 @@ class Fenced(Exception):
     """A newer attempt of this task fenced its files: this one must stop."""
 
 
+NEWS = object()                   # an inbox item: a replica of SRC holds a new append
+WATCH_FOR = 10.0                  # seconds one watch waits at a replica
+
+
+class Watcher(threading.Thread):
+    """A following source's subscription to SRC: it waits at a replica (hydfs.watch) until
+    that one holds an append the source has not seen, then puts NEWS in the inbox and waits
+    until the source has polled, so that an idle source costs one request per WATCH_FOR
+    seconds and a busy one at most one per poll."""
+
+    def __init__(self, link: NodeLink, src: str, taken: IdSet, items):
+        super().__init__(daemon=True, name="watch")
+        self.link, self.src, self.items = link, src, items
+        self.seen = taken
+        self._polled = threading.Event()
+        self._stopped = False
+        self.start()
+
+    def polled(self, taken: IdSet) -> None:
+        self.seen = self.seen.union(taken)
+        self._polled.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._polled.set()
+
+    def run(self) -> None:
+        while not self._stopped:
+            seen = self.seen
+            try:
+                held = self.link.watch(self.src, seen, WATCH_FOR)
+            except (Unreachable, RemoteError, OSError):
+                held = None
+                time.sleep(1.0)
+            if held is None or seen.covers(held):
+                continue
+            self.seen = seen.union(held)
+            self._polled.clear()
+            self.items.put(NEWS)
+            self._polled.wait(WATCH_FOR)
+
+
 class TaskRunner:
     def __init__(self, spec: TaskSpec, link: NodeLink, inbox: Inbox, operator=None):
         self.spec = spec
@@ -63,6 +107,8 @@ class TaskRunner:
         self.lost = False          # stopped on its own: its node must tell the leader
         self._last_asked = time.monotonic()
         self._read_at = spec.partition.offset if spec.partition else 0
+        self._batch_at = 0             # where in the batch being read
+        self._watcher: Watcher | None = None
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -77,6 +123,8 @@ class TaskRunner:
             log.warning("%s: %s", self.spec.name, exc)
             return str(exc)
         finally:
+            if self._watcher is not None:
+                self._watcher.stop()
             if self.operator is not None:
                 self.operator.close()
         return self.reason
@@ -115,8 +163,16 @@ class TaskRunner:
         if isinstance(core, SourceCore) and core.wants_data:
             data, last = self._read_source()
             self._execute(core.feed(now, data, last))
+        elif isinstance(core, SourceCore) and core.batch_to_read is not None:
+            data, last = self._read_batch(core.batch_to_read)
+            self._execute(core.feed_batch(time.monotonic(), data, last))
+        elif isinstance(core, SourceCore) and core.poll_due(now):
+            self._poll(core)
         else:           # messages until the core's next deadline, then its tick
             for item in drain(self.inbox.items, core.next_deadline(now)):
+                if item is NEWS:
+                    core.on_news(time.monotonic())
+                    continue
                 self._execute(core.step(time.monotonic(), *item))
                 if core.stopped:
                     break
@@ -125,13 +181,45 @@ class TaskRunner:
         self._execute(core.tick(time.monotonic()))
 
     def _read_source(self) -> tuple[bytes, bool]:
+        """The next piece of the partition, a range of the job's snapshot of SRC."""
         part = self.spec.partition
         end = part.offset + part.length
-        length = min(READ_PIECE, end - self._read_at)
-        data = self._ask(lambda: b"".join(self.link.read_range(self.spec.src, self._read_at,
-                                                               length))) if length else b""
+        length = self.core.read_size(min(READ_PIECE, end - self._read_at))
+        data = b""
+        if length:
+            _, data = self._ask(lambda: self.link.read_view(
+                self.spec.src, IdSet(self.spec.view or {}), True, self._read_at, length))
+            if len(data) != length:
+                raise RuntimeError(f"{self.spec.src}: the snapshot's range is short "
+                                   f"({len(data)} of {length} bytes)")
         self._read_at += length
         return data, self._read_at >= end
+
+    def _read_batch(self, batch: IdSet) -> tuple[bytes, bool]:
+        """The next piece of a following source's batch of SRC's appends."""
+        size, data = self._ask(lambda: self.link.read_view(
+            self.spec.src, batch, False, self._batch_at, self.core.read_size(READ_PIECE)))
+        self._batch_at += len(data)
+        if self._batch_at < size and not data:
+            raise RuntimeError(f"{self.spec.src}: a batch's view ended early")
+        last = self._batch_at >= size
+        if last:
+            self._batch_at = 0
+        return data, last
+
+    def _poll(self, core: SourceCore) -> None:
+        """SRC's settled appends, to a following source; a watch for news after them."""
+        try:
+            settled = self._ask(lambda: self.link.settled(self.spec.src))
+        except (Unreachable, RemoteError) as exc:
+            log.warning("%s: polling %s failed: %s", self.spec.name, self.spec.src, exc)
+            core.poll_failed(time.monotonic())
+            return
+        self._execute(core.offer(time.monotonic(), settled))
+        if self._watcher is None and not core.fed_all:
+            self._watcher = Watcher(self.link, self.spec.src, core.taken, self.inbox.items)
+        if self._watcher is not None:
+            self._watcher.polled(core.taken)
 
     def _lease_ping(self) -> None:
         try:

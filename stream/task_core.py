@@ -8,7 +8,7 @@ own rules are in source_core.py and operator_core.py; this base holds what they 
 
 - the schedule: where every task of the job runs and which attempt (epoch) is current;
   entries from older epochs are ignored, and a schedule naming a newer attempt of this very
-  task stops it (delivery.py);
+  task stops it (delivery.py); a schedule marked `stopping` tells sources to read no more;
 - epochs on the wire: every message carries its sender's epoch, and messages from replaced
   attempts are dropped (delivery.py);
 - acks, gathered per upstream task and sent once per batch;
@@ -130,6 +130,9 @@ class TaskCore:
     def on_moved(self, now: float, moved: list[TaskId]) -> None:
         """Resend what the moved tasks may not have received."""
 
+    def on_stopping(self, now: float) -> None:
+        """The job is stopping (`stop JOBID`): sources read nothing new."""
+
     def own_deadline(self, now: float) -> float:
         return now + REPORT_EVERY
 
@@ -203,3 +206,5 @@ class TaskCore:
                 moved.append(task)
         if moved:
             self.on_moved(now, moved)
+        if message.get("stopping"):
+            self.on_stopping(now)

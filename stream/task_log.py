@@ -11,7 +11,13 @@ block ids, ``"<partition>:<block>"`` (see source_plan.py): every stage deduplica
      "state": {"Warning": 17},       changed per-key state (aggregates)
      "out": {"0:13": {"1": [[keys], [values]]}, ...},   outputs by block and destination
                                                          ("dest" for the final stage)
-     "stats": {"in": 0, "out": 0, "dropped": 0, "errors": 0}}   running totals
+     "stats": {"in": 0, "out": 0, "dropped": 0, "errors": 0},   running totals
+     "tail": {"client": [[1, 40]]},  a following source's next batch of SRC's appends (IdSet)
+     "end": 57}                      a stopped source's number of blocks: it cuts no more
+
+A following source (source_core.py) logs each batch of appends it takes from SRC before
+it sends any of their lines: the batches, in log order, fix the order and numbering of the
+lines it reads after its partition, for every later attempt.
 
 A *stateless* task logs only "done" (and stats): replaying its input regenerates the same
 output. A *stateful* or *final* task logs "blocks", "state" and "out" before it sends
@@ -65,6 +71,8 @@ class Recovered:
     commits: dict = field(default_factory=dict)      # seq -> blocks of that commit
     stats: dict = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
     next_seq: int = 1
+    tail: list = field(default_factory=list)         # a source's batches of SRC appends
+    end: int | None = None                           # a stopped source's block count
 
     def unfinished_commits(self) -> list[int]:
         """Commits with a block not yet finished: their output may not have gone out."""
@@ -115,3 +123,7 @@ def _apply(rec: Recovered, record: dict) -> None:
         rec.commits[int(record["seq"])] = list(record["blocks"])
     if "stats" in record:
         rec.stats = dict(record["stats"])
+    if "tail" in record:
+        rec.tail.append(IdSet(record["tail"]))
+    if "end" in record:
+        rec.end = int(record["end"])

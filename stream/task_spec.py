@@ -2,7 +2,11 @@
 
 A spec names the job and the task (stage, index), the attempt's `epoch` (every start or
 restart of a task gets a higher one: the fence of its log and DEST, fences.py), the files,
-the timings, the operator for stages 1 and 2, and a source's partition.
+the timings, the operator for stages 1 and 2, and a source's partition of the job's
+snapshot of SRC (`view`: the appends it holds, see hydfs `read_view`), whether the job
+follows SRC's later appends (`follow`, a `--follow` job: its last source reads them) and
+whether the job is being stopped (`stopping`: a replacement started after `stop` reads
+nothing new).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from stream.scheduler import TaskId
 from stream.source_plan import Partition
 
 DEFAULT_LEASE = 30.0
+DEFAULT_WINDOW = 64 << 20     # unacked bytes a source keeps in flight
 
 
 @dataclass
@@ -35,6 +40,10 @@ class TaskSpec:
     epoch: int = 1               # this attempt's; higher for every restart of the task
     lease: float = DEFAULT_LEASE  # stop after this long without word from node or leader
     resend_after: float = 2.0    # resend a block unacked this long (its ack may be lost)
+    view: dict | None = None     # IdSet (wire) of SRC's appends in the job's snapshot
+    follow: bool = False         # the job reads SRC's appends after the snapshot, till stopped
+    stopping: bool = False       # the job is stopping: read nothing new
+    window_bytes: int = DEFAULT_WINDOW
 
     @property
     def name(self) -> str:
@@ -62,7 +71,9 @@ class TaskSpec:
                 "next_stateful": self.next_stateful,
                 "partition": self.partition.to_wire() if self.partition else None,
                 "block_bytes": self.block_bytes, "source_rate": self.source_rate,
-                "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after}
+                "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after,
+                "view": self.view, "follow": self.follow, "stopping": self.stopping,
+                "window_bytes": self.window_bytes}
 
     @classmethod
     def from_wire(cls, d: dict) -> "TaskSpec":
@@ -77,4 +88,8 @@ class TaskSpec:
         spec.epoch = int(d.get("epoch", 1))
         spec.lease = float(d.get("lease", DEFAULT_LEASE))
         spec.resend_after = float(d.get("resend_after", spec.resend_after))
+        spec.view = d.get("view")
+        spec.follow = bool(d.get("follow"))
+        spec.stopping = bool(d.get("stopping"))
+        spec.window_bytes = int(d.get("window_bytes", DEFAULT_WINDOW))
         return spec

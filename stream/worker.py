@@ -19,10 +19,11 @@ import time
 
 from cluster import wire
 from cluster.config import Config
-from cluster.errors import HandlerError
+from cluster.errors import BAD_REQUEST, HandlerError
 from cluster.messages import OK
 from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
+from hydfs.idset import IdSet
 from stream import messages as m
 
 log = logging.getLogger("stream")
@@ -32,6 +33,7 @@ START_TIMEOUT = 30.0
 SPARE_PROCESSES = 2        # warm task processes kept ready per node
 MAX_APPEND = 1 << 30
 TELL_RETRIES = (0.5, 1.0, 2.0)
+WATCH_TIMEOUT = 30.0
 
 
 class StreamWorker:
@@ -53,7 +55,9 @@ class StreamWorker:
         return {m.START_TASK: self.handle_start_task, m.STOP_JOB: self.handle_stop_job,
                 m.HYDFS_APPEND: self.handle_hydfs_append,
                 m.HYDFS_CREATE: self.handle_hydfs_create, m.HYDFS_READ: self.handle_hydfs_read,
-                m.HYDFS_FENCE: self.handle_hydfs_fence, m.LEASE: self.handle_lease}
+                m.HYDFS_FENCE: self.handle_hydfs_fence, m.LEASE: self.handle_lease,
+                m.HYDFS_READ_VIEW: self.handle_hydfs_read_view,
+                m.HYDFS_SETTLED: self.handle_hydfs_settled, m.HYDFS_WATCH: self.handle_hydfs_watch}
 
     def on_membership(self, events) -> None:
         """This node heard that the group declared it failed (it was paused or cut off):
@@ -215,6 +219,37 @@ class StreamWorker:
             conn.send_bulk_chunks({"t": OK, "size": size}, length, chunks)
         except HydfsError as exc:
             raise OSError(f"read of {name} failed midway: {exc}") from None
+
+    def handle_hydfs_read_view(self, conn, msg: dict) -> None:
+        name, ids = str(msg["name"]), _ids(msg["ids"])
+        offset, length = int(msg.get("offset", 0)), int(msg.get("length", 0))
+        if offset < 0 or length < 0:
+            raise HandlerError(BAD_REQUEST, "offset and length must not be negative")
+        size, chunks = _hydfs(self.client.read_view, name, ids, bool(msg.get("create")),
+                              offset, length)
+        length = max(0, min(length, size - offset))
+        try:
+            conn.send_bulk_chunks({"t": OK, "size": size}, length, chunks)
+        except HydfsError as exc:
+            raise OSError(f"read of {name} failed midway: {exc}") from None
+
+    def handle_hydfs_settled(self, conn, msg: dict) -> None:
+        ids = _hydfs(self.client.settled, str(msg["name"]))
+        conn.send({"t": OK, "ids": ids.to_wire()})
+
+    def handle_hydfs_watch(self, conn, msg: dict) -> None:
+        timeout = float(msg.get("timeout", WATCH_TIMEOUT))
+        if not 0 <= timeout <= WATCH_TIMEOUT:
+            raise HandlerError(BAD_REQUEST, f"timeout must be 0 .. {WATCH_TIMEOUT:g} s")
+        held = self.client.watch(str(msg["name"]), _ids(msg["known"]), timeout)
+        conn.send({"t": OK, "held": held.to_wire() if held is not None else None})
+
+
+def _ids(wire_ids) -> IdSet:
+    try:
+        return IdSet(wire_ids)
+    except (AttributeError, TypeError, ValueError):
+        raise HandlerError(BAD_REQUEST, "bad append id set") from None
 
 
 def _hydfs(fn, *args):

@@ -14,7 +14,12 @@ this module is a fake world driven by one `random.Random` and a fake clock:
   executes its effects in order, and may crash it before any effect;
 - the nemesis: crashes of task processes (their node reports the exit), workers declared
   failed (their attempts die), workers declared failed whose attempts run on as zombies for a
-  while (they were only paused or cut off), starts that fail, workers that come back.
+  while (they were only paused or cut off), starts that fail, workers that come back;
+- following jobs (`follow`): SRC grows by appends while the job runs, each settled (on
+  enough replicas) a little after it was made, with news of it to the following source
+  (sometimes lost); the job is stopped at `stop_at`. The oracle is then over the snapshot
+  and every line the source's log says it took, and every append settled before the stop
+  must be among those.
 
 `run(seed)` plays one job to its end and returns a `Outcome`: DEST's rows against the
 oracle's, whether the job finished, and a transcript to replay a failing seed by.
@@ -104,6 +109,9 @@ class Knobs:
     leader_drop: float = 0.0      # a schedule or stop from the leader lost (a tell that failed)
     exit_drop: float = 0.0        # a node's word that a task exited lost
     latency: tuple = (0.001, 0.03)
+    follow: bool = False          # SRC grows while the job runs, until it is stopped
+    appends: list = field(default_factory=list)   # (time, lines) appended to SRC
+    stop_at: float = 0.0
 
 
 @dataclass
@@ -146,6 +154,16 @@ def knobs_for(rng: random.Random) -> Knobs:
                  leader_drop=rng.choice([0.0, 0.0, 0.05]), exit_drop=rng.choice([0.0, 0.0, 0.1]))
 
 
+def follow_knobs_for(rng: random.Random) -> Knobs:
+    """A following job: appends of 1-6 lines at random times, some after the stop."""
+    k = knobs_for(rng)
+    k.follow, k.source_rate = True, 0.0
+    k.stop_at = rng.uniform(0.5, 2.5)
+    k.appends = sorted((rng.uniform(0.0, k.stop_at + 0.5), rng.randint(1, 6))
+                       for _ in range(rng.randint(1, 12)))
+    return k
+
+
 class Attempt:
     """One attempt of one task: its core, its worker, and whether it runs."""
 
@@ -158,13 +176,14 @@ class Attempt:
         self.frozen_until = 0.0      # paused (SIGSTOP): nothing happens to it till then
         self.routes: dict = {}
         self.read_at = spec.partition.offset if spec.partition else 0
+        self.batch_at = 0
 
 
 class World:
-    def __init__(self, seed: int, knobs: Knobs | None = None):
+    def __init__(self, seed: int, knobs: Knobs | None = None, follow: bool = False):
         self.seed = seed
         self.rng = random.Random(seed)
-        self.k = knobs or knobs_for(self.rng)
+        self.k = knobs or (follow_knobs_for(self.rng) if follow else knobs_for(self.rng))
         self.now = 0.0
         self.events: list = []
         self.counter = 0
@@ -181,7 +200,11 @@ class World:
         op1, op2, arg = APPS[self.k.app]
         self.ops = (op1, op2, arg)
         self.core = JobCore(self.k.num_tasks, list(self.live), 0.0, stall_timeout=60.0,
-                            silence=5.0)
+                            silence=5.0, following=self.k.follow)
+        self.pool = list(iter_lines(200, seed=seed + 1))[1:]    # lines to append to SRC
+        self.appended: dict = {}                      # append id -> its bytes
+        self.settled = IdSet()
+        self.settled_at_stop = IdSet()
         self.templates = self._templates()
 
     # -- the event queue --------------------------------------------------------------------
@@ -200,6 +223,10 @@ class World:
             self.hydfs.create(task_log.log_name(JOB, str(task)))
         for when, kind, target in self.k.faults:
             self.at(when, "fault", kind, target)
+        for when, count in self.k.appends:
+            self.at(when, "src_append", count)
+        if self.k.follow:
+            self.at(self.k.stop_at, "stop")
         self.at(0.0, "leader_tick")
         while self.events and not self.done and not self.failed:
             when, _, kind, data = heapq.heappop(self.events)
@@ -208,14 +235,61 @@ class World:
             self.now = when
             getattr(self, f"on_{kind}")(*data)
         rows = Counter(self.hydfs.read(DEST).decode().splitlines())
-        return Outcome(self.seed, self.k, self.done, self.failed, self.expected(), rows,
+        failed = self.failed or self._lost_appends()
+        return Outcome(self.seed, self.k, self.done, failed, self.expected(), rows,
                        self.core.totals()["out"], self.transcript)
 
     def expected(self) -> Counter:
         _, _, arg = self.ops
+        lines = self.lines + self._taken_lines()
         if self.k.app == 1:
-            return reference_apps.app1_lines(self.lines, arg)
-        return reference_apps.app2_expected_rows(self.lines, arg)
+            return reference_apps.app1_lines(lines, arg)
+        return reference_apps.app2_expected_rows(lines, arg)
+
+    def _taken(self) -> list:
+        """The batches of SRC's appends the following source's log took, in log order."""
+        if not self.k.follow:
+            return []
+        tail = TaskId(0, self.k.num_tasks - 1)
+        return task_log.recover(self.hydfs.read(task_log.log_name(JOB, str(tail)))).tail
+
+    def _taken_lines(self) -> list:
+        data = b"".join(self._batch_bytes(batch) for batch in self._taken())
+        return data.decode().splitlines()
+
+    def _lost_appends(self) -> str:
+        taken = IdSet()
+        for batch in self._taken():
+            taken = taken.union(batch)
+        lost = self.settled_at_stop.difference(taken)
+        return f"appends settled before the stop not read: {lost}" if len(lost) else ""
+
+    def _batch_bytes(self, batch: IdSet) -> bytes:
+        """A batch's bytes, as hydfs read_view serves them: its appends in merge order."""
+        return b"".join(self.appended[i] for i in sorted(batch, key=lambda i: i[1]))
+
+    # -- SRC growing (following jobs) -------------------------------------------------------
+
+    def on_src_append(self, count: int) -> None:
+        lines, self.pool = self.pool[:count], self.pool[count:]
+        append_id = ("writer", len(self.appended) + 1)
+        self.appended[append_id] = "".join(line + "\n" for line in lines).encode()
+        self.at(self.now + self.rng.uniform(0.0, 0.1), "src_settled", append_id)
+
+    def on_src_settled(self, append_id) -> None:
+        self.settled.add(*append_id)
+        for a in self.attempts.values():
+            if a.alive and isinstance(a.core, SourceCore) and a.core.follower and \
+                    self.rng.random() > 0.2:          # news may be lost: the slow poll finds it
+                a.core.on_news(self.now)
+                self.at(self.now, "turn", a.address)
+
+    def on_stop(self) -> None:
+        self.say("leader: stop requested")
+        self.settled_at_stop = IdSet(self.settled.to_wire())
+        for template in self.templates.values():
+            template["stopping"] = True
+        self.leader(self.core.stop(self.now))
 
     # -- the leader -------------------------------------------------------------------------
 
@@ -231,7 +305,8 @@ class World:
                 next_stateful=task.stage == 1 and self.k.app == 2,
                 partition=partitions[task.index] if task.stage == 0 else None,
                 block_bytes=self.k.block_bytes, lease=5.0, resend_after=0.5,
-                source_rate=self.k.source_rate)
+                source_rate=self.k.source_rate,
+                follow=self.k.follow and task.stage == 0)
         return specs
 
     def leader(self, effects: list) -> None:
@@ -240,6 +315,8 @@ class World:
                 self.at(self.now + self.rng.uniform(0.01, 0.1), "start", effect)
             elif isinstance(effect, SendSchedule):
                 message = {"t": SCHEDULE, "job": JOB, "tasks": effect.entries}
+                if effect.stopping:
+                    message["stopping"] = True
                 for address in effect.addresses:
                     if self.rng.random() >= self.k.leader_drop:
                         self.deliver(address, dict(message), reliable=True)
@@ -310,6 +387,17 @@ class World:
             data = self.src[a.read_at:min(end, a.read_at + piece)]
             a.read_at += len(data)
             self.execute(a, core.feed(self.now, data, a.read_at >= end))
+        elif isinstance(core, SourceCore) and core.batch_to_read is not None:
+            whole = self._batch_bytes(core.batch_to_read)
+            piece = self.rng.choice([64, 500, 4096])
+            data = whole[a.batch_at:a.batch_at + piece]
+            a.batch_at += len(data)
+            last = a.batch_at >= len(whole)
+            if last:
+                a.batch_at = 0
+            self.execute(a, core.feed_batch(self.now, data, last))
+        elif isinstance(core, SourceCore) and core.poll_due(self.now):
+            self.execute(a, core.offer(self.now, IdSet(self.settled.to_wire())))
         if a.alive:
             self.execute(a, core.tick(self.now))
         if a.alive:
@@ -476,15 +564,18 @@ class World:
             self.leader(self.core.members(self.now, list(self.live)))
 
 
-def run(seed: int) -> Outcome:
-    return World(seed).run()
+def run(seed: int, follow: bool = False) -> Outcome:
+    return World(seed, follow=follow).run()
 
 
 def main(argv=None) -> int:
-    """`python -m tests.stream_sim SEED [SEED ...]`: replay seeds, print their transcripts."""
+    """`python -m tests.stream_sim [--follow] SEED [SEED ...]`: replay seeds, print their
+    transcripts (`--follow`: following jobs)."""
     import sys
-    for seed in [int(a) for a in (argv if argv is not None else sys.argv[1:])]:
-        outcome = run(seed)
+    args = list(argv if argv is not None else sys.argv[1:])
+    follow = "--follow" in args
+    for seed in [int(a) for a in args if a != "--follow"]:
+        outcome = run(seed, follow)
         print(outcome.explain() if not outcome.exact else
               f"seed {seed}: exact ({sum(outcome.got.values())} rows)\n"
               + "\n".join(outcome.transcript))

@@ -30,11 +30,13 @@ SPOKEN = {
               "hydfs.create_replica", "hydfs.append_replica", "hydfs.apply_merge",
               "hydfs.create", "hydfs.append", "hydfs.merge", "hydfs.discard",
               "hydfs.client_append", "hydfs.data", "hydfs.not_modified", "hydfs.records",
-              "hydfs.record", "hydfs.fence", "hydfs.fence_begin", "hydfs.fence_seal"],
+              "hydfs.record", "hydfs.fence", "hydfs.fence_begin", "hydfs.fence_seal",
+              "hydfs.read_view", "hydfs.watch"],
     "stream": ["stream.start_task", "stream.stop_job", "stream.hydfs_append",
                "stream.hydfs_create", "stream.hydfs_read", "stream.report", "stream.task_exit",
                "stream.block", "stream.ack", "stream.schedule", "stream.stop",
-               "stream.hydfs_fence", "stream.lease"],
+               "stream.hydfs_fence", "stream.lease", "stream.hydfs_read_view",
+               "stream.hydfs_settled", "stream.hydfs_watch"],
 }
 # Types a node's TCP server does not serve: replies, parts of a transfer, task inboxes, UDP.
 NOT_SERVED_BY_A_NODE = {"ok", "error", "ctl_output", "ctl_result", "hydfs.data",

@@ -17,7 +17,7 @@ import os
 import pytest
 
 from hydfs.fences import Fences
-from stream import delivery, operator_core
+from stream import delivery, operator_core, source_core
 from tests import stream_sim
 
 SEEDS = int(os.environ.get("RAINSTORM_SIM_SEEDS", "10000"))
@@ -55,3 +55,47 @@ def test_without_the_dest_check_a_replacement_appends_a_commit_twice(monkeypatch
 def test_without_resends_lost_messages_hang_the_job(monkeypatch):
     monkeypatch.setattr(delivery, "resend_due", lambda *args: False)
     assert failing_seeds(300)
+
+
+FOLLOW_SEEDS = int(os.environ.get("RAINSTORM_SIM_FOLLOW_SEEDS", "3000"))
+
+
+@pytest.mark.timeout(300)
+def test_following_jobs_are_exactly_once_with_appends_during_faults_and_a_stop():
+    """SRC grows while the job runs and faults strike; after `stop`, DEST is the oracle's
+    over the snapshot and every line the follower took, and it took every append settled
+    before the stop."""
+    failures = []
+    for seed in range(FOLLOW_SEEDS):
+        outcome = stream_sim.run(seed, follow=True)
+        if not outcome.exact:
+            failures.append(outcome)
+            if len(failures) == 3:
+                break
+    assert not failures, "\n\n".join(o.explain() for o in failures)
+
+
+def failing_follow_seeds(count: int) -> list[int]:
+    return [seed for seed in range(count) if not stream_sim.run(seed, follow=True).exact]
+
+
+@pytest.mark.timeout(120)
+def test_without_the_poll_after_the_stop_appends_made_before_it_are_lost(monkeypatch):
+    def end_at_once(self, now):
+        self.stopping = True
+        if self.follower and self.partition_read and not self.fed_all:
+            self._end(final_line=True)
+    monkeypatch.setattr(source_core.SourceCore, "on_stopping", end_at_once)
+    assert failing_follow_seeds(300)
+
+
+@pytest.mark.timeout(120)
+def test_without_logging_its_batches_a_replaced_follower_reads_other_lines(monkeypatch):
+    real_log = source_core.SourceCore.log
+
+    def log_no_tail(self, record):
+        if "tail" in record:
+            record = {"done": {}}
+        return real_log(self, record)
+    monkeypatch.setattr(source_core.SourceCore, "log", log_no_tail)
+    assert failing_follow_seeds(300)
