@@ -14,6 +14,11 @@ Start-up fences before it reads (hydfs/fences.py), so that what it reads cannot 
 its back: first the task's log, then it is read and replayed (task_log.py); the last stage
 then fences DEST, whose sealed set says which commits earlier attempts appended.
 
+A source reads its partition as a range of the job's snapshot of SRC (`read_view`); the
+follower also reads the batches its core logged, asks for SRC's settled appends when the
+core says a poll is due, and runs a `Watcher` thread that waits at a replica of SRC for
+news and wakes the loop with a NEWS item in the inbox.
+
 If HyDFS refuses an append as `fenced`, a newer attempt of this task runs: the shell stops at
 once. Any other failure of an append is raised: the process exits, its node tells the
 leader, and the leader starts the task again.
