@@ -405,7 +405,7 @@ class HydfsClient:
 
     def settled(self, name: str) -> IdSet:
         """The ids of the appends to `name` that at least two replicas hold (one, if only
-        one answered with a copy; read_rules.settled_ids), asking every replica at once.
+        the file has one replica; read_rules.settled_ids), asking every replica at once.
 
         An acknowledged append is on every replica (write_rules.append_acknowledged), so it
         is counted even after one replica failed or while a new one has not caught up; an
@@ -423,7 +423,7 @@ class HydfsClient:
         copies = [s for s in answered if s]
         if not copies:
             raise HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
-        return read_rules.settled_ids(copies)
+        return read_rules.settled_ids(copies, len(self.owners(name)))
 
     def watch(self, name: str, known: IdSet, timeout: float) -> IdSet | None:
         """Wait up to `timeout` seconds (at most messages.MAX_WATCH) until a replica of

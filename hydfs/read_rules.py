@@ -43,8 +43,9 @@ once every replica was tried it fails with `missing` if a replica that holds the
 appends, else `unreachable` (or `slow`) if one did not answer (it may hold them), else
 `no_such_file`.
 
-Settled appends. An append is settled once at least two replicas hold it (one, if only one
-replica answered with a copy): `settled_ids`. An acknowledged append is on every replica
+Settled appends. An append is settled once at least two replicas hold it (one, if the file
+has only one replica): `settled_ids`. With one copy answering of several replicas nothing
+is settled: an append on that copy alone could be lost with it. An acknowledged append is on every replica
 (write_rules.py), so it counts even after one replica fails or while a new one has not
 caught up; an append on one replica only (its fan-out still running) does not count yet, so
 a reader that relies on a settled append can read it from a second replica if one fails.
@@ -121,11 +122,11 @@ def view_failure(codes: Sequence[str]) -> str:
     return silent[-1] if silent else NO_SUCH_FILE
 
 
-def settled_ids(summaries: Sequence[dict]) -> IdSet:
-    """The appends held by at least SETTLED_COPIES of the copies summarised (all of them if
-    fewer answered), less those the strongest fences among them refuse."""
+def settled_ids(summaries: Sequence[dict], replicas: int = SETTLED_COPIES) -> IdSet:
+    """The appends held by at least SETTLED_COPIES of the copies summarised (by all of the
+    file's `replicas` if it has fewer), less those the strongest fences among them refuse."""
     fences = Fences()
     for s in summaries:
         fences = fences.merged_with(fences_of(s))
     held = [fences.admissible(held_ids(s)) for s in summaries]
-    return held_by_at_least(held, min(SETTLED_COPIES, len(held)))
+    return held_by_at_least(held, min(SETTLED_COPIES, replicas))

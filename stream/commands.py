@@ -14,7 +14,7 @@ from stream.leader import Leader
 
 
 def summary_text(doc: dict) -> str:
-    if set(doc) <= {"job", "state"}:                 # --detach
+    if "seconds" not in doc:                         # --detach, or a record without summary
         return (f"job {doc['job']} {doc['state']}: see it with 'job {doc['job']}', end it "
                 f"with 'stop {doc['job']}'")
     return (f"job {doc['job']} {doc.get('state', 'done')} after {doc['seconds']:.2f} s: "

@@ -168,11 +168,14 @@ class Leader:
             doc = self._recorded(job_id)
             if doc is None:
                 raise CommandError(f"no such job {job_id}")
+            if doc.get("state") not in ENDED:
+                raise CommandError(f"job {job_id} is {doc.get('state')} in its record, but no "
+                                   f"leader runs it (its leader was restarted)")
             return doc                        # ended under an earlier leader
         if job.state not in ENDED:
             job.events.put(("stop",))
             job.consoles.append(ctx)
-        return self._await(job, failed_ok=True)
+        return self._await(job)
 
     def job_doc(self, job_id: str) -> dict:
         """`job JOBID`: the job's summary so far, its state and its tasks."""
@@ -202,9 +205,9 @@ class Leader:
         return {"jobs": sorted(docs.values(), key=lambda d: d.get("created", 0),
                                reverse=True)}
 
-    def _await(self, job: Job, failed_ok: bool = False) -> dict:
+    def _await(self, job: Job) -> dict:
         job.ended.wait()
-        if job.state == FAILED and not failed_ok:
+        if job.state == FAILED:
             raise CommandError(job.error)
         return self._summary(job)
 
@@ -249,7 +252,8 @@ class Leader:
         spec = job.spec
         try:
             size, chunks = self.client.read_view(spec.src, view, True, 0, 1 << 62)
-            partitions = plan_partitions(chunks if size else [b""], size, spec.num_tasks)
+            partitions = plan_partitions(chunks if size else [b""], size, spec.num_tasks,
+                                         follow=spec.follow)
         except HydfsError as exc:
             raise CommandError(str(exc)) from None
         log.info("JOB %s partitions planned at %.3f s", job.id, time.monotonic() - job.started)
@@ -304,11 +308,13 @@ class Leader:
             self._stop(job)
         job.seconds = round(time.monotonic() - job.started, 3)
         summary = self._summary(job)
-        self.records.update(job.id, {"state": job.state, "summary": summary,
-                                     "error": job.error})
-        if job.state == FAILED:
-            job.emit(f"job {job.id} failed: {job.error}")
-        job.ended.set()
+        try:
+            self.records.update(job.id, {"state": job.state, "summary": summary,
+                                         "error": job.error})
+            if job.state == FAILED:
+                job.emit(f"job {job.id} failed: {job.error}")
+        finally:
+            job.ended.set()           # whatever happened, nobody waits for ever
 
     def _drive(self, job: Job) -> None:
         """Feed the core until it says done (or raise its failure)."""
@@ -374,9 +380,11 @@ class Leader:
         for template in job.templates.values():   # what a source started from now on reads
             template.stopping = True
         job.state = STOPPING
-        self.records.update(job.id, {"state": STOPPING})
         job.emit(f"job {job.id}: stopping (sources read nothing new)")
-        return job.core.stop(now)
+        effects = job.core.stop(now)
+        self._execute(job, effects)                # the word goes out before the record
+        self.records.update(job.id, {"state": STOPPING})
+        return []
 
     def _execute(self, job: Job, effects: list) -> bool:
         """Carry out the core's effects; True once the job is done."""

@@ -56,7 +56,7 @@ from stream.task_spec import TaskSpec
 
 READ_AHEAD_BYTES = 16 << 20       # cut but not yet sent: read no more beyond this
 SLOW_POLL = 5.0                   # a following source polls this often without news
-QUICK_POLLS = 3                   # polls after news that found nothing settled yet
+AWAIT_POLL_MAX = 1.0              # ... and at least this often while news is not settled
 FAILED_POLL_PAUSE = 1.0
 
 
@@ -88,7 +88,8 @@ class SourceCore(TaskCore):
         self.end = recovered.end                   # blocks in all, once the job stopped
         self.stopping = spec.stopping or self.end is not None
         self.next_poll = now
-        self.quick_polls = 0
+        self.awaited = IdSet()                     # appends news told of, maybe not settled
+        self.misses = 0                            # polls since that found them unsettled
         self.gap = spec.batch_interval / 2          # the least time between two polls
         self.last_poll = float("-inf")
         self.final_polled = False
@@ -160,9 +161,12 @@ class SourceCore(TaskCore):
                 and not self.batches and self.end is None and self._room()
                 and self.unacked_bytes <= self.spec.window_bytes and now >= self.next_poll)
 
-    def on_news(self, now: float) -> None:
-        """A replica of SRC holds an append this source has not seen: poll soon."""
-        self.quick_polls = QUICK_POLLS
+    def on_news(self, now: float, held: IdSet | None = None) -> None:
+        """A replica of SRC holds an append this source has not seen (`held`: what that
+        replica holds): poll soon, and keep polling until those appends are settled."""
+        if held is not None:
+            self.awaited = self.awaited.union(held)
+        self.misses = 0
         self.next_poll = min(self.next_poll, max(now, self.last_poll + self.gap))
 
     def offer(self, now: float, settled: IdSet) -> list:
@@ -175,14 +179,17 @@ class SourceCore(TaskCore):
             self.taken = self.taken.union(new)
             self.batches.append(new)
             self.log({"tail": new.to_wire()})
+        self.awaited = self.awaited.difference(self.taken)
         if final:
             self.final_polled = True
             self._after_batches(now)
-        elif len(new) or not self.quick_polls:
-            self.next_poll = now + (self.gap if len(new) else SLOW_POLL)
-        else:                        # news, but not on enough replicas yet: look again soon
-            self.quick_polls -= 1
-            self.next_poll = now + self.gap
+        elif len(new):
+            self.next_poll, self.misses = now + self.gap, 0
+        elif len(self.awaited):      # news, not on enough replicas yet: again, backing off
+            self.misses += 1
+            self.next_poll = now + min(AWAIT_POLL_MAX, self.gap * 2 ** self.misses)
+        else:
+            self.next_poll = now + SLOW_POLL
         return self._take()
 
     def poll_failed(self, now: float) -> None:

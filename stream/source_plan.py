@@ -38,14 +38,16 @@ class Partition:
         return cls(int(d["index"]), int(d["offset"]), int(d["length"]), int(d["first_line"]))
 
 
-def plan_partitions(chunks, size: int, count: int) -> list[Partition]:
+def plan_partitions(chunks, size: int, count: int, follow: bool = False) -> list[Partition]:
     """Partitions of a file given as an iterable of byte chunks (read once, in order).
 
-    Partition i starts after the first line end at or after byte size*i/count.
+    Partition i starts after the first line end at or after byte size*i/count. With
+    `follow`, a last line without a newline goes to the last partition whatever its length:
+    its source follows SRC, and the next append may finish that line.
     """
     targets = [size * i // count for i in range(1, count)]
     cuts, lines_before = [0], [0]
-    pos = lines = 0
+    pos = lines = last_end = 0
     for chunk in chunks:
         counted = 0                    # lines of this chunk are counted up to here
         while len(cuts) <= len(targets):
@@ -60,10 +62,14 @@ def plan_partitions(chunks, size: int, count: int) -> list[Partition]:
             cuts.append(pos + counted)
             lines_before.append(lines)
         lines += chunk.count(b"\n", counted)
+        if (nl := chunk.rfind(b"\n")) >= 0:
+            last_end = pos + nl + 1
         pos += len(chunk)
     while len(cuts) < count:           # targets past the last line end
         cuts.append(size)
         lines_before.append(lines)
+    if follow:          # the partitions cut at the end start at the unfinished line instead
+        cuts = [min(c, last_end) for c in cuts]          # (their lines_before: all lines)
     cuts.append(size)
     return [Partition(i, cuts[i], cuts[i + 1] - cuts[i], lines_before[i] + 1)
             for i in range(count)]

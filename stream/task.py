@@ -57,7 +57,7 @@ class Fenced(Exception):
     """A newer attempt of this task fenced its files: this one must stop."""
 
 
-NEWS = object()                   # an inbox item: a replica of SRC holds a new append
+NEWS = object()                   # (NEWS, held): a replica of SRC holds an append not seen
 WATCH_FOR = 10.0                  # seconds one watch waits at a replica
 
 
@@ -95,7 +95,7 @@ class Watcher(threading.Thread):
                 continue
             self.seen = seen.union(held)
             self._polled.clear()
-            self.items.put(NEWS)
+            self.items.put((NEWS, held))
             self._polled.wait(WATCH_FOR)
 
 
@@ -175,8 +175,8 @@ class TaskRunner:
             self._poll(core)
         else:           # messages until the core's next deadline, then its tick
             for item in drain(self.inbox.items, core.next_deadline(now)):
-                if item is NEWS:
-                    core.on_news(time.monotonic())
+                if item[0] is NEWS:
+                    core.on_news(time.monotonic(), item[1])
                     continue
                 self._execute(core.step(time.monotonic(), *item))
                 if core.stopped:

@@ -281,7 +281,7 @@ class World:
         for a in self.attempts.values():
             if a.alive and isinstance(a.core, SourceCore) and a.core.follower and \
                     self.rng.random() > 0.2:          # news may be lost: the slow poll finds it
-                a.core.on_news(self.now)
+                a.core.on_news(self.now, IdSet.of([append_id]))
                 self.at(self.now, "turn", a.address)
 
     def on_stop(self) -> None:

@@ -239,12 +239,16 @@ FENCED = Fences({"task": Fence(2, s((OLD, 1)))})   # epoch 1's seq 2 was sealed 
 @pytest.mark.parametrize("copies, settled", [
     ([s(("a", 1), ("a", 2), ("b", 1)), s(("a", 1), ("a", 2)), s(("a", 1))], s(("a", 1), ("a", 2))),
     ([s(("a", 1), ("a", 2)), s(("a", 2), ("a", 3))], s(("a", 2))),
-    ([s(("a", 1), ("a", 2))], s(("a", 1), ("a", 2))),         # the only copy that answered
+    ([s(("a", 1), ("a", 2))], s()),                  # one copy answered: it may be lost
     ([s(("a", 1)), s(("b", 1)), s(("c", 1))], s()),           # each on one replica only
     ([s((OLD, 1), (OLD, 2)), s((OLD, 1), (OLD, 2)), s()], s((OLD, 1), (OLD, 2))),
 ])
 def test_settled_ids_are_those_on_at_least_two_copies(copies, settled):
     assert read_rules.settled_ids([summary(c) for c in copies]) == settled
+
+
+def test_a_file_with_one_replica_settles_on_it():
+    assert read_rules.settled_ids([summary(s(("a", 1)))], replicas=1) == s(("a", 1))
 
 
 def test_settled_ids_leave_out_appends_the_strongest_fence_refuses():

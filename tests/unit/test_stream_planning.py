@@ -92,3 +92,19 @@ def test_sources_go_to_the_workers_that_hold_the_source_file():
     sources = {vm for t, vm in schedule.items() if t.stage == 0}
     assert {"07", "04"} <= sources and len(sources) == 3
     assert len(set(schedule.values())) == 9
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("data, count", [(b"a\nb", 3), (b"a\nbbbbbbbbbbbbbbbb", 2),
+                                         (b"aaaa", 3), (b"a\nb\n", 3), (b"x\nyy\nzzzzzzzz", 2)])
+def test_a_following_jobs_unfinished_last_line_is_the_followers(data, count):
+    """Regression: with "a\\nb" and 3 tasks, "b" fell in partition 1 while the follower
+    (partition 2) numbered the next append's first line 2 as well."""
+    parts = plan_partitions([data], len(data), count, follow=True)
+    last_end = data.rfind(b"\n") + 1
+    tail = parts[-1]
+    assert tail.offset + tail.length == len(data)
+    assert tail.offset <= last_end and data[:tail.offset].count(b"\n") == tail.first_line - 1
+    for p in parts[:-1]:
+        assert p.offset + p.length <= last_end      # no other partition has it
+    assert sum(p.length for p in parts) == len(data)
