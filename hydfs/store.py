@@ -25,6 +25,7 @@ file lock and never before it, so a waiter holds no file lock while it waits.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -43,6 +44,8 @@ from hydfs.view import LacksAppends, View
 from hydfs.view import plan as plan_view
 
 log = logging.getLogger("hydfs")
+
+VIEW_PLANS = 32               # view plans kept (a few per source reading this node)
 
 __all__ = ["ReplicaStore", "FileExists", "LostCreateRace", "NoSuchFile", "Fenced",
            "CorruptReplica", "LacksAppends", "FileState", "Snapshot", "Record", "View"]
@@ -73,6 +76,7 @@ class ReplicaStore:
         self._guard = threading.Lock()
         self._changed = threading.Condition()      # after a file lock, never before one
         self._changes: dict[str, int] = {}         # name -> changes that may add appends
+        self._views: dict = {}                     # plans of merged-only views, oldest first
 
     # -- locking and lookup -----------------------------------------------------------------
 
@@ -233,11 +237,28 @@ class ReplicaStore:
 
     # -- views (view.py) ------------------------------------------------------------------------
 
-    @staticmethod
-    def view(snap: Snapshot, ids: IdSet, create: bool) -> View:
+    def view(self, snap: Snapshot, ids: IdSet, create: bool) -> View:
         """The view of `ids` (after the create's content if `create`) in the snapshot:
-        its parts and size; LacksAppends if the snapshot does not hold every id."""
-        return plan_view(snap.index, snap.pending, ids, create, snap.create_size)
+        its parts and size; LacksAppends if the snapshot does not hold every id.
+
+        A view of merged appends only depends on the base alone, so its plan is kept for
+        the next read of the same view (a source reads its partition piece by piece, and
+        planning a view of a file of many appends is O(n log n))."""
+        key = (tuple(snap.state_version[:3]), len(snap.index), create,
+               json.dumps(ids.to_wire(), sort_keys=True))
+        with self._guard:
+            cached = self._views.get(key)
+        if cached is not None:
+            return cached
+        try:
+            v = plan_view(snap.index, [], ids, create, snap.create_size)
+        except LacksAppends:          # some are pending here: planned afresh each time
+            return plan_view(snap.index, snap.pending, ids, create, snap.create_size)
+        with self._guard:
+            self._views[key] = v
+            while len(self._views) > VIEW_PLANS:
+                self._views.pop(next(iter(self._views)))
+        return v
 
     def view_spans(self, snap: Snapshot, v: View, start: int, length: int,
                    window: int = WINDOW):

@@ -17,7 +17,9 @@ whose new appends all sort after the old ones starts with the smaller view.
 `plan` lays a view out as `Part`s of the replica's content, from a snapshot's index (the
 merged appends, where each lies in the base) and its pending records; runs of parts that lie
 side by side in the base are joined, so a view that is a prefix of the base is one part. It
-costs O(n log n) in the number of appends the replica holds. The store reads the parts,
+looks for the view's appends newest first and stops once it has them all, so a view of a
+file's latest appends (a follower's batch) costs about what it holds, O(k log k); a view
+of most of the file, O(n log n) in the appends the replica holds. The store reads the parts,
 checked (store.py).
 """
 
@@ -63,12 +65,21 @@ def plan(index: list, pending: list, ids: IdSet, create: bool, create_size: int)
     """The view of `ids` (and the create's content if `create`) over a replica's merged
     appends (`index` entries [client, seq, ts, offset, size]) and pending `Record`s;
     LacksAppends if the replica does not hold every id of `ids`."""
-    chosen = {(client, seq): _Chosen(ts, client, seq, Part(None, offset, size))
-              for client, seq, ts, offset, size in index if (client, seq) in ids}
-    for i, r in enumerate(pending):
+    chosen, need = {}, len(ids)
+    # Newest first: a follower's batch is SRC's latest appends, at the end of the pending
+    # log or of the index, so its plan costs what it holds, not what the file holds.
+    for i in range(len(pending) - 1, -1, -1):
+        if len(chosen) == need:
+            break
+        r = pending[i]
         if r.id in ids:
-            chosen.setdefault(r.id, _Chosen(r.ts, r.client, r.seq, Part(i, 0, r.size)))
-    if len(chosen) != len(ids):
+            chosen[r.id] = _Chosen(r.ts, r.client, r.seq, Part(i, 0, r.size))
+    for client, seq, ts, offset, size in reversed(index):
+        if len(chosen) == need:
+            break
+        if (client, seq) in ids:
+            chosen.setdefault((client, seq), _Chosen(ts, client, seq, Part(None, offset, size)))
+    if len(chosen) != need:
         raise LacksAppends(len(ids) - len(chosen), _first_lacking(ids, chosen))
     parts = [Part(None, 0, create_size)] if create and create_size else []
     for c in in_merge_order(chosen.values()):

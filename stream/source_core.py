@@ -95,6 +95,11 @@ class SourceCore(TaskCore):
         self.final_polled = False
         self._end_to_log = False
         self.follower = spec.follow and self.task.index == spec.num_tasks - 1
+        self.batches_read = 0                      # batches of the log fully cut
+        self.boundaries: deque = deque()           # checkpoints not yet safe to log
+        if self.follower and recovered.resume:
+            self._resume(recovered.resume)
+            self._after_batches(now)           # a stopped predecessor's end may be here
         if self.stopping and self.end is None and not spec.follow:
             # started after the stop, which its predecessor did not log: end where that
             # one's blocks were acked up to
@@ -151,6 +156,9 @@ class SourceCore(TaskCore):
             self._cut(block, float("-inf"))
         if last:
             self.batches.popleft()
+            self.batches_read += 1
+            if not self.leftover:
+                self.boundaries.append((self.batches_read, self.block_no, self.line))
             self._after_batches(now)
         self._release(now)
         return self._take()
@@ -307,9 +315,41 @@ class SourceCore(TaskCore):
             self.report(source_done=True, blocks=self.block_no)
 
     def _commit(self) -> None:
-        if self.newly_acked:
-            self.log({"done": task_log.ids_of(self.newly_acked).to_wire()})
+        resume = self._checkpoint()
+        if self.newly_acked or resume:
+            record = {"done": task_log.ids_of(self.newly_acked).to_wire()}
+            if resume:
+                record["resume"] = resume
+            self.log(record)
             self.newly_acked = []
+
+    # -- checkpoints (a follower's) ----------------------------------------------------------
+
+    def _checkpoint(self) -> dict | None:
+        """The newest batch boundary before which every block is acked (and logged as done
+        by the record this goes in), if newer than the last one logged: a replacement
+        starts there instead of reading the whole partition and every batch again."""
+        if not self.boundaries:
+            return None
+        outstanding = [_block_no(bid) for bid in self.unacked] + \
+            [_block_no(entry[0]) for entry in self.ready]
+        lowest = min(outstanding, default=self.block_no)
+        safe = None
+        while self.boundaries and self.boundaries[0][1] <= lowest:
+            safe = self.boundaries.popleft()
+        if safe is None:
+            return None
+        return {"batches": safe[0], "block": safe[1], "line": safe[2]}
+
+    def _resume(self, at: dict) -> None:
+        """Start where a predecessor's checkpoint says: its partition and first batches
+        are read and every block before it acked."""
+        self.partition_read = True
+        self.batches_read = at["batches"]
+        for _ in range(min(at["batches"], len(self.batches))):
+            self.batches.popleft()
+        self.block_no, self.line = at["block"], at["line"]
+        self.read = self.line - self.spec.partition.first_line
 
     def on_moved(self, now: float, moved: list[TaskId]) -> None:
         for bid, entry in list(self.unacked.items()):
@@ -339,3 +379,7 @@ class SourceCore(TaskCore):
 def _acked_blocks(acked: IdSet, partition: int) -> int:
     """How many blocks of `partition` lie up to its last acked one."""
     return acked.max_seq(str(partition))
+
+
+def _block_no(bid: str) -> int:
+    return int(bid.rsplit(":", 1)[1])

@@ -5,7 +5,9 @@ types: stream.block and stream.ack between tasks, stream.schedule and stream.sto
 leader).
 
 `Inbox` accepts connections and turns every message into an item on one queue, so the task's
-main loop is single-threaded. A `Sender` owns one connection to one peer task, sends in the
+main loop is single-threaded. A block that is in the queue already (a resend, from the same
+attempt) is not queued again: a task busy with a long batch gets its upstream's resends,
+and without this they would pile up, one window's worth each `resend_after`. A `Sender` owns one connection to one peer task, sends in the
 order given, and when the peer is unreachable keeps its queue and retries, reconnecting to
 the peer's new address once the schedule moves the task elsewhere.
 """
@@ -28,10 +30,42 @@ MAX_BLOCK_BYTES = 256 << 20
 RETRY_PAUSE = 0.2
 
 
+class InboxQueue(queue.Queue):
+    """A queue of (message, payload) that holds at most one copy of each block."""
+
+    def _init(self, maxsize) -> None:
+        super()._init(maxsize)
+        self._blocks: set = set()
+        self.duplicates = 0
+
+    def _put(self, item) -> None:
+        key = _block_key(item)
+        if key is not None:
+            if key in self._blocks:
+                self.duplicates += 1
+                return
+            self._blocks.add(key)
+        super()._put(item)
+
+    def _get(self):
+        item = super()._get()
+        key = _block_key(item)
+        if key is not None:
+            self._blocks.discard(key)
+        return item
+
+
+def _block_key(item):
+    message = item[0]
+    if not isinstance(message, dict) or message.get("t") != BLOCK:
+        return None
+    return (str(message.get("from")), message.get("epoch"), message.get("id"))
+
+
 class Inbox:
     def __init__(self, host: str, key: bytes | None):
         self.key = key
-        self.items: queue.Queue = queue.Queue()
+        self.items: queue.Queue = InboxQueue()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, 0))

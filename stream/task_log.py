@@ -13,7 +13,10 @@ block ids, ``"<partition>:<block>"`` (see source_plan.py): every stage deduplica
                                                          ("dest" for the final stage)
      "stats": {"in": 0, "out": 0, "dropped": 0, "errors": 0},   running totals
      "tail": {"client": [[1, 40]]},  a following source's next batch of SRC's appends (IdSet)
-     "end": 57}                      a stopped source's number of blocks: it cuts no more
+     "end": 57,                      a stopped source's number of blocks: it cuts no more
+     "resume": {"batches": 9, "block": 40, "line": 812}}   a follower's checkpoint: every
+                                     block before 40 is acked and the first 9 batches are
+                                     read, with no partial line left; a replacement starts there
 
 A following source (source_core.py) logs each batch of appends it takes from SRC before
 it sends any of their lines: the batches, in log order, fix the order and numbering of the
@@ -73,6 +76,7 @@ class Recovered:
     next_seq: int = 1
     tail: list = field(default_factory=list)         # a source's batches of SRC appends
     end: int | None = None                           # a stopped source's block count
+    resume: dict | None = None                       # a follower's last checkpoint
 
     def unfinished_commits(self) -> list[int]:
         """Commits with a block not yet finished: their output may not have gone out."""
@@ -127,3 +131,5 @@ def _apply(rec: Recovered, record: dict) -> None:
         rec.tail.append(IdSet(record["tail"]))
     if "end" in record:
         rec.end = int(record["end"])
+    if "resume" in record:
+        rec.resume = {k: int(v) for k, v in record["resume"].items()}

@@ -506,3 +506,33 @@ def test_a_client_watch_returns_what_is_held_when_an_append_lands_and_none_at_it
     started = time.monotonic()
     assert client.watch("nofile", IdSet(), 10) is None                 # no copy anywhere
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.timeout(30)
+def test_a_merged_views_plan_is_kept_until_the_base_changes(tmp_path, monkeypatch):
+    """A source reads its partition piece by piece: the plan of its view (O(n log n) in
+    the file's appends) is made once, and again only once a merge changed the base."""
+    from hydfs import store as store_module
+    st = ReplicaStore(str(tmp_path))
+    st.create("f", "c@1", iter([b"H\n"]), 2)
+    for seq in (1, 2):
+        st.append("f", "a", seq, float(seq), b"%d\n" % seq)
+    st.apply_merge("f", 1, "m1", IdSet.of([("a", 1), ("a", 2)]))
+    plans = []
+    real = store_module.plan_view
+    monkeypatch.setattr(store_module, "plan_view", lambda *a: plans.append(1) or real(*a))
+    ids = IdSet.of([("a", 1), ("a", 2)])
+    for _ in range(3):
+        snap = st.snapshot("f")
+        assert st.view(snap, ids, True).size == 6
+        snap.close()
+    assert len(plans) == 1
+    st.append("f", "a", 3, 3.0, b"3\n")                 # pending: the base is the same
+    snap = st.snapshot("f")
+    assert st.view(snap, ids, True).size == 6 and len(plans) == 1
+    assert st.view(snap, IdSet.of([("a", 3)]), False).size == 2     # pending: not kept
+    snap.close()
+    st.apply_merge("f", 2, "m2", IdSet.of([("a", 3)]))
+    snap = st.snapshot("f")
+    assert st.view(snap, ids, True).size == 6 and len(plans) == 4
+    snap.close()

@@ -314,3 +314,21 @@ def test_messages_for_another_task_or_attempt_are_ignored():
     assert core.step(0.0, dict(message, job="other"), payload) == [] and not core.stopped
     assert of(core.step(0.0, {"t": "stream.stop", "job": "j", "task": [2, 0], "attempt": 1}),
               Stop)
+
+
+@pytest.mark.timeout(10)
+def test_an_inbox_holds_one_copy_of_a_resent_block():
+    """Regression (review): a task busy with a long batch got its upstream's resends of the
+    whole window every resend_after, and they piled up in its inbox queue."""
+    from stream.task_io import InboxQueue
+    q = InboxQueue()
+    block = {"t": "stream.block", "from": [0, 1], "epoch": 2, "id": "1:7"}
+    for _ in range(5):
+        q.put((dict(block), b"x" * 10))
+    q.put((dict(block, epoch=3), b"y"))             # a newer attempt's: its own copy
+    q.put(({"t": "stream.ack", "ids": ["1:7"]}, b""))
+    q.put(({"t": "stream.ack", "ids": ["1:7"]}, b""))
+    assert q.qsize() == 4 and q.duplicates == 4
+    q.get()
+    q.put((dict(block), b"x" * 10))                 # taken: a later resend is queued again
+    assert q.qsize() == 4

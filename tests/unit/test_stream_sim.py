@@ -99,3 +99,15 @@ def test_without_logging_its_batches_a_replaced_follower_reads_other_lines(monke
         return real_log(self, record)
     monkeypatch.setattr(source_core.SourceCore, "log", log_no_tail)
     assert failing_follow_seeds(300)
+
+
+@pytest.mark.timeout(120)
+def test_replaced_followers_resume_from_checkpoints_in_the_simulated_schedules(monkeypatch):
+    """The checkpoint path (a replacement that skips its partition and first batches) is
+    exercised by the schedules above, not only written."""
+    resumed = []
+    real = source_core.SourceCore._resume
+    monkeypatch.setattr(source_core.SourceCore, "_resume",
+                        lambda self, at: resumed.append(at) or real(self, at))
+    assert not failing_follow_seeds(300)
+    assert resumed
