@@ -10,8 +10,8 @@ RUN    := run
 ALIVE  = { kill -0 $$pid 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' /proc/$$pid/status; }
 
 .PHONY: help venv test test-unit test-integration demo demo-membership cluster start stop \
-        app-src introducer node status data clean bench bench-hydfs bench-stream app1 app2 \
-        bench-peers-venv chaos
+        app-src introducer node status data clean bench bench-hydfs bench-stream bench-latency \
+        app1 app2 bench-peers-venv chaos
 
 help:
 	@echo "make test              create .venv and run the whole test suite"
@@ -25,6 +25,8 @@ help:
 	@echo "make data              traffic-signs CSV files in datasets/"
 	@echo "make chaos             real clusters under a seeded nemesis, every round checked"
 	@echo "                       (ROUNDS=20, SEED=first round's seed; one line per round)"
+	@echo "make bench-latency     latency of two following jobs while a client appends 1k/10k/50k lines/s"
+	@echo "                       (BENCH_ARGS='--seconds 5 --rates 1000,10000' for a quick run)"
 	@echo "make app1 / make app2  the two classic RainStorm apps on the running cluster (make cluster)"
 	@echo "                       (LINES=1000|5000|10000, TASKS=3)"
 
@@ -123,6 +125,11 @@ bench-hydfs:
 PEERS_VENV ?= /tmp/rainstorm-peers
 bench-stream:
 	$(PYTHON) bench/stream_bench.py --peers-venv $(PEERS_VENV) $(BENCH_ARGS)
+
+# Following jobs (--follow): latency from an append returning to its rows in DEST, while one
+# client appends at 1k, 10k and 50k lines/s; throughput, memory, exactly-once at the end.
+bench-latency:
+	$(PYTHON) bench/latency.py $(BENCH_ARGS)
 
 bench-peers-venv:
 	$(PYTHON) -m venv $(PEERS_VENV)

@@ -175,9 +175,9 @@ class TaskRunner:
             self._poll(core)
         else:           # messages until the core's next deadline, then its tick
             for item in drain(self.inbox.items, core.next_deadline(now)):
-                if item[0] is NEWS:
+                if item[0] is NEWS:      # a poll may be due now: back to the top
                     core.on_news(time.monotonic(), item[1])
-                    continue
+                    break
                 self._execute(core.step(time.monotonic(), *item))
                 if core.stopped:
                     break
