@@ -39,6 +39,7 @@ class FileState:
     create_size: int = 0          # the base starts with the create's content, this long
     index: list = field(default_factory=list)   # merged appends: [client, seq, ts, offset, size]
     fences: Fences = field(default_factory=Fences)   # replaced writers, by key (fences.py)
+    _memo: tuple | None = field(default=None, repr=False, compare=False)
 
     def meta(self) -> dict:
         doc = {"name": self.name, "file_id": self.file_id, "gen": self.gen,
@@ -70,7 +71,19 @@ class FileState:
 
     @property
     def size(self) -> int:
-        return self.base_size + sum(r.size for r in self.pending)
+        return self.base_size + self._pending_bytes()
+
+    def _pending_bytes(self) -> int:
+        """The pending records' bytes, summed once per record: the list only grows, or is
+        replaced (by a merge, a rewrite or a load), so what was summed of it still counts.
+        (A file that takes appends for hours holds many; every summary asks.)"""
+        memo = self._memo
+        if memo is None or memo[0] is not self.pending or memo[1] > len(self.pending):
+            memo = (self.pending, 0, 0)
+        pending, counted, total = memo
+        total += sum(r.size for r in pending[counted:])
+        self._memo = (pending, len(pending), total)
+        return total
 
     def version(self) -> list:
         """Changes whenever this replica's content changes (used by the client cache): a
