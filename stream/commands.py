@@ -97,7 +97,7 @@ def _via_leader(ctx: Context, argv: list, config) -> dict:
 def _flight(task: dict) -> str:
     if "in_flight" not in task:
         return ""
-    return f"{task['in_flight'] / 1e6:.1f}/{(task.get('window') or 0) / 1e6:.0f} MB"
+    return f"{task['in_flight'] / (1 << 20):.1f}/{(task.get('window') or 0) / (1 << 20):g} MiB"
 
 
 def _table(rows: list) -> str:
