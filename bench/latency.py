@@ -93,7 +93,7 @@ from bench.stream_measure import OthersMeter, QuietGate, cluster_times, own_cpu 
 from bench.stream_setup import LEADER, MEMBERSHIP, NODES  # noqa: E402
 from cluster import ctl, wire  # noqa: E402
 from cluster.connection import Connection  # noqa: E402
-from cluster.local_cluster import LocalCluster, wait_until  # noqa: E402
+from cluster.local_cluster import LocalCluster, process_table, wait_until  # noqa: E402
 
 APPS = {1: ("grep", "signs_select", "No Outlet"),
         2: ("signs_by_category", "count", "Punched Telespar")}
@@ -104,7 +104,6 @@ DEFAULT_RATES, DEFAULT_SECONDS = (1000, 10_000, 50_000), 30.0
 TARGET_RATE, TARGET_P50, TARGET_P99 = 10_000, 0.3, 1.0
 DEFAULT_OUT = REPO / "bench" / "results" / "latency"
 MEASURED = ("stream", "hydfs", "cluster")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 MAX_TAIL_READ = 64 << 20
 
 
@@ -368,15 +367,7 @@ class Appender:
 def tree_rss(cluster: LocalCluster) -> dict:
     """RSS in MB of the node processes and of all their descendants (task processes),
     summed, from /proc: {"nodes": MB, "tasks": MB, "total": MB}."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            table[int(name)] = (int(fields[1]), int(fields[21]) * PAGE)
+    table = process_table()
     children = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)

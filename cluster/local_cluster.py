@@ -133,7 +133,7 @@ class LocalCluster:
         """kill -9 of node `vm` and of its task processes at once, as when its machine dies
         (`kill` alone leaves the tasks running until their lease runs out)."""
         pid = self.procs[vm].pid
-        for child in _children(pid):
+        for child in children_of(pid):
             try:
                 os.kill(child, signal.SIGKILL)
             except ProcessLookupError:
@@ -230,17 +230,24 @@ class LocalCluster:
         wait_until(agreed, timeout, what=f"{sorted(observers)} to list exactly {sorted(want)}")
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (Linux /proc)."""
-    found = []
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def process_table() -> dict[int, tuple[int, int]]:
+    """Every process now: pid -> (parent pid, resident bytes), from Linux's /proc."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
+                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
-    return found
+            continue              # it ended meanwhile
+        table[int(entry)] = (int(fields[1]), int(fields[21]) * PAGE)
+    return table
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a node's task processes)."""
+    return [child for child, (parent, _) in process_table().items() if parent == pid]

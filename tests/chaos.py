@@ -39,7 +39,7 @@ from pathlib import Path
 
 from bench import reference_apps
 from bench.gen_traffic_signs import iter_lines, write_csv
-from cluster.local_cluster import CommandFailed, LocalCluster
+from cluster.local_cluster import CommandFailed, LocalCluster, children_of
 from tests.appends import AppendClient, append_violations, merged_replicas
 
 LINES = 30000
@@ -92,18 +92,8 @@ def draw(seed: int, vms: list[str]) -> Round:
 # -- the nemesis ----------------------------------------------------------------------------
 
 def task_processes(pid: int) -> list[int]:
-    """The children of process `pid` (a node's task processes), from /proc."""
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry))
-    return children
+    """The children of process `pid` (a node's task processes)."""
+    return children_of(pid)
 
 
 def signal_all(pids: list[int], sig: int) -> None:
