@@ -148,7 +148,7 @@ class Coordinator:
         """Store the create's bytes here as they arrive, streaming each chunk on to the
         other replicas at the same time; the replicas that failed to store it."""
         header = {"t": m.CREATE_REPLICA, "name": name, "file_id": file_id}
-        with Fanout(self.peers, others, header, size) as fanout:
+        with Fanout(self.peers, others, header, size, self.service.is_live) as fanout:
             if fanout.failed:      # a replica is unreachable already: refuse before storing
                 conn.discard_bulk(size)
                 return list(fanout.failed)
@@ -206,7 +206,7 @@ class Coordinator:
             raise HandlerError(m.FENCED, f"{name}: {client} was replaced by a newer writer")
         others = [vm for vm in owners if vm != self.service.vm]
         header = {"t": m.APPEND_REPLICA, "name": name, "id": [client, seq], "ts": ts}
-        with Fanout(self.peers, others, header, size) as fanout:
+        with Fanout(self.peers, others, header, size, self.service.is_live) as fanout:
             chunks = fanout.tee(conn.recv_bulk_chunks(size))
             try:
                 new = self.store.append_stream(name, client, seq, ts, size, chunks)

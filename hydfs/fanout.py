@@ -11,19 +11,30 @@ out and is recorded in `failed` with its reason and in `codes` with its error co
 (`unreachable`, or the code it answered with); the others carry on, and the caller decides what a partial fan-out means
 (a create rolls back; an append catches up replicas that answered `missing`). Leaving the `with` block closes every
 connection: a replica cut off mid-payload sees a truncated payload and stores nothing.
+
+A replica that was paused (SIGSTOP) takes the payload into its kernel buffers and never
+answers; `finish` stops waiting for it once the group declares it failed (`alive`), rather
+than for the whole reply timeout, so that the write's retry can go to the new replicas.
 """
 
 from __future__ import annotations
 
+import socket
+import time
+
 from cluster import wire
 from cluster.errors import CodedError
-from cluster.rpc import Peers, RemoteError, Unreachable, check_reply
+from cluster.rpc import REPLY_TIMEOUT, Peers, RemoteError, Unreachable, check_reply
+
+ALIVE_CHECK = 0.25      # how often a wait for a reply asks whether its replica still lives
 
 
 class Fanout:
     """One payload of `length` bytes under `header`, streamed to each of `vms`."""
 
-    def __init__(self, peers: Peers, vms: list[str], header: dict, length: int):
+    def __init__(self, peers: Peers, vms: list[str], header: dict, length: int,
+                 alive=lambda vm: True):
+        self.alive = alive                      # is this replica still a live member?
         self.failed: dict[str, str] = {}        # vm -> why it dropped out
         self.codes: dict[str, str] = {}         # vm -> the error code of that
         self._conns = {}
@@ -56,12 +67,27 @@ class Fanout:
         for vm, writer in list(self._writers.items()):
             try:
                 writer.close()
-                check_reply(self._conns[vm].recv())
-            except RemoteError as exc:
+                check_reply(self._reply(vm))
+            except (RemoteError, Unreachable) as exc:
                 self._drop(vm, exc)
             except (OSError, wire.ProtocolError) as exc:
                 self._drop(vm, Unreachable(f"node {vm}: {exc or 'timed out'}"))
         return self.failed
+
+    def _reply(self, vm: str) -> dict:
+        """The replica's reply; Unreachable once it is declared failed while we wait."""
+        conn = self._conns[vm]
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        conn.sock.settimeout(ALIVE_CHECK)
+        while True:
+            try:
+                return conn.recv()
+            except socket.timeout:
+                if not self.alive(vm):
+                    raise Unreachable(f"node {vm}: declared failed before it answered") \
+                        from None
+                if time.monotonic() >= deadline:
+                    raise
 
     def _drop(self, vm: str, exc: CodedError) -> None:
         self.failed[vm] = str(exc) or exc.code

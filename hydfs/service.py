@@ -92,6 +92,10 @@ class HydfsService:
     def ring(self) -> Ring:
         return Ring([m.vm for m in self.membership.members()], self.bits)
 
+    def is_live(self, vm: str) -> bool:
+        """Is `vm` in the membership list (not declared failed, not departed)?"""
+        return any(member.vm == vm for member in self.membership.members())
+
     def owners(self, name: str) -> list[str]:
         return self.ring().replicas(name, self.replicas)
 

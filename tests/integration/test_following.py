@@ -4,6 +4,8 @@ checked against the reference applications over every line appended."""
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import threading
 import time
 
@@ -11,7 +13,7 @@ import pytest
 
 from bench import reference_apps
 from bench.gen_traffic_signs import iter_lines, write_csv
-from cluster.local_cluster import CommandFailed, LocalCluster, wait_until
+from cluster.local_cluster import CommandFailed, LocalCluster, children_of, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -45,15 +47,26 @@ class Source:
         self._lock = threading.Lock()
         self._batch = 0
 
-    def append(self, vm: str, count: int) -> None:
+    def append(self, vm: str, count: int, may_fail: bool = False) -> None:
         with self._lock:
             lines, self.pool = self.pool[:count], self.pool[count:]
             self._batch += 1
             path = self.cluster.root / f"{self.name}.append{self._batch}"
         path.write_text("".join(line + "\n" for line in lines))
-        self.cluster.query(vm, "append", str(path), self.name, timeout=60)
+        try:
+            self.cluster.query(vm, "append", str(path), self.name, timeout=60)
+        except CommandFailed:
+            if not may_fail:
+                raise
+            return                 # refused, e.g. a replica frozen: it may still have landed
         with self._lock:
             self.lines += lines
+
+    def stored_lines(self) -> list[str]:
+        """SRC's lines as HyDFS holds them now (appends whose outcome was unknown too)."""
+        out = self.cluster.root / f"{self.name}.stored"
+        self.cluster.query("01", "get", self.name, str(out), timeout=60)
+        return out.read_text().splitlines()
 
 
 def expected(app, lines) -> collections.Counter:
@@ -116,6 +129,45 @@ def test_following_app2_survives_two_killed_workers_while_four_nodes_append(clus
     assert cluster.query(appenders[3], "job", job)["records_in"] == len(src.lines) - 30
     for vm in victims:
         cluster.start(vm)
+    cluster.wait_converged(cluster.vms, timeout=20)
+
+
+def test_a_frozen_follower_that_wakes_up_after_its_replacement_adds_and_loses_nothing(cluster):
+    """SIGSTOP of the follower's whole machine (node and task processes) while clients
+    append, longer than failure detection: the follower is replaced; when the old one wakes
+    up it is fenced, and after `stop` DEST is still exactly the oracle's."""
+    src = Source(cluster, "frozen_src", seed=45)
+    job = start(cluster, APP2, src.name, "frozen_app2", vm="02")
+    wait_until(lambda: cluster.query("03", "job", job)["state"] == "running", 30,
+               what="the job to run")
+    tasks = {t["task"]: t["vm"] for t in cluster.query("03", "job", job)["tasks"]}
+    frozen = tasks["source-2"]
+    if frozen == "01":
+        pytest.skip("the follower runs on the leader's node")
+    appenders = [vm for vm in cluster.vms if vm not in (frozen, "01")][:3]
+    src.append(appenders[0], 40)
+    read_all(cluster, job, len(src.lines), vm=appenders[1])
+    pids = [cluster.procs[frozen].pid] + children_of(cluster.procs[frozen].pid)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for vm in appenders:      # a replica of SRC may be frozen: an append may be refused
+            src.append(vm, 40, may_fail=True)
+        wait_until(lambda: next(t for t in cluster.query(appenders[1], "job", job)["tasks"]
+                                if t["task"] == "source-2")["vm"] != frozen, 30,
+                   interval=0.2, what="the follower to be replaced")
+        src.append(appenders[2], 40)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    src.append(appenders[0], 40)                 # the old follower is awake again
+    stored = src.stored_lines()
+    assert not collections.Counter(src.lines) - collections.Counter(stored)  # acked: there
+    read_all(cluster, job, len(stored), vm=appenders[1])
+    doc = cluster.query(appenders[2], "stop", job, timeout=120)
+    assert doc["records_in"] == len(stored) and doc["failures_recovered"] >= 1
+    assert rows_of(cluster, "frozen_app2") == expected(APP2, stored)
+    cluster.restart(frozen)                      # it was declared failed: back as new
     cluster.wait_converged(cluster.vms, timeout=20)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -28,6 +29,7 @@ class FakePeers:
         self.behaviour, self.key = behaviour, key
         self.received: dict[str, bytes] = {}
         self.threads = []
+        self.release = threading.Event()
 
     def open(self, vm: str) -> Connection:
         if self.behaviour[vm] == "down":
@@ -51,6 +53,9 @@ class FakePeers:
                 conn.send({"t": "error", "error": "file x already exists"})
                 return
             self.received[vm] = data
+            if self.behaviour[vm] == "paused":          # took it all in, never answers
+                self.release.wait(20)
+                return
             conn.send({"t": "ok"})
 
     def join(self) -> None:
@@ -124,6 +129,10 @@ def test_a_create_whose_local_store_fails_is_undone_on_the_replicas():
         @staticmethod
         def parallel(fn, items):
             return [fn(item) for item in items]
+
+        @staticmethod
+        def is_live(vm):
+            return True
     coordinator = Coordinator(Replica())
 
     class Client:                          # the client's side of the connection
@@ -135,3 +144,20 @@ def test_a_create_whose_local_store_fails_is_undone_on_the_replicas():
     assert peers.received == {"02": PAYLOAD, "03": PAYLOAD}         # they had stored it...
     assert sorted(discarded) == [("02", "hydfs.discard", "1-me"),   # ...and are told to drop it
                                  ("03", "hydfs.discard", "1-me")]
+
+
+def test_a_paused_replica_is_waited_for_only_until_it_is_declared_failed():
+    """Regression: a SIGSTOPped replica takes the payload into its kernel buffers and never
+    answers; the coordinator waited the whole reply timeout (30 s) and every write to the
+    file stalled that long, although the group declared the replica failed in seconds."""
+    peers = FakePeers({"02": "ok", "03": "paused"})
+    declared_at = time.monotonic() + 0.5
+    with Fanout(peers, ["02", "03"], {"t": "hydfs.append_replica"}, len(PAYLOAD),
+                alive=lambda vm: vm != "03" or time.monotonic() < declared_at) as fanout:
+        list(fanout.tee(iter(CHUNKS)))
+        started = time.monotonic()
+        failed = fanout.finish()
+    assert list(failed) == ["03"] and "declared failed" in failed["03"]
+    assert time.monotonic() - started < 3
+    peers.release.set()
+    peers.join()
