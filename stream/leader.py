@@ -57,6 +57,7 @@ QUIET_PROGRESS_EVERY = 10.0    # ... when nothing moved (an idle following job)
 PRINT_ROWS_PER_SECOND = 10
 TURN = 0.2                     # seconds the job's thread waits for news before a tick
 FINAL_REPORTS_WAIT = 5.0
+KEEP_ENDED = 100               # ended jobs kept in memory (all stay in their records)
 
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 DONE, STOPPED, FAILED = "done", "stopped", "failed"
@@ -191,7 +192,7 @@ class Leader:
 
     def jobs_doc(self) -> dict:
         """`jobs`: every job this leader knows, newest first."""
-        docs = {job.id: self._listing(job) for job in self.jobs.values()}
+        docs = {job.id: self._listing(job) for job in list(self.jobs.values())}
         try:
             for job_id in self.records.job_ids():
                 if job_id not in docs:
@@ -315,6 +316,11 @@ class Leader:
                 job.emit(f"job {job.id} failed: {job.error}")
         finally:
             job.ended.set()           # whatever happened, nobody waits for ever
+            self._forget_old_jobs()
+
+    def _forget_old_jobs(self) -> None:
+        for job_id in old_ended_jobs(list(self.jobs.values()), KEEP_ENDED):
+            self.jobs.pop(job_id, None)
 
     def _drive(self, job: Job) -> None:
         """Feed the core until it says done (or raise its failure)."""
@@ -509,6 +515,13 @@ class Leader:
             doc.update(job.extras.get(task, {}))
             tasks.append(doc)
         return tasks
+
+
+def old_ended_jobs(jobs: list, keep: int) -> list[str]:
+    """The ended jobs beyond the `keep` newest: memory forgets them, `jobs` and `job` read
+    them back from their records."""
+    ended = sorted((j for j in jobs if j.state in ENDED), key=lambda j: j.created)
+    return [j.id for j in ended[:max(0, len(ended) - keep)]]
 
 
 def _listing_of_record(record: dict) -> dict:

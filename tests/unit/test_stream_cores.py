@@ -332,3 +332,15 @@ def test_an_inbox_holds_one_copy_of_a_resent_block():
     q.get()
     q.put((dict(block), b"x" * 10))                 # taken: a later resend is queued again
     assert q.qsize() == 4
+
+
+@pytest.mark.timeout(10)
+def test_the_leader_keeps_only_the_newest_ended_jobs_in_memory():
+    """Ended jobs stay listed from their HyDFS records; memory holds the newest few."""
+    from stream.job_spec import parse_job
+    from stream.leader import DONE, Job, old_ended_jobs
+    spec = parse_job(["a", "b", "s", "d", "1"])
+    jobs = [Job(f"j{i}", spec, created=float(i), state=DONE) for i in range(8)]
+    jobs.append(Job("run", spec, created=0.0))              # running: never forgotten
+    assert old_ended_jobs(jobs, 5) == ["j0", "j1", "j2"]
+    assert old_ended_jobs(jobs, 10) == []
