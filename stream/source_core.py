@@ -82,7 +82,7 @@ class SourceCore(TaskCore):
         self._next_commit = now + spec.batch_interval
         # following: the batches logged and not read yet, what they and the snapshot hold
         self.batches: deque = deque(recovered.tail)
-        self.taken = IdSet(spec.view or {})
+        self.taken = spec.view_ids
         for batch in recovered.tail:
             self.taken = self.taken.union(batch)
         self.end = recovered.end                   # blocks in all, once the job stopped
@@ -99,11 +99,12 @@ class SourceCore(TaskCore):
         self.boundaries: deque = deque()           # checkpoints not yet safe to log
         if self.follower and recovered.resume:
             self._resume(recovered.resume)
-            self._after_batches(now)           # a stopped predecessor's end may be here
+            self._after_batches()              # a stopped predecessor's end may be here
         if self.stopping and self.end is None and not spec.follow:
             # started after the stop, which its predecessor did not log: end where that
             # one's blocks were acked up to
-            self.end, self._end_to_log = _acked_blocks(self.acked, self.task.index), True
+            self.end = task_log.blocks_through_last_acked(self.acked, self.task.index)
+            self._end_to_log = True
 
     # -- reading: the partition -------------------------------------------------------------
 
@@ -118,12 +119,12 @@ class SourceCore(TaskCore):
                                            final=last and not self.follower,
                                            limit=self.spec.block_bytes, flush=last)
         for block in blocks:
-            self._cut(block, self._due)
+            self._cut(block, paced=True)
         if last:
             self.partition_read = True
             if not self.follower:
                 self.fed_all = True
-            self._after_batches(now)
+            self._after_batches()
         self._release(now)
         return self._take()
 
@@ -153,13 +154,13 @@ class SourceCore(TaskCore):
         blocks, self.leftover = cut_blocks(self.leftover + data, final=False,
                                            limit=self.spec.block_bytes, flush=last)
         for block in blocks:
-            self._cut(block, float("-inf"))
+            self._cut(block)
         if last:
             self.batches.popleft()
             self.batches_read += 1
             if not self.leftover:
                 self.boundaries.append((self.batches_read, self.block_no, self.line))
-            self._after_batches(now)
+            self._after_batches()
         self._release(now)
         return self._take()
 
@@ -190,7 +191,7 @@ class SourceCore(TaskCore):
         self.awaited = self.awaited.difference(self.taken)
         if final:
             self.final_polled = True
-            self._after_batches(now)
+            self._after_batches()
         elif len(new):
             self.next_poll, self.misses = now + self.gap, 0
         elif len(self.awaited):      # news, not on enough replicas yet: again, backing off
@@ -203,7 +204,7 @@ class SourceCore(TaskCore):
     def poll_failed(self, now: float) -> None:
         self.next_poll = now + FAILED_POLL_PAUSE
 
-    def _after_batches(self, now: float) -> None:
+    def _after_batches(self) -> None:
         """Every logged batch read: a stopping following source ends here, once it polled
         after the stop (or an earlier attempt logged the end)."""
         if self.fed_all or self.batches or not self.stopping or not self.partition_read:
@@ -231,7 +232,7 @@ class SourceCore(TaskCore):
         """No blocks beyond these: the last line without a newline (a following source
         at the end of SRC) is one; a partition ended early loses its partial line."""
         if final_line and self.leftover and (self.end is None or self.block_no < self.end):
-            self._cut(self.leftover, float("-inf"))
+            self._cut(self.leftover)
         self.leftover = b""
         if self.end is None:
             self.end, self._end_to_log = self.block_no, True
@@ -242,7 +243,8 @@ class SourceCore(TaskCore):
 
     # -- blocks -----------------------------------------------------------------------------
 
-    def _cut(self, block: bytes, due) -> None:
+    def _cut(self, block: bytes, paced: bool = False) -> None:
+        """Queue `block` as the next block (`paced`: a partition's, under `source_rate`)."""
         if self.end is not None and self.block_no >= self.end:
             self._end(final_line=False)             # a replacement at a stopped source's end
             return
@@ -257,19 +259,22 @@ class SourceCore(TaskCore):
         message = {"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
                    "to": dest.to_wire(), "id": bid, "enc": "lines", "first_line": first,
                    "lines": lines}
-        self.ready.append((bid, dest, message, block, due(first) if callable(due) else due))
+        due = self._due(first) if paced else float("-inf")
+        self.ready.append((bid, dest, message, block, due))
         self.ready_bytes += len(block)
 
     def _release(self, now: float) -> None:
         """Send what the window and the rate allow."""
-        while self.ready and self.ready[0][4] <= now and (
-                not self.unacked or
-                self.unacked_bytes + len(self.ready[0][3]) <= self.spec.window_bytes):
+        while self.ready and self.ready[0][4] <= now and self._window_takes(self.ready[0][3]):
             bid, dest, message, block, _ = self.ready.popleft()
             self.ready_bytes -= len(block)
             self.unacked[bid] = [dest, message, block, now]
             self.unacked_bytes += len(block)
             self.send(dest, message, block)
+
+    def _window_takes(self, block: bytes) -> bool:
+        """May `block` go out now: within the window, or alone if it is bigger?"""
+        return not self.unacked or self.unacked_bytes + len(block) <= self.spec.window_bytes
 
     def _due(self, first_line: int) -> float:
         """When a partition's line is due under `source_rate`."""
@@ -331,8 +336,8 @@ class SourceCore(TaskCore):
         starts there instead of reading the whole partition and every batch again."""
         if not self.boundaries:
             return None
-        outstanding = [_block_no(bid) for bid in self.unacked] + \
-            [_block_no(entry[0]) for entry in self.ready]
+        outstanding = [task_log.block_number(bid) for bid in self.unacked] + \
+            [task_log.block_number(entry[0]) for entry in self.ready]
         lowest = min(outstanding, default=self.block_no)
         safe = None
         while self.boundaries and self.boundaries[0][1] <= lowest:
@@ -360,8 +365,7 @@ class SourceCore(TaskCore):
 
     def own_deadline(self, now: float) -> float:
         deadlines = [self._next_commit]
-        if self.ready and (not self.unacked or self.unacked_bytes + len(self.ready[0][3])
-                           <= self.spec.window_bytes):
+        if self.ready and self._window_takes(self.ready[0][3]):
             deadlines.append(self.ready[0][4])
         if self.unacked:
             deadlines.append(next(iter(self.unacked.values()))[3] + self.spec.resend_after)
@@ -375,11 +379,3 @@ class SourceCore(TaskCore):
         return {"source_done": self.done, "blocks": self.block_no,
                 "in_flight": self.unacked_bytes, "window": self.spec.window_bytes}
 
-
-def _acked_blocks(acked: IdSet, partition: int) -> int:
-    """How many blocks of `partition` lie up to its last acked one."""
-    return acked.max_seq(str(partition))
-
-
-def _block_no(bid: str) -> int:
-    return int(bid.rsplit(":", 1)[1])

@@ -112,6 +112,7 @@ class TaskRunner:
         self.lost = False          # stopped on its own: its node must tell the leader
         self._last_asked = time.monotonic()
         self._read_at = spec.partition.offset if spec.partition else 0
+        self._view = spec.view_ids     # the job's snapshot of SRC: what the partition is of
         self._batch_at = 0             # where in the batch being read
         self._watcher: Watcher | None = None
 
@@ -193,7 +194,7 @@ class TaskRunner:
         data = b""
         if length:
             _, data = self._ask(lambda: self.link.read_view(
-                self.spec.src, IdSet(self.spec.view or {}), True, self._read_at, length))
+                self.spec.src, self._view, True, self._read_at, length))
             if len(data) != length:
                 raise RuntimeError(f"{self.spec.src}: the snapshot's range is short "
                                    f"({len(data)} of {length} bytes)")

@@ -53,6 +53,16 @@ def block_key(bid: str) -> tuple[str, int]:
     return partition, int(block) + 1
 
 
+def block_number(bid: str) -> int:
+    """The block number n of block id "p:n"."""
+    return int(bid.rsplit(":", 1)[1])
+
+
+def blocks_through_last_acked(acked: IdSet, partition: int) -> int:
+    """How many blocks of `partition` there are up to its last one in `acked`."""
+    return acked.max_seq(str(partition))        # block_key counts blocks from 1
+
+
 def ids_of(bids) -> IdSet:
     return IdSet.of(block_key(b) for b in bids)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hydfs.fences import writer_client
+from hydfs.idset import IdSet
 from stream.scheduler import TaskId
 from stream.source_plan import Partition
 
@@ -48,6 +49,11 @@ class TaskSpec:
     @property
     def name(self) -> str:
         return str(self.task)
+
+    @property
+    def view_ids(self) -> IdSet:
+        """The appends of SRC in the job's snapshot (`view`), as an IdSet."""
+        return IdSet(self.view or {})
 
     @property
     def writer_key(self) -> str:
