@@ -49,7 +49,7 @@ class JobRecords:
 
     def create(self, job_id: str, spec: dict) -> None:
         """The record of a new job, and its line in the index."""
-        self._write(lambda: self._ensure_index())
+        self._write(self._ensure_index)
         self._write(lambda: self.client.create_bytes(record_name(job_id), _line(
             {"job": job_id, "spec": spec, "state": "starting", "leader": self.vm,
              "created": time.time()})))

@@ -167,8 +167,6 @@ class Leader:
         job = self.jobs.get(job_id)
         if job is None:
             doc = self._recorded(job_id)
-            if doc is None:
-                raise CommandError(f"no such job {job_id}")
             if doc.get("state") not in ENDED:
                 raise CommandError(f"job {job_id} is {doc.get('state')} in its record, but no "
                                    f"leader runs it (its leader was restarted)")
@@ -182,10 +180,7 @@ class Leader:
         """`job JOBID`: the job's summary so far, its state and its tasks."""
         job = self.jobs.get(job_id)
         if job is None:
-            doc = self._recorded(job_id)
-            if doc is None:
-                raise CommandError(f"no such job {job_id}")
-            return doc
+            return self._recorded(job_id)
         doc = self._summary(job)
         doc["tasks"] = self._tasks(job)
         return doc
@@ -196,11 +191,9 @@ class Leader:
         try:
             for job_id in self.records.job_ids():
                 if job_id not in docs:
-                    record = self._old_records.get(job_id) or self.records.read(job_id)
+                    record = self._record(job_id)
                     if record:
                         docs[job_id] = _listing_of_record(record)
-                        if record.get("state") in ENDED:
-                            self._old_records[job_id] = record    # it changes no more
         except HydfsError as exc:
             log.warning("job records unreadable: %s", exc)
         return {"jobs": sorted(docs.values(), key=lambda d: d.get("created", 0),
@@ -212,15 +205,23 @@ class Leader:
             raise CommandError(job.error)
         return self._summary(job)
 
-    def _recorded(self, job_id: str) -> dict | None:
+    def _recorded(self, job_id: str) -> dict:
+        """The document of a job this leader does not hold, from its record."""
         try:
-            record = self.records.read(job_id)
+            record = self._record(job_id)
         except HydfsError as exc:
             raise CommandError(f"job {job_id}: its record is unreadable: {exc}") from None
         if not record:
-            return None
+            raise CommandError(f"no such job {job_id}")
         return dict(record.get("summary") or {"job": job_id}, state=record.get("state"),
                     tasks=[])
+
+    def _record(self, job_id: str) -> dict | None:
+        """A job's record, read from HyDFS once it ended (it changes no more)."""
+        record = self._old_records.get(job_id) or self.records.read(job_id)
+        if record and record.get("state") in ENDED:
+            self._old_records[job_id] = record
+        return record
 
     # -- checking and planning --------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from cluster.errors import BAD_REQUEST, HandlerError
 from cluster.messages import OK
 from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
-from hydfs.idset import IdSet
+from hydfs import messages as hm
 from stream import messages as m
 
 log = logging.getLogger("stream")
@@ -33,7 +33,6 @@ START_TIMEOUT = 30.0
 SPARE_PROCESSES = 2        # warm task processes kept ready per node
 MAX_APPEND = 1 << 30
 TELL_RETRIES = (0.5, 1.0, 2.0)
-WATCH_TIMEOUT = 30.0
 
 
 class StreamWorker:
@@ -221,12 +220,9 @@ class StreamWorker:
             raise OSError(f"read of {name} failed midway: {exc}") from None
 
     def handle_hydfs_read_view(self, conn, msg: dict) -> None:
-        name, ids = str(msg["name"]), _ids(msg["ids"])
+        name, ids, create = str(msg["name"]), hm.id_set(msg, "ids"), hm.flag(msg, "create")
         offset, length = int(msg.get("offset", 0)), int(msg.get("length", 0))
-        if offset < 0 or length < 0:
-            raise HandlerError(BAD_REQUEST, "offset and length must not be negative")
-        size, chunks = _hydfs(self.client.read_view, name, ids, bool(msg.get("create")),
-                              offset, length)
+        size, chunks = _hydfs(self.client.read_view, name, ids, create, offset, length)
         length = max(0, min(length, size - offset))
         try:
             conn.send_bulk_chunks({"t": OK, "size": size}, length, chunks)
@@ -238,18 +234,11 @@ class StreamWorker:
         conn.send({"t": OK, "ids": ids.to_wire()})
 
     def handle_hydfs_watch(self, conn, msg: dict) -> None:
-        timeout = float(msg.get("timeout", WATCH_TIMEOUT))
-        if not 0 <= timeout <= WATCH_TIMEOUT:
-            raise HandlerError(BAD_REQUEST, f"timeout must be 0 .. {WATCH_TIMEOUT:g} s")
-        held = self.client.watch(str(msg["name"]), _ids(msg["known"]), timeout)
+        timeout = float(msg.get("timeout", hm.MAX_WATCH))
+        if not 0 <= timeout <= hm.MAX_WATCH:
+            raise HandlerError(BAD_REQUEST, f"timeout must be 0 .. {hm.MAX_WATCH:g} s")
+        held = self.client.watch(str(msg["name"]), hm.id_set(msg, "known"), timeout)
         conn.send({"t": OK, "held": held.to_wire() if held is not None else None})
-
-
-def _ids(wire_ids) -> IdSet:
-    try:
-        return IdSet(wire_ids)
-    except (AttributeError, TypeError, ValueError):
-        raise HandlerError(BAD_REQUEST, "bad append id set") from None
 
 
 def _hydfs(fn, *args):

@@ -91,11 +91,6 @@ def draw(seed: int, vms: list[str]) -> Round:
 
 # -- the nemesis ----------------------------------------------------------------------------
 
-def task_processes(pid: int) -> list[int]:
-    """The children of process `pid` (a node's task processes)."""
-    return children_of(pid)
-
-
 def signal_all(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -129,7 +124,7 @@ class Nemesis:
             c.kill(r.victims[0])
             self.killed.append(r.victims[0])
         pid = c.procs[frozen].pid
-        pids = [pid] + (task_processes(pid) if r.fault.startswith(("freeze", "kill_and"))
+        pids = [pid] + (children_of(pid) if r.fault.startswith(("freeze", "kill_and"))
                         else [])
         signal_all(pids, signal.SIGSTOP)
         self.paused = pids
