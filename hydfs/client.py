@@ -286,15 +286,18 @@ class HydfsClient:
             except (OSError, wire.ProtocolError) as exc:
                 raise HydfsError(UNREACHABLE, f"reading {name} from vm{vm}: {exc}") from None
 
-    def _read_from_replicas(self, name: str, request, deadline: float, receive):
+    def _read_from_replicas(self, name: str, request, deadline: float, receive,
+                            tries_next=read_rules.tries_next_replica, failure=None):
         """`receive(vm, conn, reply)` of the first replica that answers `request(vm)` and
         whose answer arrives whole, trying them as read_rules says: in ring order, with
         growing patience, waiting for a replica that is behind until `deadline`. A replica
         that fails mid-answer (a truncated transfer: e.g. its copy failed its checksum)
-        counts as unreachable, and the next one is tried."""
+        counts as unreachable, and the next one is tried. A failure with a code that
+        `tries_next` refuses ends the read; once every replica failed, it fails with the
+        code `failure(codes)` picks (default: the last replica's)."""
         patience = read_rules.FIRST_PATIENCE
         while True:
-            codes, last = [], None
+            codes, errors = [], {}
             for vm in read_rules.read_order(self.owners(name)):
                 try:
                     conn, reply = self._request_read(vm, request(vm), patience)
@@ -304,14 +307,15 @@ class HydfsClient:
                         conn.close()
                         raise Unreachable(f"node {vm}: {exc}") from None
                 except (RemoteError, Unreachable) as exc:
-                    if not read_rules.tries_next_replica(exc.code):
+                    if not tries_next(exc.code):
                         raise HydfsError.of(exc) from None
                     codes.append(exc.code)
-                    last = exc
+                    errors[exc.code] = exc
             step = read_rules.after_round(codes, patience, REPLY_TIMEOUT, time.monotonic(),
                                           deadline)
             if step == read_rules.GIVE_UP:
-                raise HydfsError.of(last) if last is not None else \
+                code = failure(codes) if failure else (codes[-1] if codes else None)
+                raise HydfsError.of(errors[code]) if code in errors else \
                     HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
             if step == read_rules.WAIT_LONGER:
                 patience = REPLY_TIMEOUT    # every answering replica was slow: wait for one
@@ -339,32 +343,10 @@ class HydfsClient:
             return local
         request = {"t": m.READ_VIEW, "name": name, "ids": ids.to_wire(), "create": create,
                    "offset": offset, "length": length}
-        vm, conn, reply = self._open_view(name, request)
+        vm, conn, reply = self._read_from_replicas(    # a view never waits for one behind
+            name, lambda vm: request, 0.0, lambda vm, conn, reply: (vm, conn, reply),
+            read_rules.view_tries_next, read_rules.view_failure)
         return reply["size"], self._bulk_chunks(vm, conn, reply, name)
-
-    def _open_view(self, name: str, request: dict):
-        """(vm, connection, reply header) of the first replica that starts sending the
-        view, tried as read_rules says for views: with growing patience, passing over
-        those that lack its appends."""
-        patience = read_rules.FIRST_PATIENCE
-        while True:
-            errors = {}
-            for vm in read_rules.read_order(self.owners(name)):
-                try:
-                    conn, reply = self._request_read(vm, request, patience)
-                    return vm, conn, reply
-                except (RemoteError, Unreachable) as exc:
-                    if not read_rules.view_tries_next(exc.code):
-                        raise HydfsError.of(exc) from None
-                    errors[exc.code] = exc
-            codes = list(errors)
-            if read_rules.after_round(codes, patience, REPLY_TIMEOUT, 0.0, 0.0) != \
-                    read_rules.WAIT_LONGER:
-                code = read_rules.view_failure(codes)
-                if code in errors:
-                    raise HydfsError.of(errors[code])
-                raise HydfsError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
-            patience = REPLY_TIMEOUT    # every answering replica was slow: wait for one
 
     @staticmethod
     def _bulk_chunks(vm: str, conn: Connection, reply: dict, name: str):
