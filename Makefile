@@ -11,7 +11,7 @@ ALIVE  = { kill -0 $$pid 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' /proc/
 
 .PHONY: help venv test test-unit test-integration demo demo-membership cluster start stop \
         app-src introducer node status data clean bench bench-hydfs bench-stream bench-latency \
-        app1 app2 bench-peers-venv chaos
+        bench-failover app1 app2 bench-peers-venv chaos
 
 help:
 	@echo "make test              create .venv and run the whole test suite"
@@ -27,6 +27,7 @@ help:
 	@echo "                       (ROUNDS=20, SEED=first round's seed; one line per round)"
 	@echo "make bench-latency     latency of two following jobs while a client appends 1k/10k/50k lines/s"
 	@echo "                       (BENCH_ARGS='--seconds 5 --rates 1000,10000' for a quick run)"
+	@echo "make bench-failover    the leader killed -9 mid-job, 10 times: new leader, first report, output"
 	@echo "make app1 / make app2  the two classic RainStorm apps on the running cluster (make cluster)"
 	@echo "                       (LINES=1000|5000|10000, TASKS=3)"
 
@@ -130,6 +131,9 @@ bench-stream:
 # client appends at 1k, 10k and 50k lines/s; throughput, memory, exactly-once at the end.
 bench-latency:
 	$(PYTHON) bench/latency.py $(BENCH_ARGS)
+
+bench-failover:
+	$(PYTHON) bench/failover.py $(BENCH_ARGS)
 
 bench-peers-venv:
 	$(PYTHON) -m venv $(PEERS_VENV)

@@ -14,7 +14,12 @@ from typing import Callable
 
 
 class CommandError(Exception):
-    """The command ran and failed: the message is the one-line reason shown to the user."""
+    """The command ran and failed: the message is the one-line reason shown to the user;
+    `code`, if any, is what a program decides by (a relaying node, for one)."""
+
+    def __init__(self, message: str = "", code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class UsageError(CommandError):
@@ -33,6 +38,10 @@ class Context:
     emit: Callable[[str], None] = lambda line: None  # progress lines while a command runs
     json: bool = False                               # the caller wants a JSON document
     attached: Callable[[], bool] = lambda: True      # is the caller still listening?
+    note: Callable[[dict], None] = lambda fields: None   # facts for a program, as it runs
+
+    # (`note`: e.g. {"job": id} once a job has started, so that a caller that loses the
+    # node on the way knows which job to follow.)
 
     def local_path(self, path: str) -> str:
         return os.path.normpath(os.path.join(self.cwd, os.path.expanduser(path)))

@@ -3,8 +3,9 @@
     -> {"t": "ctl", "argv": [...], "cwd": "...", "json": bool}
     <- {"t": "ctl_output", "text": "..."}        zero or more progress lines
     <- {"t": "ctl_output", "keepalive": true}    every KEEPALIVE seconds while it runs
+    <- {"t": "ctl_output", "note": {...}}        facts for a program (e.g. {"job": id})
     <- {"t": "ctl_result", "ok": true, "text": "...", "doc": {...}}
-       {"t": "ctl_result", "ok": false, "usage": bool, "error": "..."}
+       {"t": "ctl_result", "ok": false, "usage": bool, "error": "...", "code"?: "..."}
 
 `serve(conn, message, run)` is the node's side; `request(...)` the caller's, used by
 `rainstorm.py ctl` (`run_ctl`), by a node relaying a command to the leader, and by the test
@@ -42,16 +43,17 @@ KEEPALIVE = 2.0
 # -- the caller's side --------------------------------------------------------------------------
 
 def request(address: tuple[str, int], key: bytes | None, argv: list[str], cwd: str,
-            as_json: bool, on_output=None, timeout: float | None = REPLY_TIMEOUT) -> dict:
+            as_json: bool, on_output=None, timeout: float | None = REPLY_TIMEOUT,
+            on_note=None) -> dict:
     """Run `argv` on the node at `address`; its ctl_result (or an error reply). Progress
-    lines go to `on_output(text)`. Raises OSError / wire.ProtocolError if the node cannot be
-    reached or stops answering."""
+    lines go to `on_output(text)`, notes to `on_note(fields)`. Raises OSError /
+    wire.ProtocolError if the node cannot be reached or stops answering."""
     with Connection.open(address, key, CONNECT_TIMEOUT) as conn:
-        return converse(conn, argv, cwd, as_json, on_output, timeout)
+        return converse(conn, argv, cwd, as_json, on_output, timeout, on_note)
 
 
 def converse(conn: Connection, argv: list[str], cwd: str, as_json: bool, on_output=None,
-             timeout: float | None = REPLY_TIMEOUT) -> dict:
+             timeout: float | None = REPLY_TIMEOUT, on_note=None) -> dict:
     """`request` on a connection that is open already."""
     conn.sock.settimeout(timeout)
     conn.send({"t": CTL, "argv": list(argv), "cwd": cwd, "json": as_json})
@@ -59,7 +61,12 @@ def converse(conn: Connection, argv: list[str], cwd: str, as_json: bool, on_outp
         reply = conn.recv()
         if reply.get("t") != CTL_OUTPUT:
             return reply
-        if on_output is not None and not reply.get("keepalive"):
+        if reply.get("keepalive"):
+            continue
+        if isinstance(reply.get("note"), dict):
+            if on_note is not None:
+                on_note(reply["note"])
+        elif on_output is not None:
             on_output(reply.get("text", ""))
 
 
@@ -73,12 +80,14 @@ def run_ctl(config: Config, vm: str, argv: list[str], as_json: bool,
         return _fail(as_json, f"node {vm} at {host}:{port} is unreachable: "
                               f"{exc.strerror or exc}", EXIT_UNREACHABLE)
     printer = None if as_json else (lambda text: print(text, flush=True))
+    notes: dict = {}
     with conn:
         try:
-            reply = converse(conn, argv, os.getcwd(), as_json, printer, timeout)
+            reply = converse(conn, argv, os.getcwd(), as_json, printer, timeout, notes.update)
         except OSError as exc:
             return _fail(as_json, f"node {vm} at {host}:{port} is not answering: "
-                                  f"{exc or 'timed out'}", EXIT_UNREACHABLE)
+                                  f"{exc or 'timed out'}" + _follow_on(notes),
+                         EXIT_UNREACHABLE)
         except wire.AuthError:
             return _fail(as_json, f"node {vm} rejected our messages or we rejected its "
                                   f"answer: authentication failed (check [cluster] secret)",
@@ -86,6 +95,14 @@ def run_ctl(config: Config, vm: str, argv: list[str], as_json: bool,
         except wire.ProtocolError as exc:
             return _fail(as_json, f"node {vm}: {exc}", EXIT_UNREACHABLE)
     return _report(reply, as_json)
+
+
+def _follow_on(notes: dict) -> str:
+    """What a caller that lost its node while a job ran can do next."""
+    if "job" not in notes:
+        return ""
+    return (f"; job {notes['job']} was running: if that node led it, a new leader takes it "
+            f"over: follow it with 'job {notes['job']}' on any node")
 
 
 def _report(reply: dict, as_json: bool) -> int:
@@ -122,7 +139,9 @@ def serve(conn: Connection, message: dict, run) -> None:
     ctx = Context(cwd=str(message.get("cwd") or "."), json=bool(message.get("json")),
                   emit=lambda line: None if gone.is_set() else
                   outbox.put({"t": CTL_OUTPUT, "text": line}),
-                  attached=lambda: not gone.is_set())
+                  attached=lambda: not gone.is_set(),
+                  note=lambda fields: None if gone.is_set() else
+                  outbox.put({"t": CTL_OUTPUT, "note": dict(fields)}))
     threading.Thread(target=_run_into, args=(run, ctx, argv, outbox), daemon=True,
                      name=f"ctl-{argv[0] if argv else ''}").start()
     while True:
@@ -143,8 +162,11 @@ def _run_into(run, ctx: Context, argv: list, outbox: queue.Queue) -> None:
     try:
         result = run(ctx, argv)
     except CommandError as exc:
-        outbox.put({"t": CTL_RESULT, "ok": False, "usage": isinstance(exc, UsageError),
-                    "error": str(exc)})
+        reply = {"t": CTL_RESULT, "ok": False, "usage": isinstance(exc, UsageError),
+                 "error": str(exc)}
+        if exc.code:
+            reply["code"] = exc.code
+        outbox.put(reply)
     except Exception as exc:
         log.exception("command %s failed", argv)
         outbox.put({"t": CTL_RESULT, "ok": False, "error": f"internal error: {exc}"})

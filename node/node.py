@@ -5,7 +5,8 @@ for everything else) and runs, bottom to top:
 
     membership   MembershipService: who is alive (its own UDP socket and thread)
     hydfs        HydfsService (the replica and re-replicator), Coordinator, HydfsClient
-    stream       StreamWorker (task processes), and on the leader node the Leader
+    stream       StreamWorker (task processes), Leadership (who leads) and the Leader
+                 (active only while this node leads)
     commands     the REPL registry every subsystem adds its commands to; `ctl` runs them
 
 This module is the composition root: the only one that imports every subsystem. It creates
@@ -41,6 +42,7 @@ from membership.suspicion import detection_bound
 from node.repl import repl
 from stream import commands as stream_commands
 from stream.leader import Leader
+from stream.leadership import Leadership
 from stream.worker import StreamWorker
 
 log = logging.getLogger("node")
@@ -57,9 +59,12 @@ class Node:
         self.hydfs = HydfsService(config, vm, self.membership)
         self.coordinator = Coordinator(self.hydfs)
         self.hydfs_client = HydfsClient(self.hydfs, config.hydfs.cache_mb, write_deadline(config))
-        self.worker = StreamWorker(config, vm, self.hydfs_client)
-        self.leader = (Leader(config, vm, self.membership, self.hydfs_client,
-                              detection(config)) if vm == config.leader else None)
+        self.leadership = Leadership(config, vm, self.membership, self.hydfs_client,
+                                     settle=detection(config))
+        self.worker = StreamWorker(config, vm, self.hydfs_client, self.leadership)
+        self.leader = Leader(config, vm, self.membership, self.hydfs_client, detection(config),
+                             self.leadership)
+        self.leadership.leader = self.leader
         self.commands = CommandRegistry()
         self.stopped = threading.Event()
         self._wire()
@@ -72,22 +77,24 @@ class Node:
                   {CTL: lambda conn, msg: ctl.serve(conn, msg, self.run_command)}]
         self.membership.add_listener(self.hydfs.on_membership)
         self.membership.add_listener(self.worker.on_membership)
-        if self.leader is not None:
-            routes.append(self.leader.routes())
-            self.membership.add_listener(self.leader.on_membership)
+        self.membership.add_listener(self.leadership.on_membership)
+        routes.append(self.leader.routes())
+        self.membership.add_listener(self.leader.on_membership)
         for table in routes:
             self.server.add_routes(table)
         bits = self.config.hydfs.ring_bits
         membership_commands.register(self.commands, self.membership,
                                      lambda vm: ring_position(vm, bits))
         hydfs_commands.register(self.commands, self.hydfs_client, self.membership)
-        stream_commands.register(self.commands, self.config, self.vm, self.leader)
+        stream_commands.register(self.commands, self.config, self.leadership, self.leader,
+                                 detection(self.config))
         self.commands.add("help", self._help, "help", "this list")
 
     def start(self) -> None:
         self.server.start()
         self.membership.start()
         self.hydfs.start()
+        self.leadership.start()
         log.info("START node %s at %s (introducer %s, leader %s, config %s)", self.vm,
                  self.membership.address, self.config.introducer, self.config.leader,
                  self.config.source)
@@ -96,6 +103,7 @@ class Node:
         """Leave the group (so others log a leave, not a failure) and stop serving."""
         if self.membership.leave():
             log.info("STOP leaving the group and exiting")
+        self.leadership.stop()
         self.worker.stop()
         self.hydfs.stop()
         self.membership.stop()

@@ -1,16 +1,28 @@
-"""The RainStorm REPL commands (INTERFACE.md, "RainStorm" and "Continuous jobs and job
-control"): `RainStorm`, `jobs`, `job JOBID`, `stop JOBID`.
+"""The RainStorm REPL commands (INTERFACE.md, "RainStorm", "Continuous jobs and job
+control", "Leader failover"): `RainStorm`, `jobs`, `job JOBID`, `stop JOBID`, `leader`.
 
 On the leader node they run there; on any other node they are relayed to the leader (its
-progress lines too), so `ctl --vm 05 stop JOBID` works as well.
+progress lines too), so `ctl --vm 05 stop JOBID` works as well. When the leader fails on
+the way, the command waits for its successor (leadership.py) and asks it: a waiting
+`RainStorm` then gets its summary from the new leader. `leader` prints who leads.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import replace
+
 from cluster import ctl, wire
 from cluster.commands import CommandError, CommandRegistry, Context, Result, UsageError
+from cluster.connection import Connection
 from stream.job_spec import USAGE
-from stream.leader import Leader
+from stream.messages import NOT_LEADER
+
+log = logging.getLogger("stream")
+
+FAILOVER_SLACK = 5.0     # seconds past failure detection a new leader may take to take over
+RETRY_PAUSE = 1.0
 
 
 def summary_text(doc: dict) -> str:
@@ -46,52 +58,132 @@ def job_text(doc: dict) -> str:
     return summary_text(doc) + ("\n" + _table(rows) if doc.get("tasks") else "")
 
 
-def register(registry: CommandRegistry, config, vm: str, leader: Leader | None) -> None:
+def register(registry: CommandRegistry, config, leadership, leader, detection: float) -> None:
+    failover = detection + FAILOVER_SLACK
+
     def on_leader(ctx: Context, argv: list, here) -> dict:
-        return here() if leader is not None else _via_leader(ctx, argv, config)
+        """Run the command here if this node leads, else at the leader, across a failover
+        (the retry rules are `_at_leader`'s)."""
+        return _at_leader(ctx, argv, here, config, leadership, failover, leader.wait)
 
     def rainstorm(ctx: Context, args: list) -> Result:
-        doc = on_leader(ctx, ["RainStorm", *args], lambda: leader.run(ctx, args))
+        doc = on_leader(ctx, ["RainStorm", *args], lambda c: leader.run(c, args))
         return Result(summary_text(doc), doc)
 
     def jobs(ctx: Context, args: list) -> Result:
         if args:
             raise UsageError("usage: jobs")
-        doc = on_leader(ctx, ["jobs"], leader.jobs_doc if leader else None)
+        doc = on_leader(ctx, ["jobs"], lambda c: leader.jobs_doc())
         return Result(jobs_text(doc), doc)
 
     def job(ctx: Context, args: list) -> Result:
-        job_id = _one_job_id(args, "job JOBID")
-        doc = on_leader(ctx, ["job", job_id], lambda: leader.job_doc(job_id))
-        return Result(job_text(doc), doc)
+        wait = "--wait" in args
+        job_id = _one_job_id([a for a in args if a != "--wait"], "job JOBID [--wait]")
+        doc = on_leader(ctx, ["job", job_id] + (["--wait"] if wait else []),
+                        lambda c: leader.wait(c, job_id) if wait else leader.job_doc(job_id))
+        return Result(summary_text(doc) if wait else job_text(doc), doc)
 
     def stop(ctx: Context, args: list) -> Result:
         job_id = _one_job_id(args, "stop JOBID")
-        doc = on_leader(ctx, ["stop", job_id], lambda: leader.stop(ctx, job_id))
+        doc = on_leader(ctx, ["stop", job_id], lambda c: leader.stop(c, job_id))
         return Result(summary_text(doc), doc)
+
+    def leader_command(ctx: Context, args: list) -> Result:
+        if args:
+            raise UsageError("usage: leader")
+        doc = leadership.describe()
+        text = f"vm{doc['leader']} leads (leader epoch {doc['epoch']})"
+        if not doc["live"]:
+            text = f"vm{doc['leader']} led (leader epoch {doc['epoch']}) but is not live: " \
+                   f"a successor is taking over"
+        return Result(text, doc)
 
     registry.add("RainStorm", rainstorm, USAGE, "run a stream-processing job")
     registry.add("jobs", jobs, "jobs", "every job the leader knows, newest first")
-    registry.add("job", job, "job JOBID", "one job's status and its tasks")
+    registry.add("job", job, "job JOBID [--wait]",
+                 "one job's status and its tasks (--wait: follow it to its end)")
     registry.add("stop", stop, "stop JOBID", "end a job gracefully (what was read is processed)")
+    registry.add("leader", leader_command, "leader", "the current RainStorm leader")
+
+
+class _LeaderLost(Exception):
+    """The leader could not be reached, or it no longer leads: `started` says whether the
+    command may have run there."""
+
+    def __init__(self, why: str, started: bool):
+        super().__init__(why)
+        self.started = started
+
+
+def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: float,
+               wait_job) -> dict:
+    """Run `here(ctx)` if this node leads, else relay `argv` to the leader; if the leader is
+    lost, wait (at most `failover` s) for the next one and ask it. A `RainStorm` whose job
+    started is then followed at the new leader (`job JOBID --wait`); one that may have
+    started unseen is not submitted twice: the error says so."""
+    notes: dict = {}
+    outer = ctx.note
+    ctx = replace(ctx, note=lambda fields: (notes.update(fields), outer(fields)))
+    deadline = None                    # set when the leader is lost
+    while True:
+        claim = leadership.current()
+        try:
+            if leadership.is_leader():
+                return _here(ctx, here)
+            if leadership.leading is not None or (claim and claim.vm == leadership.vm):
+                raise _LeaderLost("this node is taking over", started=False)
+            return _relay(ctx, argv, config, claim.vm if claim else config.leader)
+        except _LeaderLost as lost:
+            if argv[0] == "RainStorm" and "job" in notes:
+                job_id = notes["job"]
+                argv = ["job", job_id, "--wait"]
+                here = lambda c: wait_job(c, job_id)    # noqa: E731 (if this node leads next)
+            elif argv[0] == "RainStorm" and lost.started:
+                raise CommandError(f"{lost}: the job may or may not have started; see "
+                                   f"'jobs' before submitting it again") from None
+            deadline = deadline or time.monotonic() + failover
+            if time.monotonic() >= deadline:
+                raise CommandError(f"{lost}; no leader took over within {failover:g} s") \
+                    from None
+            log.info("%s: %s; asking again", " ".join(argv[:3]), lost)
+            leadership.wait_for_other(claim, min(RETRY_PAUSE, deadline - time.monotonic()))
+
+
+def _here(ctx: Context, here) -> dict:
+    try:
+        return here(ctx)
+    except CommandError as exc:
+        if exc.code == NOT_LEADER:
+            raise _LeaderLost(str(exc), started=True) from None
+        raise
+
+
+def _relay(ctx: Context, argv: list, config, vm: str) -> dict:
+    """`argv` at node `vm`, its progress lines and notes passed on."""
+    address = config.address(vm)
+    try:
+        conn = Connection.open(address, wire.secret_key(config.secret), ctl.CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise _LeaderLost(f"the leader vm{vm} is unreachable: {exc}", started=False) from None
+    try:
+        with conn:
+            reply = ctl.converse(conn, argv, ctx.cwd, True, ctx.emit, ctl.REPLY_TIMEOUT,
+                                 ctx.note)
+    except (OSError, wire.ProtocolError) as exc:
+        raise _LeaderLost(f"the leader vm{vm} stopped answering: {exc or 'timed out'}",
+                          started=True) from None
+    if not reply.get("ok"):
+        error = reply.get("error", "the leader could not do it")
+        if reply.get("code") == NOT_LEADER:
+            raise _LeaderLost(error, started=False)
+        raise UsageError(error) if reply.get("usage") else CommandError(error, reply.get("code"))
+    return reply["doc"]
 
 
 def _one_job_id(args: list, usage: str) -> str:
-    if len(args) != 1 or not args[0]:
+    if len(args) != 1 or not args[0] or args[0].startswith("--"):
         raise UsageError(f"usage: {usage}")
     return args[0]
-
-
-def _via_leader(ctx: Context, argv: list, config) -> dict:
-    try:
-        reply = ctl.request(config.address(config.leader), wire.secret_key(config.secret),
-                            argv, ctx.cwd, True, ctx.emit, timeout=30)
-    except (OSError, wire.ProtocolError) as exc:
-        raise CommandError(f"the leader vm{config.leader} is unreachable: {exc}") from None
-    if not reply.get("ok"):
-        error = reply.get("error", "the leader could not do it")
-        raise UsageError(error) if reply.get("usage") else CommandError(error)
-    return reply["doc"]
 
 
 def _flight(task: dict) -> str:

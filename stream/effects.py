@@ -55,3 +55,10 @@ class Stop:
     (`lost`: its node should tell the leader, which may not know)."""
     reason: str
     lost: bool = False
+
+
+@dataclass(frozen=True)
+class Lead:
+    """A newer leader gives orders: report to it from now on."""
+    address: tuple
+    epoch: int

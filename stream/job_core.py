@@ -22,6 +22,11 @@ A job that makes no progress for `stall_timeout` seconds (no counter moved, no t
 started) fails too, saying why: which tasks are not running, and what the last attempt to
 start them answered. So no job hangs.
 
+A leader that takes a job over from a deposed or dead one (leader.py, `take_over`) builds
+a core from the job's record and `adopt`s the attempts the workers still run: those the
+record names (or newer) run on, every other task is started again, with an epoch above
+`epoch_floor` (succession.attempt_floor), higher than any the earlier leader could give.
+
 The job is done when every source task has reported that all its blocks are safe. A
 following job's last source is done only after `stop`: the schedule says `stopping`, and
 sources read nothing new from then on (source_core.py). The stall rule spares a following
@@ -96,10 +101,12 @@ class TaskState:
 
 class JobCore:
     def __init__(self, num_tasks: int, workers: list[str], now: float, stall_timeout: float,
-                 source_hosts: list[str] = (), silence: float = 30.0, following: bool = False):
+                 source_hosts: list[str] = (), silence: float = 30.0, following: bool = False,
+                 epoch_floor: int = 0):
         """`silence`: a running attempt that has not reported for this long is taken for
         dead (its node's word of its exit may have been lost). `following`: a job that
-        reads SRC until stopped, which may rightly be idle for ever."""
+        reads SRC until stopped, which may rightly be idle for ever. `epoch_floor`: every
+        attempt this core starts gets a higher epoch."""
         placement = assign(workers, num_tasks, source_hosts=source_hosts)
         self.tasks = {task: TaskState(vm=vm) for task, vm in placement.items()}
         self.num_tasks = num_tasks
@@ -112,6 +119,7 @@ class JobCore:
         self.finished = False
         self.following = following
         self.stopping = False
+        self.epoch_floor = epoch_floor
         self._avoid: dict[str, float] = {}       # worker -> until when it is passed over
         self._last_progress = now
         self._effects: list = []
@@ -139,6 +147,40 @@ class JobCore:
             self.stopping = True
             self._last_progress = now
             self._send_schedule(now)
+        return self._take()
+
+    def adopt(self, now: float, placement: dict, running: list, sources_done=(),
+              failures_recovered: int = 0, stopping: bool = False, leader: str = "") -> list:
+        """Take the job over: `placement` is the record's {task: (vm, epoch)}, `running`
+        the attempts the live workers run, [(task, vm, epoch, address)]. The newest attempt
+        of a task runs on if it is not older than the record's; every other one is told to
+        stop, and tasks with none are started anew by the next `tick`. Attempts on the
+        new leader's own node (`leader`, a worker until now) run on too."""
+        self.sources_done = set(sources_done)
+        self.failures_recovered = failures_recovered
+        self.stopping = stopping
+        newest: dict[TaskId, tuple] = {}
+        for task, vm, epoch, address in sorted(running, key=lambda a: a[2]):
+            if task in self.tasks and (vm in self.live or vm == leader):
+                if task in newest:
+                    self._effects.append(StopAttempt(newest[task][2], task, newest[task][1]))
+                newest[task] = (vm, epoch, address)
+        for task, st in self.tasks.items():
+            st.vm, st.epoch = placement.get(task, (st.vm, 0))
+            attempt = newest.get(task)
+            if attempt is not None and attempt[1] >= st.epoch:
+                st.vm, st.epoch, st.address = attempt
+                st.phase, st.heard_at = RUNNING, now
+                continue
+            if attempt is not None:
+                self._effects.append(StopAttempt(attempt[2], task, attempt[1]))
+            done = task.stage == 0 and task.index in self.sources_done
+            st.phase, st.address = (FINISHED if done else DOWN), None
+        self._last_progress = now
+        self._send_schedule(now)
+        if len(self.sources_done) == self.num_tasks:
+            self.finished = True            # the earlier leader died just before the end
+            self._effects.append(Done())
         return self._take()
 
     def members(self, now: float, workers: list[str], failed=()) -> list:
@@ -241,7 +283,8 @@ class JobCore:
             vm = moves.get(task, st.vm)
             if st.epoch and vm != st.vm:
                 self._effects.append(Say(f"task {task} moves from vm{st.vm} to vm{vm}"))
-            st.vm, st.epoch, st.phase, st.address = vm, st.epoch + 1, STARTING, None
+            st.vm, st.phase, st.address = vm, STARTING, None
+            st.epoch = max(st.epoch, self.epoch_floor) + 1
             self._effects.append(StartTask(task, vm, st.epoch))
 
     def _down(self, task: TaskId, why: str) -> None:

@@ -1,14 +1,17 @@
-"""A job's record in HyDFS: what the job is and how far it got, readable by any node.
+"""A job's record in HyDFS: what the job is and how far it got, enough for another leader to
+take it over.
 
 Every job has one file, ``rainstorm/<job>/job``, of JSON lines that the leader appends as
-the job changes: the first names the job (its spec, when and by which leader it was
-created), each later one gives a new `state` and, at the end, the job's summary. Reading
-folds the lines in order (one client's appends keep their order), so the last state
-wins. ``rainstorm/jobs`` lists every job id, one line each, so that jobs a leader did not
-run itself (before a restart, or another leader's) are listed too.
+the job changes. The first line names the job: its spec, its tasks' specs (`templates`,
+each without its epoch), when and by which leader it was created. Later lines give what
+changed: the placement and epoch of every task (`tasks`, written before those attempts are
+started), `sources_done` and `failures_recovered`, a new `state` and, at the end, the
+summary. Reading folds the lines in order (one client's appends keep their order), so the
+last word on each field wins. ``rainstorm/jobs`` lists every job id, one line each.
 
-Writes here are the leader's; a record that cannot be written is logged and the job goes
-on (the record is for reading the job back, not for running it).
+Every append is the leader's, under the client id ``leader#EPOCH`` of its leader epoch, so
+that a new leader fences the record (hydfs/fences.py) before it takes the job over: from
+then on no write of the deposed leader lands, and `Deposed` tells it so.
 """
 
 from __future__ import annotations
@@ -16,13 +19,21 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import defaultdict
 
 from hydfs.client import HydfsClient, HydfsError
-from hydfs.messages import FILE_EXISTS, NO_SUCH_FILE
+from hydfs.fences import writer_client
+from hydfs.messages import FENCED, FILE_EXISTS, NO_SUCH_FILE
+from stream.scheduler import TaskId
 
 log = logging.getLogger("stream")
 
 INDEX = "rainstorm/jobs"
+WRITER_KEY = "leader"           # the fence key of every leader's writes (leadership.py)
+
+
+class Deposed(Exception):
+    """A write of this leader was refused: a newer leader fenced the record."""
 
 
 def record_name(job_id: str) -> str:
@@ -41,22 +52,60 @@ def fold(data: bytes) -> dict:
     return doc
 
 
+def placement_of(record: dict) -> dict[TaskId, tuple[str, int]]:
+    """Where the record says each task runs, and which attempt: task -> (vm, epoch)."""
+    placement = {}
+    for stage, index, vm, epoch in record.get("tasks") or []:
+        placement[TaskId(stage, index)] = (vm, int(epoch))
+    return placement
+
+
+def placement_to_wire(tasks: dict) -> list:
+    """[[stage, index, vm, epoch]] of a job core's tasks."""
+    return [[t.stage, t.index, st.vm, st.epoch] for t, st in sorted(tasks.items())]
+
+
 class JobRecords:
     def __init__(self, client: HydfsClient, vm: str):
         self.client = client
         self.vm = vm
+        self.epoch = 0                           # the leader epoch these writes carry
+        self._seq: dict[str, int] = defaultdict(int)
         self._index_ready = False
 
-    def create(self, job_id: str, spec: dict) -> None:
-        """The record of a new job, and its line in the index."""
-        self._write(self._ensure_index)
-        self._write(lambda: self.client.create_bytes(record_name(job_id), _line(
-            {"job": job_id, "spec": spec, "state": "starting", "leader": self.vm,
-             "created": time.time()})))
-        self._write(lambda: self.client.append_bytes(INDEX, _line({"job": job_id})))
+    def lead_at(self, epoch: int) -> None:
+        """Write as the leader of `epoch` from now on (after fencing what it takes over)."""
+        self.epoch = epoch
+        self._seq.clear()
 
-    def update(self, job_id: str, fields: dict) -> None:
-        self._write(lambda: self.client.append_bytes(record_name(job_id), _line(fields)))
+    def create(self, job_id: str, first: dict) -> None:
+        """The record of a new job (`first`: its spec, templates...), and its line in the
+        index. Raises HydfsError (Deposed if fenced): a job without its record must not run."""
+        self._ensure_index()
+        self.client.create_bytes(record_name(job_id), _line(dict(
+            first, job=job_id, state="starting", leader=self.vm, created=time.time())))
+        self._append(INDEX, {"job": job_id})
+
+    def update(self, job_id: str, fields: dict, strict: bool = False) -> None:
+        """Append what changed. `strict`: the job relies on it (raise, never just log)."""
+        try:
+            self._append(record_name(job_id), fields)
+        except HydfsError as exc:
+            if strict:
+                raise
+            log.warning("job record not written: %s", exc)
+
+    def fence(self, job_id: str) -> dict | None:
+        """Fence the record against earlier leaders; the record as it then stands."""
+        self.client.fence(record_name(job_id), WRITER_KEY, self.epoch)
+        return self.read(job_id)
+
+    def fence_index(self) -> None:
+        try:
+            self.client.fence(INDEX, WRITER_KEY, self.epoch)
+        except HydfsError as exc:
+            if exc.code != NO_SUCH_FILE:
+                raise
 
     def job_ids(self) -> list[str]:
         """Every job in the index, oldest first."""
@@ -84,6 +133,16 @@ class JobRecords:
                 return None
             raise
 
+    def _append(self, name: str, fields: dict) -> None:
+        self._seq[name] += 1
+        try:
+            self.client.append_bytes(name, _line(fields), (
+                writer_client(WRITER_KEY, self.epoch), self._seq[name]))
+        except HydfsError as exc:
+            if exc.code == FENCED:
+                raise Deposed(f"a newer leader fenced {name}") from None
+            raise
+
     def _ensure_index(self) -> None:
         if self._index_ready:
             return
@@ -93,13 +152,6 @@ class JobRecords:
             if exc.code != FILE_EXISTS:
                 raise
         self._index_ready = True
-
-    @staticmethod
-    def _write(write) -> None:
-        try:
-            write()
-        except HydfsError as exc:
-            log.warning("job record not written: %s", exc)
 
 
 def _line(doc: dict) -> bytes:

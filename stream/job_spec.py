@@ -31,6 +31,13 @@ class JobSpec:
                 "num_tasks": self.num_tasks, "op1_args": self.op1_args,
                 "op2_args": self.op2_args, "rate": self.source_rate, "follow": self.follow}
 
+    @classmethod
+    def from_wire(cls, d: dict) -> "JobSpec":
+        """A spec read back from a job's record (the leader that takes a job over)."""
+        return cls(str(d["op1"]), str(d["op2"]), str(d["src"]), str(d["dest"]),
+                   int(d["num_tasks"]), str(d.get("op1_args", "")), str(d.get("op2_args", "")),
+                   float(d.get("rate", 0.0)), bool(d.get("follow")), detach=True)
+
 
 def parse_job(args: list[str]) -> JobSpec:
     positional, options, flags = [], {"--op1-args": "", "--op2-args": "", "--rate": "0"}, set()

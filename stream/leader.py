@@ -16,9 +16,16 @@ answers for them (`jobs`, `job JOBID`, `stop JOBID`).
 5. when every source's blocks are safe end to end (a `--follow` job: after `stop`), stop
    the tasks, write the summary into the job's record and hand it to those waiting.
 
-Job states: starting (tasks being placed), running, stopping (`stop` asked: sources read
-nothing new, what they read goes on to DEST), then done, stopped or failed. Jobs stay
-listed after they end; `jobs` also lists those in HyDFS's job records (job_record.py).
+Job states are in job.py. Jobs stay listed after they end; `jobs` also lists those in
+HyDFS's job records (job_record.py).
+
+Every node has a Leader; it acts only while this node leads (leadership.py). It then
+carries its leader epoch on every order (starts, schedules, stops) and every write to a
+job's record, so that workers, tasks and HyDFS refuse it once a newer leader took over.
+A new leader `take_over`s: it fences every running job's record, asks every live worker
+what it runs (the announcement, `stream.leader`), and drives each job on from its record,
+restarting only the tasks that do not run. A deposed leader `step_down`s: it stops driving
+its jobs and leaves their tasks alone; whoever waited for a job is told to follow it on.
 
 This module is the core's shell: it turns membership changes, the tasks' reports and exits,
 the outcomes of starts and `stop` requests into the core's inputs, on the thread that runs
@@ -34,7 +41,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from cluster.commands import CommandError, Context
 from cluster.messages import OK
@@ -42,12 +48,16 @@ from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError, checked_name
 from stream import messages as m
 from stream import task_log
+from stream.job import (ENDED, FAILED, RUNNING, STARTING, STOPPED, STOPPING, DONE, Job,
+                        listing, listing_of_record, old_ended_jobs, progress_line, summary,
+                        task_docs)
 from stream.job_core import Done, Fail, JobCore, Say, SendSchedule, StartTask, StopAttempt
-from stream.job_record import JobRecords
+from stream.job_record import Deposed, JobRecords, placement_of, placement_to_wire
 from stream.job_spec import JobSpec, parse_job
 from stream.operators import AGGREGATE, OperatorError, load_operator
 from stream.scheduler import TaskId, workers_for
 from stream.source_plan import block_bytes_for, plan_partitions
+from stream.succession import attempt_floor
 from stream.task_spec import TaskSpec
 
 log = logging.getLogger("stream")
@@ -58,47 +68,23 @@ PRINT_ROWS_PER_SECOND = 10
 TURN = 0.2                     # seconds the job's thread waits for news before a tick
 FINAL_REPORTS_WAIT = 5.0
 KEEP_ENDED = 100               # ended jobs kept in memory (all stay in their records)
-
-STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
-DONE, STOPPED, FAILED = "done", "stopped", "failed"
-ENDED = (DONE, STOPPED, FAILED)
-
-
-@dataclass
-class Job:
-    id: str
-    spec: JobSpec
-    core: JobCore | None = None
-    templates: dict = field(default_factory=dict)     # TaskId -> TaskSpec (epoch to set)
-    events: queue.Queue = field(default_factory=queue.Queue)
-    started: float = field(default_factory=time.monotonic)
-    created: float = field(default_factory=time.time)
-    state: str = STARTING
-    error: str = ""
-    seconds: float | None = None                      # how long it ran, once it ended
-    ended: threading.Event = field(default_factory=threading.Event)
-    consoles: list = field(default_factory=list)      # Contexts of callers waiting for it
-    extras: dict = field(default_factory=dict)        # TaskId -> its last report's extras
-    printed: int = 0
-    skipped: int = 0
-
-    def emit(self, line: str) -> None:
-        """A console line, to every caller still waiting for the job."""
-        self.consoles = [ctx for ctx in self.consoles if ctx.attached()]
-        for ctx in self.consoles:
-            ctx.emit(line)
+ANNOUNCE_TIMEOUT = 5.0
 
 
 class Leader:
     def __init__(self, config, vm: str, membership, client: HydfsClient,
-                 detection: float):
+                 detection: float, leadership):
         """`detection`: how long the cluster takes to declare a crashed node failed."""
         self.config = config
         self.vm = vm
+        self.address = list(config.address(vm))
         self.membership = membership
         self.client = client
+        self.leadership = leadership
         self.peers = Peers(config)
         self.records = JobRecords(client, vm)
+        self.epoch = 0                 # the leader epoch this node leads at (0: never did)
+        self.active = False            # leading, with every running job taken over
         self.jobs: dict[str, Job] = {}                # every job this leader ran, by id
         self._old_records: dict[str, dict] = {}       # ended jobs' records, read before
         self._starts = ThreadPoolExecutor(max_workers=16, thread_name_prefix="leader-start")
@@ -113,26 +99,34 @@ class Leader:
 
     def handle_report(self, conn, msg: dict) -> None:
         """A task's counters, to its job's thread; the answer tells an attempt that this
-        leader does not run (any more) to stop: its job ended, or it was replaced."""
+        leader does not run (any more) to stop: its job ended, or it was replaced. A node
+        that does not lead says who does (a task then reports there)."""
         job = self.jobs.get(msg.get("job"))
         stop = None
-        if job is None or job.state in ENDED:
+        if not self.active:
+            pass                          # not ours to judge: the leader's schedule will
+        elif job is None:
+            record = self._old_records.get(msg.get("job"))
+            stop = "its job is not running" if record else None
+        elif job.state in ENDED:
             stop = "its job is not running"
         elif job.core is not None and not job.core.is_current(TaskId.from_wire(msg["task"]),
                                                               int(msg.get("epoch", 0))):
             stop = "a newer attempt runs"
         else:
             job.events.put(("report", msg))
-        conn.send({"t": OK, "stop": stop})
+        claim = self.leadership.current()
+        conn.send({"t": OK, "stop": stop, "leader_epoch": self.epoch if self.active else 0,
+                   "leader": claim.to_wire() if claim else None})
 
     def handle_task_exit(self, conn, msg: dict) -> None:
         job = self.jobs.get(msg.get("job"))
-        if job is not None and job.state not in ENDED:
+        if self.active and job is not None and job.state not in ENDED:
             job.events.put(("exit", msg))
         conn.send({"t": OK})
 
     def on_membership(self, events) -> None:
-        if any(e.kind in ("fail", "leave", "join") for e in events):
+        if self.active and any(e.kind in ("fail", "leave", "join") for e in events):
             workers = self._workers()
             failed = sorted({e.member.vm for e in events
                              if e.kind in ("fail", "leave") and e.member})
@@ -143,17 +137,106 @@ class Leader:
     def _workers(self) -> list[str]:
         return workers_for([member.vm for member in self.membership.members()], self.vm)
 
+    # -- leading, and letting go ------------------------------------------------------------
+
+    def take_over(self, epoch: int) -> None:
+        """Lead at `epoch`: fence every running job's record, learn what the workers run,
+        and drive each job on from its record. Raises HydfsError (a record could not be
+        fenced: a newer leader did, or HyDFS failed) and leaves this node not leading."""
+        self.epoch = epoch
+        self.records.lead_at(epoch)
+        self.records.fence_index()
+        resumable = []
+        for job_id in self.records.job_ids():
+            known = self.jobs.get(job_id)
+            if known is not None and known.state in ENDED:
+                continue
+            record = self._old_records.get(job_id) or self.records.read(job_id)
+            if not record or record.get("state") in ENDED:
+                continue
+            record = self.records.fence(job_id)
+            if record and record.get("state") not in ENDED and record.get("templates"):
+                resumable.append(record)
+        running = self._announce(epoch)
+        for record in resumable:
+            job = self._resumed(record, running)
+            self.jobs[job.id] = job
+            threading.Thread(target=self._run_job, args=(job,), daemon=True,
+                             name=f"job-{job.id}").start()
+            log.info("JOB %s taken over at epoch %d", job.id, epoch)
+        self.active = True
+
+    def step_down(self, successor) -> None:
+        """Another leader took over (or the take-over failed): drive nothing any more. The
+        tasks run on; whoever waits for a job here is told where to follow it."""
+        self.active = False
+        why = (f"vm{self.vm} is no longer the leader (vm{successor.vm} took over); the job "
+               f"goes on: follow it with 'job {{job}}'" if successor else
+               f"vm{self.vm} stopped leading; the job goes on: follow it with 'job {{job}}'")
+        for job in list(self.jobs.values()):
+            if job.state not in ENDED and job.epoch != 0 and not job.deposed:
+                job.deposed = why.format(job=job.id)
+                job.events.put(("deposed",))
+
+    def _announce(self, epoch: int) -> list:
+        """Tell every live node who leads now; what task attempts they run:
+        [(job, task, vm, epoch, address)]."""
+        message = {"t": m.LEADER, "epoch": epoch, "vm": self.vm, "address": self.address}
+        vms = sorted({member.vm for member in self.membership.members()} | {self.vm})
+
+        def ask(vm):
+            try:
+                return vm, self.peers.call(vm, message, ANNOUNCE_TIMEOUT).get("tasks", [])
+            except (Unreachable, RemoteError) as exc:
+                log.warning("LEADER vm%s did not hear the announcement: %s", vm, exc)
+                return vm, []
+        with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
+            answers = list(pool.map(ask, vms))
+        return [(t["job"], TaskId.from_wire(t["task"]), vm, int(t["epoch"]), t["address"])
+                for vm, tasks in answers for t in tasks]
+
+    def _resumed(self, record: dict, running: list) -> Job:
+        """A job of an earlier leader, from its record, adopting the attempts still running."""
+        spec = JobSpec.from_wire(record["spec"])
+        created = float(record.get("created", time.time()))
+        job = Job(record["job"], spec, epoch=self.epoch, created=created,
+                  started=time.monotonic() - max(0.0, time.time() - created),
+                  state=RUNNING if record.get("state") != STOPPING else STOPPING)
+        job.templates = {}
+        for wire_spec in record["templates"]:
+            template = TaskSpec.from_wire(wire_spec)
+            template.stopping = template.stopping or job.state == STOPPING
+            job.templates[template.task] = template
+        job.core = JobCore(spec.num_tasks, self._workers(), time.monotonic(),
+                           self.stall_timeout, silence=self.lease, following=spec.follow,
+                           epoch_floor=attempt_floor(self.epoch))
+        effects = job.core.adopt(
+            time.monotonic(), placement_of(record),
+            [(task, vm, epoch, address) for job_id, task, vm, epoch, address in running
+             if job_id == job.id],
+            record.get("sources_done", ()), int(record.get("failures_recovered", 0)),
+            job.state == STOPPING, leader=self.vm)
+        job.events.put(("effects", effects))
+        return job
+
     # -- the commands -----------------------------------------------------------------------
 
     def run(self, ctx: Context, args: list[str]) -> dict:
         """`RainStorm ...`: start a job; its summary once it ends (`--detach`: at once)."""
         spec = parse_job(args)
-        job = Job(uuid.uuid4().hex[:8], spec)
+        self._must_lead()
+        job = Job(uuid.uuid4().hex[:8], spec, epoch=self.epoch)
         op1, op2 = self._check_operators(ctx, spec)
         view = self._check_files(spec)
         self._plan(ctx, job, op2, view)
+        try:
+            self.records.create(job.id, {"spec": spec.to_wire(), "templates": [
+                job.templates[t].to_wire() for t in sorted(job.templates)]})
+        except (HydfsError, Deposed) as exc:
+            raise CommandError(f"job {job.id} not started: its record could not be written "
+                               f"({exc})") from None
         self.jobs[job.id] = job
-        self.records.create(job.id, spec.to_wire())
+        ctx.note({"job": job.id})
         if not spec.detach:
             job.consoles.append(ctx)
         threading.Thread(target=self._run_job, args=(job,), daemon=True,
@@ -162,8 +245,23 @@ class Leader:
             return {"job": job.id, "state": RUNNING}
         return self._await(job)
 
+    def wait(self, ctx: Context, job_id: str) -> dict:
+        """`job JOBID --wait`: follow a job to its end; its summary."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return self._recorded(job_id)
+        if job.state not in ENDED:
+            job.consoles.append(ctx)
+        return self._await(job)
+
+    def _must_lead(self) -> None:
+        if not self.active:
+            raise CommandError(f"vm{self.vm} does not lead (vm{self.leadership.leader_vm()} "
+                               f"does)", code=m.NOT_LEADER)
+
     def stop(self, ctx: Context, job_id: str) -> dict:
         """`stop JOBID`: the sources read nothing new; the summary once the job ends."""
+        self._must_lead()
         job = self.jobs.get(job_id)
         if job is None:
             doc = self._recorded(job_id)
@@ -181,19 +279,19 @@ class Leader:
         job = self.jobs.get(job_id)
         if job is None:
             return self._recorded(job_id)
-        doc = self._summary(job)
-        doc["tasks"] = self._tasks(job)
+        doc = summary(job)
+        doc["tasks"] = task_docs(job)
         return doc
 
     def jobs_doc(self) -> dict:
         """`jobs`: every job this leader knows, newest first."""
-        docs = {job.id: self._listing(job) for job in list(self.jobs.values())}
+        docs = {job.id: listing(job) for job in list(self.jobs.values())}
         try:
             for job_id in self.records.job_ids():
                 if job_id not in docs:
                     record = self._record(job_id)
                     if record:
-                        docs[job_id] = _listing_of_record(record)
+                        docs[job_id] = listing_of_record(record)
         except HydfsError as exc:
             log.warning("job records unreadable: %s", exc)
         return {"jobs": sorted(docs.values(), key=lambda d: d.get("created", 0),
@@ -201,9 +299,11 @@ class Leader:
 
     def _await(self, job: Job) -> dict:
         job.ended.wait()
+        if job.deposed:
+            raise CommandError(job.deposed, code=m.NOT_LEADER)
         if job.state == FAILED:
             raise CommandError(job.error)
-        return self._summary(job)
+        return summary(job)
 
     def _recorded(self, job_id: str) -> dict:
         """The document of a job this leader does not hold, from its record."""
@@ -264,7 +364,7 @@ class Leader:
             raise CommandError("no live worker to run the job")
         job.core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
                            source_hosts=self.client.owners(spec.src), silence=self.lease,
-                           following=spec.follow)
+                           following=spec.follow, epoch_floor=attempt_floor(self.epoch))
         with ThreadPoolExecutor(max_workers=8) as pool:   # the tasks' (empty) logs
             list(pool.map(lambda t: self.client.create_bytes(task_log.log_name(job.id, str(t)),
                                                              b""), job.core.tasks))
@@ -301,6 +401,9 @@ class Leader:
             log.info("JOB %s sources done at %.3f s", job.id, time.monotonic() - job.started)
             self._stop(job, final_reports=True)
             job.state = STOPPED if job.core.stopping else DONE
+        except Deposed as exc:
+            self._let_go(job, str(exc))
+            return
         except CommandError as exc:
             job.state, job.error = FAILED, str(exc)
             self._stop(job)                        # a failed job leaves no task behind
@@ -309,15 +412,25 @@ class Leader:
             job.state, job.error = FAILED, f"internal error: {exc}"
             self._stop(job)
         job.seconds = round(time.monotonic() - job.started, 3)
-        summary = self._summary(job)
         try:
-            self.records.update(job.id, {"state": job.state, "summary": summary,
+            self.records.update(job.id, {"state": job.state, "summary": summary(job),
                                          "error": job.error})
             if job.state == FAILED:
                 job.emit(f"job {job.id} failed: {job.error}")
+        except Deposed as exc:        # the end is the new leader's to write
+            self._let_go(job, str(exc))
         finally:
             job.ended.set()           # whatever happened, nobody waits for ever
             self._forget_old_jobs()
+
+    def _let_go(self, job: Job, why: str) -> None:
+        """This node was deposed while it drove `job`: leave its tasks alone."""
+        log.warning("JOB %s let go: %s", job.id, why)
+        if not job.deposed:
+            job.deposed = (f"vm{self.vm} is no longer the leader; job {job.id} goes on: "
+                           f"follow it with 'job {job.id}'")
+        self.leadership.check_soon()
+        job.ended.set()
 
     def _forget_old_jobs(self) -> None:
         for job_id in old_ended_jobs(list(self.jobs.values()), KEEP_ENDED):
@@ -328,6 +441,8 @@ class Leader:
         core, last_progress, shown = job.core, 0.0, None
         effects = core.tick(time.monotonic())
         while True:
+            if job.deposed:
+                raise Deposed(job.deposed)
             if self._execute(job, effects):
                 return
             if job.state == STARTING and not core.not_running():
@@ -341,7 +456,7 @@ class Leader:
             if now - last_progress >= (PROGRESS_EVERY if totals != shown
                                        else QUIET_PROGRESS_EVERY):
                 last_progress, shown = now, totals
-                job.emit(self._progress(job))
+                job.emit(progress_line(job))
 
     def _news(self, job: Job) -> list:
         """The core's answers to whatever arrived within one TURN."""
@@ -366,8 +481,17 @@ class Leader:
             self._show(job, msg)
             if "in_flight" in msg:
                 job.extras[task] = {"in_flight": msg["in_flight"], "window": msg.get("window")}
-            return core.report(now, task, int(msg.get("epoch", 0)), msg["stats"],
-                               bool(msg.get("source_done")))
+            done_before = len(core.sources_done)
+            effects = core.report(now, task, int(msg.get("epoch", 0)), msg["stats"],
+                                  bool(msg.get("source_done")))
+            if len(core.sources_done) != done_before:   # a next leader need not redo them
+                self.records.update(job.id, {"sources_done": sorted(core.sources_done),
+                                             "failures_recovered": core.failures_recovered})
+            return effects
+        if kind == "effects":                # a take-over's first (core.adopt)
+            return list(data[0])
+        if kind == "deposed":
+            raise Deposed(job.deposed)
         if kind == "exit":
             return core.exited(now, TaskId.from_wire(data[0]["task"]),
                                int(data[0].get("epoch", 0)), data[0].get("code"))
@@ -394,27 +518,36 @@ class Leader:
         return []
 
     def _execute(self, job: Job, effects: list) -> bool:
-        """Carry out the core's effects; True once the job is done."""
+        """Carry out the core's effects; True once the job is done. New placements are in
+        the job's record before their attempts start (a next leader must not start an
+        epoch twice)."""
         schedules = [e for e in effects if isinstance(e, SendSchedule)]
+        if any(isinstance(e, StartTask) for e in effects):
+            self.records.update(job.id, {"tasks": placement_to_wire(job.core.tasks),
+                                         "failures_recovered": job.core.failures_recovered})
         for effect in effects:
             if isinstance(effect, StartTask):
                 self._start(job, effect)
             elif isinstance(effect, StopAttempt):
-                self._tell(effect.address, {"t": m.STOP, "job": job.id,
-                                            "task": effect.task.to_wire(),
-                                            "attempt": effect.epoch})
+                self._tell(effect.address, self._order({
+                    "t": m.STOP, "job": job.id, "task": effect.task.to_wire(),
+                    "attempt": effect.epoch}))
             elif isinstance(effect, Say):
                 job.emit(effect.text)
             elif isinstance(effect, Fail):
                 raise CommandError(effect.reason)
         if schedules:           # only the newest matters
             last = schedules[-1]
-            message = {"t": m.SCHEDULE, "job": job.id, "tasks": last.entries}
+            message = self._order({"t": m.SCHEDULE, "job": job.id, "tasks": last.entries})
             if last.stopping:
                 message["stopping"] = True
             for address in last.addresses:
                 self._tell(address, message)     # a task gone is the core's to notice
         return any(isinstance(e, Done) for e in effects)
+
+    def _order(self, message: dict) -> dict:
+        """A message from this leader: its epoch (fencing) and where to report."""
+        return dict(message, leader_epoch=self.epoch, leader=self.address)
 
     def _tell(self, address: str, message: dict) -> None:
         """A one-way message to a task's inbox, off the job's thread (a host that is gone
@@ -423,12 +556,13 @@ class Leader:
 
     def _start(self, job: Job, effect: StartTask) -> None:
         spec = job.templates[effect.task]
-        spec.epoch = effect.epoch
+        spec.epoch, spec.leader_epoch = effect.epoch, self.epoch
         wire_spec = spec.to_wire()
+        order = self._order({"t": m.START_TASK, "spec": wire_spec})
 
         def start():
             try:
-                reply = self.peers.call(effect.vm, {"t": m.START_TASK, "spec": wire_spec}, 60)
+                reply = self.peers.call(effect.vm, order, 60)
             except (Unreachable, RemoteError) as exc:
                 job.events.put(("start_failed", effect.task, effect.epoch, str(exc)))
             else:
@@ -440,7 +574,7 @@ class Leader:
             return
         running = job.core.running()
         for address in running.values():
-            self._tell(address, {"t": m.STOP, "job": job.id})
+            self._tell(address, self._order({"t": m.STOP, "job": job.id}))
         if final_reports:
             self._final_reports(job, set(running))
         # Every live worker, not only those the job's tasks are on: an attempt whose start
@@ -451,7 +585,7 @@ class Leader:
 
     def _stop_job_on(self, vm: str, job_id: str) -> None:
         try:
-            self.peers.call(vm, {"t": m.STOP_JOB, "job": job_id}, 15)
+            self.peers.call(vm, self._order({"t": m.STOP_JOB, "job": job_id}), 15)
         except (Unreachable, RemoteError):
             pass                  # a worker that is gone runs nothing of the job any more
 
@@ -468,6 +602,7 @@ class Leader:
                 if data[0].get("final"):
                     waiting.discard(TaskId.from_wire(data[0]["task"]))
 
+
     # -- what the user sees -----------------------------------------------------------------
 
     def _show(self, job: Job, msg: dict) -> None:
@@ -477,61 +612,3 @@ class Leader:
                 job.emit(row)
                 job.printed += 1
         job.skipped = max(0, job.core.totals()["out"] - job.printed)
-
-    def _progress(self, job: Job) -> str:
-        t = job.core.totals()
-        elapsed = time.monotonic() - job.started
-        return (f"[{elapsed:5.1f}s] read {t['in']} lines ({t['in'] / max(elapsed, 1e-9):,.0f}/s)"
-                f" | {job.spec.op1} out {t['op1_out']} | {job.spec.op2} out {t['out']}"
-                f" | sources done {len(job.core.sources_done)}/{job.spec.num_tasks}")
-
-    def _summary(self, job: Job) -> dict:
-        t = job.core.totals()
-        seconds = job.seconds if job.seconds is not None else \
-            round(time.monotonic() - job.started, 3)
-        doc = {"job": job.id, "dest": job.spec.dest, "state": job.state,
-               "records_in": t["in"], "records_out": t["out"], "dropped": t["dropped"],
-               "errors": t["errors"], "failures_recovered": job.core.failures_recovered,
-               "seconds": seconds,
-               "lines_per_second": round(t["in"] / seconds) if seconds else 0,
-               "printed": job.printed, "not_printed": job.skipped}
-        if job.error:
-            doc["error"] = job.error
-        return doc
-
-    def _listing(self, job: Job) -> dict:
-        t = job.core.totals()
-        spec = job.spec
-        return {"job": job.id, "state": job.state, "op1": spec.op1, "op2": spec.op2,
-                "src": spec.src, "dest": spec.dest, "num_tasks": spec.num_tasks,
-                "follow": spec.follow, "records_in": t["in"], "records_out": t["out"],
-                "created": job.created}
-
-    def _tasks(self, job: Job) -> list[dict]:
-        tasks = []
-        for task, st in sorted(job.core.tasks.items()):
-            doc = {"task": str(task), "vm": st.vm,
-                   "state": "done" if job.state in ENDED else st.phase, "epoch": st.epoch,
-                   "records_in": st.stats.get("in", 0), "records_out": st.stats.get("out", 0)}
-            doc.update(job.extras.get(task, {}))
-            tasks.append(doc)
-        return tasks
-
-
-def old_ended_jobs(jobs: list, keep: int) -> list[str]:
-    """The ended jobs beyond the `keep` newest: memory forgets them, `jobs` and `job` read
-    them back from their records."""
-    ended = sorted((j for j in jobs if j.state in ENDED), key=lambda j: j.created)
-    return [j.id for j in ended[:max(0, len(ended) - keep)]]
-
-
-def _listing_of_record(record: dict) -> dict:
-    """A `jobs` line for a job known only from its record (another leader ran it)."""
-    spec = record.get("spec") or {}
-    return {"job": record.get("job"), "state": record.get("state"),
-            "op1": spec.get("op1"), "op2": spec.get("op2"), "src": spec.get("src"),
-            "dest": spec.get("dest"), "num_tasks": spec.get("num_tasks"),
-            "follow": spec.get("follow", False),
-            "records_in": (record.get("summary") or {}).get("records_in", 0),
-            "records_out": (record.get("summary") or {}).get("records_out", 0),
-            "created": record.get("created", 0)}

@@ -3,9 +3,12 @@
 Append-only (cluster/messages.py says why). Three kinds of endpoint speak them: the leader
 node, every node's stream worker, and each task process's inbox (task_io.py).
 
-Leader -> worker node (worker.py):
-    stream.start_task {spec}                       -> ok {address: the task's inbox}
-    stream.stop_job {job}                          -> ok {stopped}
+Leader -> worker node (worker.py); every order carries `leader_epoch`, and a node refuses
+one from a lower leader epoch than it has heard from (stale_leader, succession.py):
+    stream.start_task {spec, leader_epoch, leader} -> ok {address: the task's inbox}
+    stream.stop_job {job, leader_epoch}            -> ok {stopped}
+    stream.leader {epoch, vm, address}             -> ok {tasks: [{job, task, epoch, address}]}
+                                                  a new leader's announcement (leadership.py)
 Task process -> its own node (node_link.py, served by worker.py):
     stream.hydfs_append {name, id} + bytes         -> ok {new}
     stream.hydfs_create {name} + bytes             -> ok
@@ -16,14 +19,15 @@ Task process -> its own node (node_link.py, served by worker.py):
     stream.hydfs_watch {name, known, timeout}      -> ok {held: ids, or null at timeout}
     stream.lease {job, task, epoch}                -> ok {stop: why, or null}
 Task or worker -> leader (leader.py):
-    stream.report {job, task, stats, ...}          -> ok
+    stream.report {job, task, stats, ...}          -> ok {stop, leader_epoch, leader}
     stream.task_exit {job, task, vm, code}         -> ok
 Between tasks, and leader -> task inbox (one-way, no reply; task.py):
     stream.block {job, from, to, id, enc, epoch, ...} + payload   upstream -> downstream
     stream.ack {job, from, to, ids, epoch}                        downstream -> upstream
-    stream.schedule {job, tasks: [[stage, index, address, epoch]], stopping?}
-                                                  leader -> every task
-    stream.stop {job, task?, attempt?}    leader -> every task (or that one attempt)
+    stream.schedule {job, tasks: [[stage, index, address, epoch]], stopping?,
+                     leader_epoch, leader}        leader -> every task
+    stream.stop {job, task?, attempt?, leader_epoch, leader}
+                                                  leader -> every task (or that one attempt)
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ HYDFS_SETTLED = STREAM.add("stream.hydfs_settled", ("name",),
 HYDFS_WATCH = STREAM.add("stream.hydfs_watch", ("name", "known"),
                          "wait until a replica of a file holds an append not known")
 
+LEADER = STREAM.add("stream.leader", ("epoch", "vm"),
+                    "a new leader's announcement; the task attempts the node runs")
+
 # Error codes (cluster/errors.py has those every node uses; HyDFS's pass through as they are).
 TASK_START_FAILED = "task_start_failed"    # the task process exited or hung before READY
 STALE_START = "stale_start"                # a start of an older attempt than one running
+STALE_LEADER = "stale_leader"              # an order from a deposed leader
+NOT_LEADER = "not_leader"                  # a leader's command on a node that does not lead

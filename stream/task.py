@@ -7,7 +7,9 @@ executes the core's effects (effects.py) in the order given, each done before th
     AppendDest  HYDFS_DEST, append id (this attempt, commit seq)
     Route       the next sends to that task go to its new address
     Send        to a task's inbox, in order, across its moves (task_io.Sender)
-    Report      to the leader; a lost report is logged, not fatal
+    Report      to the leader, from a thread of its own (`Reporter`): a leader that is gone
+                or paused holds up no output; a lost report is logged, not fatal
+    Lead        a newer leader: report to it
     Stop        the end of this attempt
 
 Start-up fences before it reads (hydfs/fences.py), so that what it reads cannot grow behind
@@ -23,7 +25,7 @@ If HyDFS refuses an append as `fenced`, a newer attempt of this task runs: the s
 once. Any other failure of an append is raised: the process exits, its node tells the
 leader, and the leader starts the task again.
 
-The lease: every answer from the node or the leader renews it (TaskCore.contact); when
+The lease: every answer from the node renews it (TaskCore.contact); when
 nothing was asked of either for a third of the lease, the shell asks its node, which also
 says whether this attempt should stop (its node was declared failed, or restarted it).
 """
@@ -39,7 +41,7 @@ from hydfs.idset import IdSet
 from hydfs.messages import FENCED
 from stream import messages as m
 from stream import task_log
-from stream.effects import AppendDest, AppendLog, Report, Route, Send, Stop
+from stream.effects import AppendDest, AppendLog, Lead, Report, Route, Send, Stop
 from stream.node_link import NodeLink
 from stream.operator_core import OperatorCore
 from stream.source_core import SourceCore
@@ -99,6 +101,47 @@ class Watcher(threading.Thread):
             self._polled.wait(WATCH_FOR)
 
 
+class Reporter(threading.Thread):
+    """Sends the task's reports to the leader off the task's loop. Only the newest report
+    waits to be sent (each carries the running counters). The leader's answer may say stop
+    (`stop_reason`); the loop acts on it, if that leader is not older than the newest the
+    task heard from."""
+
+    def __init__(self, link: NodeLink):
+        super().__init__(daemon=True, name="report")
+        self.link = link
+        self.stop_said: tuple[int, str] | None = None    # (leader epoch, why)
+        self._next: dict | None = None
+        self._ready = threading.Condition()
+        self._failures = 0
+        self.start()
+
+    def submit(self, message: dict) -> None:
+        with self._ready:
+            self._next = message
+            self._ready.notify()
+
+    def send(self, message: dict) -> None:
+        """Send now, on the caller's thread (the final report)."""
+        try:
+            reply = self.link.report(message)
+        except (Unreachable, RemoteError) as exc:
+            self._failures += 1
+            if self._failures in (1, 10) or self._failures % 100 == 0:
+                log.warning("report to the leader failed (%d so far): %s", self._failures, exc)
+            return
+        if reply.get("stop") and not message.get("final"):
+            self.stop_said = (int(reply.get("leader_epoch", 0)), str(reply["stop"]))
+
+    def run(self) -> None:
+        while True:
+            with self._ready:
+                while self._next is None:
+                    self._ready.wait()
+                message, self._next = self._next, None
+            self.send(message)
+
+
 class TaskRunner:
     def __init__(self, spec: TaskSpec, link: NodeLink, inbox: Inbox, operator=None):
         self.spec = spec
@@ -115,6 +158,7 @@ class TaskRunner:
         self._view = spec.view_ids     # the job's snapshot of SRC: what the partition is of
         self._batch_at = 0             # where in the batch being read
         self._watcher: Watcher | None = None
+        self.reporter = Reporter(link)
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -165,6 +209,9 @@ class TaskRunner:
     # -- the loop ---------------------------------------------------------------------------
 
     def _turn(self, core: TaskCore) -> None:
+        said = self.reporter.stop_said
+        if said is not None and core.leader_may_stop(said[0]):
+            raise Fenced(f"attempt {self.spec.epoch}: the leader says stop ({said[1]})")
         now = time.monotonic()
         if isinstance(core, SourceCore) and core.wants_data:
             data, last = self._read_source()
@@ -259,6 +306,10 @@ class TaskRunner:
                 self._append(self.spec.dest, effect.rows, effect.seq)
             elif isinstance(effect, Report):
                 self._report(effect.fields)
+            elif isinstance(effect, Lead):
+                self.link.leader = effect.address
+                log.info("%s reports to the leader at %s:%s (leader epoch %d) from now on",
+                         self.spec.name, *effect.address, effect.epoch)
             elif isinstance(effect, Stop):
                 self.reason, self.lost = effect.reason, effect.lost
                 log.info("%s attempt %d stops: %s", self.spec.name, self.spec.epoch,
@@ -273,15 +324,12 @@ class TaskRunner:
             raise
 
     def _report(self, fields: dict) -> None:
-        try:
-            reply = self._ask(lambda: self.link.report(dict({
-                "t": m.REPORT, "job": self.spec.job, "task": self.spec.task.to_wire(),
-                "epoch": self.spec.epoch}, **fields)))
-        except (Unreachable, RemoteError) as exc:
-            log.warning("report to the leader failed: %s", exc)
-            return
-        if reply.get("stop") and not fields.get("final"):
-            raise Fenced(f"attempt {self.spec.epoch}: the leader says stop ({reply['stop']})")
+        message = dict({"t": m.REPORT, "job": self.spec.job, "task": self.spec.task.to_wire(),
+                        "epoch": self.spec.epoch}, **fields)
+        if fields.get("final"):
+            self.reporter.send(message)       # the summary waits for it
+        else:
+            self.reporter.submit(message)
 
     def _sender(self, task) -> Sender:
         if task not in self.senders:

@@ -11,6 +11,9 @@ own rules are in source_core.py and operator_core.py; this base holds what they 
   task stops it (delivery.py); a schedule marked `stopping` tells sources to read no more;
 - epochs on the wire: every message carries its sender's epoch, and messages from replaced
   attempts are dropped (delivery.py);
+- leader epochs: schedules and stops carry their leader's epoch; those of a leader older
+  than the newest heard from are dropped (a deposed leader that woke up, succession.py),
+  and a newer leader becomes the one to report to (`Lead`);
 - acks, gathered per upstream task and sent once per batch;
 - the log: every record gets the next sequence number and the running counters, so a
   replacement continues both (task_log.py);
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from stream import delivery
 from stream import messages as m
-from stream.effects import AppendLog, Report, Route, Send, Stop
+from stream.effects import AppendLog, Lead, Report, Route, Send, Stop
 from stream.partition import route_block
 from stream.scheduler import TaskId
 from stream.task_log import Recovered
@@ -58,6 +61,7 @@ class TaskCore:
         self.addresses: dict[TaskId, str] = {}    # where each task of the job runs
         self.epochs: dict[TaskId, int] = {}       # ... and which attempt of it is current
         self.stopped = False
+        self.leader_epoch = spec.leader_epoch     # the newest leader heard from
         self.dropped_stale = 0                    # messages from replaced attempts
         self._acks: dict[TaskId, list[str]] = {}  # block ids to ack, by upstream task
         self._effects: list = []
@@ -77,6 +81,9 @@ class TaskCore:
         if not self._for_me(message):
             return []
         kind = message["t"]
+        if kind in (m.SCHEDULE, m.STOP) and not self._from_current_leader(message):
+            self.dropped_stale += 1
+            return []
         if kind == m.SCHEDULE:
             self._on_schedule(now, message)
         elif kind == m.STOP:
@@ -96,6 +103,21 @@ class TaskCore:
         if message["t"] in (m.BLOCK, m.ACK):
             return message.get("to") == self.task.to_wire()
         return True
+
+    def _from_current_leader(self, message: dict) -> bool:
+        """Is the order from the newest leader (or a newer one, which it becomes)?"""
+        epoch = int(message.get("leader_epoch", 0))
+        if epoch < self.leader_epoch:
+            return False
+        if epoch > self.leader_epoch:
+            self.leader_epoch = epoch
+            if message.get("leader"):
+                self._effects.append(Lead(tuple(message["leader"]), epoch))
+        return True
+
+    def leader_may_stop(self, leader_epoch: int) -> bool:
+        """May a leader at `leader_epoch` (a report's answer) tell this attempt to stop?"""
+        return leader_epoch >= self.leader_epoch
 
     def tick(self, now: float) -> list:
         """Time passed: batches, resends, reports, the lease; the effects."""

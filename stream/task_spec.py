@@ -45,6 +45,7 @@ class TaskSpec:
     follow: bool = False         # the job reads SRC's appends after the snapshot, till stopped
     stopping: bool = False       # the job is stopping: read nothing new
     window_bytes: int = DEFAULT_WINDOW
+    leader_epoch: int = 0        # of the leader that started this attempt (succession.py)
 
     @property
     def name(self) -> str:
@@ -79,7 +80,7 @@ class TaskSpec:
                 "block_bytes": self.block_bytes, "source_rate": self.source_rate,
                 "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after,
                 "view": self.view, "follow": self.follow, "stopping": self.stopping,
-                "window_bytes": self.window_bytes}
+                "window_bytes": self.window_bytes, "leader_epoch": self.leader_epoch}
 
     @classmethod
     def from_wire(cls, d: dict) -> "TaskSpec":
@@ -98,4 +99,5 @@ class TaskSpec:
         spec.follow = bool(d.get("follow"))
         spec.stopping = bool(d.get("stopping"))
         spec.window_bytes = int(d.get("window_bytes", DEFAULT_WINDOW))
+        spec.leader_epoch = int(d.get("leader_epoch", 0))
         return spec

@@ -6,6 +6,10 @@ answers with that address. Each task is its own OS process, so one node's tasks 
 than one core and a crashing operator takes down only its task. A task that exits on its
 own is reported to the leader, which restarts it. Task processes reach HyDFS through
 `stream.hydfs_*` requests to their node (node_link.py).
+
+Orders from the leader carry its leader epoch; the node refuses those from a lower epoch
+than the highest it heard from (a deposed leader that woke up, succession.py), and
+answers a new leader's announcement (`stream.leader`) with the attempts it runs.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
 from hydfs import messages as hm
 from stream import messages as m
+from stream.succession import Claim
 
 log = logging.getLogger("stream")
 
@@ -36,15 +41,16 @@ TELL_RETRIES = (0.5, 1.0, 2.0)
 
 
 class StreamWorker:
-    def __init__(self, config: Config, vm: str, client: HydfsClient):
+    def __init__(self, config: Config, vm: str, client: HydfsClient, leadership):
         self.config = config
         self.vm = vm
         self.client = client
+        self.leadership = leadership
         self.peers = Peers(config)
         self.address = config.address(vm)
-        self.leader_address = config.address(config.leader)
         self._procs: dict[tuple[str, tuple], subprocess.Popen] = {}   # (job, task) -> process
         self._epochs: dict[tuple[str, tuple], int] = {}   # ... and the attempt it runs
+        self._inboxes: dict[tuple[str, tuple], str] = {}  # ... and where it listens
         self._spares: list[subprocess.Popen] = []
         self._stopping = False
         self._task_log = os.path.join(config.log_dir, f"vm{vm}-tasks.log")
@@ -52,6 +58,7 @@ class StreamWorker:
 
     def routes(self) -> dict:
         return {m.START_TASK: self.handle_start_task, m.STOP_JOB: self.handle_stop_job,
+                m.LEADER: self.handle_leader,
                 m.HYDFS_APPEND: self.handle_hydfs_append,
                 m.HYDFS_CREATE: self.handle_hydfs_create, m.HYDFS_READ: self.handle_hydfs_read,
                 m.HYDFS_FENCE: self.handle_hydfs_fence, m.LEASE: self.handle_lease,
@@ -72,7 +79,30 @@ class StreamWorker:
 
     # -- task processes ---------------------------------------------------------------------
 
+    def _check_leader(self, msg: dict) -> None:
+        """Refuse an order of a leader older than the newest this node heard from."""
+        known = self.leadership.current()
+        epoch = int(msg.get("leader_epoch", 0))
+        if known is not None and epoch < known.epoch:
+            raise HandlerError(m.STALE_LEADER, f"leader epoch {epoch} was deposed: vm"
+                                               f"{known.vm} leads at {known.epoch}")
+
+    def handle_leader(self, conn, msg: dict) -> None:
+        """A new leader says so: learn it (unless a newer one is known); the attempts here."""
+        claim = Claim.from_wire(msg)
+        if claim is None:
+            raise HandlerError(BAD_REQUEST, "a leader announcement needs epoch and vm")
+        self.leadership.learn(claim)
+        self._check_leader({"leader_epoch": claim.epoch})
+        with self._lock:
+            tasks = [{"job": key[0], "task": list(key[1]), "epoch": self._epochs[key],
+                      "address": self._inboxes[key]}
+                     for key, proc in self._procs.items()
+                     if key in self._inboxes and proc.poll() is None]
+        conn.send({"t": OK, "tasks": tasks})
+
     def handle_start_task(self, conn, msg: dict) -> None:
+        self._check_leader(msg)
         spec = msg["spec"]
         key = (spec["job"], tuple(spec["task"]))
         epoch = int(spec.get("epoch", 1))
@@ -83,7 +113,8 @@ class StreamWorker:
                                               f"{running} already, not {epoch}")
         self._stop_proc(key)                       # a restart of a task we ran before
         proc = self._take_process()
-        setup = {"spec": spec, "node": list(self.address), "leader": list(self.leader_address),
+        leader = msg.get("leader") or list(self.config.address(self.leadership.leader_vm()))
+        setup = {"spec": spec, "node": list(self.address), "leader": list(leader),
                  "secret": self.config.secret}
         try:
             proc.stdin.write(wire.encode(setup))
@@ -99,6 +130,7 @@ class StreamWorker:
         with self._lock:
             self._procs[key] = proc
             self._epochs[key] = epoch
+            self._inboxes[key] = line.split()[1]
         threading.Thread(target=self._watch, args=(key, proc, epoch), daemon=True).start()
         log.info("TASK %s/%s started on vm%s at %s", spec["job"], spec["task"], self.vm,
                  line.split()[1])
@@ -142,6 +174,7 @@ class StreamWorker:
                                "epoch": epoch, "vm": self.vm, "code": code})
 
     def handle_stop_job(self, conn, msg: dict) -> None:
+        self._check_leader(msg)
         with self._lock:
             keys = [k for k in self._procs if k[0] == msg.get("job")]
         for key in keys:
@@ -162,6 +195,7 @@ class StreamWorker:
         with self._lock:
             proc = self._procs.pop(key, None)
             self._epochs.pop(key, None)
+            self._inboxes.pop(key, None)
         if proc is not None and kill:
             proc.kill()
         elif proc is not None and proc.poll() is None:
@@ -185,7 +219,7 @@ class StreamWorker:
         that stopped reporting for dead, so this is not the only word)."""
         for pause in TELL_RETRIES:
             try:
-                self.peers.call(self.config.leader, message, timeout=5)
+                self.peers.call(self.leadership.leader_vm(), message, timeout=5)
                 return
             except (Unreachable, RemoteError) as exc:
                 log.warning("could not tell the leader: %s", exc)

@@ -4,8 +4,8 @@
 
 A ten-node cluster runs on 127.0.0.1 with fast failure detection (period 0.2 s, ping
 timeout 0.3 s, suspicion 1.5 s: a crash is declared within about 2 s). Each round draws,
-from its own seed, one of two workloads and one fault, on any node but the leader (node
-01), sources included:
+from its own seed, one of two workloads and one fault, on any node but the introducer (node
+01), sources and the leader included:
 
 - a RainStorm job: App 1 or App 2, NUM_TASKS 1-5, a 30,000-line traffic-signs file replayed
   at 10,000 lines/s, the fault injected 0.3-2 s into it. DEST must hold exactly the oracle's
@@ -16,7 +16,10 @@ from its own seed, one of two workloads and one fault, on any node but the leade
 
 Faults: kill -9 of one node, or of two at once; SIGSTOP of a node process alone, or of a
 node with all its task processes (a frozen VM), shorter and longer than detection; a kill
--9 followed by a restart while the work goes on; a kill of one node while another is frozen.
+-9 followed by a restart while the work goes on; a kill of one node while another is frozen;
+and the leader's faults: a kill -9 of the leader's machine (node and task processes), or a
+freeze of it longer than detection. The job is submitted on, and waited for at, a node that
+the fault spares: across a leader fault its summary comes from the successor.
 Paused nodes are resumed and killed ones restarted after the round, so the next round finds
 ten nodes again.
 
@@ -47,8 +50,8 @@ RATE = 10000
 JOB_TIMEOUT = 150.0
 APPS = {1: ("grep", "signs_select", "No Outlet"), 2: ("signs_by_category", "count", "Punched Telespar")}
 FAULTS = ("kill", "kill2", "pause_short", "pause_long", "freeze_short", "freeze_long",
-          "restart", "kill_and_freeze")
-LEADER = "01"
+          "restart", "kill_and_freeze", "leader_kill", "leader_freeze")
+INTRODUCER = "01"
 SRC = "chaos_src"
 
 
@@ -78,11 +81,13 @@ class Round:
 def draw(seed: int, vms: list[str]) -> Round:
     rng = random.Random(seed)
     fault = rng.choice(FAULTS)
-    workers = [vm for vm in vms if vm != LEADER]
+    workers = [vm for vm in vms if vm != INTRODUCER]
     victims = rng.sample(workers, 2 if fault in ("kill2", "kill_and_freeze") else 1)
+    if fault.startswith("leader"):
+        victims = []                    # whoever leads when the fault strikes
     hold = {"pause_short": rng.uniform(0.4, 1.2), "freeze_short": rng.uniform(0.4, 1.2),
             "pause_long": rng.uniform(3.0, 6.0), "freeze_long": rng.uniform(3.0, 6.0),
-            "kill_and_freeze": rng.uniform(3.0, 6.0),
+            "kill_and_freeze": rng.uniform(3.0, 6.0), "leader_freeze": rng.uniform(3.0, 6.0),
             "restart": rng.uniform(0.5, 2.0)}.get(fault, 0.0)
     workload = "appends" if rng.random() < 0.2 else "job"
     return Round(seed, workload, fault, victims, rng.uniform(0.3, 2.0), hold,
@@ -102,13 +107,19 @@ def signal_all(pids: list[int], sig: int) -> None:
 class Nemesis:
     """Carries out one round's fault; `heal` undoes what is left of it."""
 
-    def __init__(self, cluster: LocalCluster, rnd: Round):
-        self.cluster, self.rnd = cluster, rnd
+    def __init__(self, cluster: LocalCluster, rnd: Round, home: str):
+        self.cluster, self.rnd, self.home = cluster, rnd, home
         self.paused: list[int] = []
         self.killed: list[str] = []
 
     def strike(self) -> None:
         c, r = self.cluster, self.rnd
+        if r.fault.startswith("leader"):
+            r.victims = [c.query(self.home, "leader")["leader"]]
+        if r.fault == "leader_kill":
+            c.crash(r.victims[0])               # its task processes die with it
+            self.killed.append(r.victims[0])
+            return
         if r.fault in ("kill", "kill2", "restart"):
             for vm in r.victims:
                 c.kill(vm)
@@ -124,7 +135,7 @@ class Nemesis:
             c.kill(r.victims[0])
             self.killed.append(r.victims[0])
         pid = c.procs[frozen].pid
-        pids = [pid] + (children_of(pid) if r.fault.startswith(("freeze", "kill_and"))
+        pids = [pid] + (children_of(pid) if r.fault.startswith(("freeze", "kill_and", "leader"))
                         else [])
         signal_all(pids, signal.SIGSTOP)
         self.paused = pids
@@ -159,14 +170,15 @@ class Suite:
         self.cluster.start_all()
         path = self.cluster.root / SRC
         write_csv(LINES, str(path))
-        self.cluster.query(LEADER, "create", str(path), SRC, timeout=120)
+        self.cluster.query(INTRODUCER, "create", str(path), SRC, timeout=120)
 
     def close(self) -> None:
         self.cluster.close()
 
     def play(self, rnd: Round) -> Round:
         started = time.monotonic()
-        nemesis = Nemesis(self.cluster, rnd)
+        self.home = self._home(rnd)
+        nemesis = Nemesis(self.cluster, rnd, self.home)
         try:
             if rnd.workload == "job":
                 self._job(rnd, nemesis)
@@ -179,6 +191,14 @@ class Suite:
         rnd.seconds = time.monotonic() - started
         return rnd
 
+    def _home(self, rnd: Round) -> str:
+        """Where the round's commands go: a node its fault spares (not the leader, for a
+        leader fault)."""
+        leader = self.cluster.query(INTRODUCER, "leader")["leader"]
+        spared = [vm for vm in self.cluster.vms if vm not in rnd.victims and
+                  not (rnd.fault.startswith("leader") and vm == leader)]
+        return spared[rnd.seed % len(spared)]
+
     def _job(self, rnd: Round, nemesis: Nemesis) -> None:
         op1, op2, arg = APPS[rnd.app]
         dest = f"chaos_out_{rnd.seed}"
@@ -187,7 +207,7 @@ class Suite:
         def job():
             try:
                 outcome["doc"] = self.cluster.query(
-                    LEADER, "RainStorm", op1, op2, SRC, dest, str(rnd.tasks), "--op1-args",
+                    self.home, "RainStorm", op1, op2, SRC, dest, str(rnd.tasks), "--op1-args",
                     arg, "--rate", str(RATE), timeout=JOB_TIMEOUT)
             except (CommandFailed, OSError) as exc:
                 outcome["error"] = str(exc)
@@ -215,16 +235,18 @@ class Suite:
 
     def _rows(self, dest: str) -> collections.Counter:
         out = self.cluster.root / f"{dest}.csv"
-        self.cluster.query(LEADER, "get", dest, str(out), timeout=120)
+        self.cluster.query(self.home, "get", dest, str(out), timeout=120)
         return collections.Counter(out.read_text().splitlines())
 
     def _appends(self, rnd: Round, nemesis: Nemesis) -> None:
         name = f"chaos_appends_{rnd.seed}"
         empty = self.cluster.root / "empty"
         empty.write_bytes(b"")
-        self.cluster.query(LEADER, "create", str(empty), name, timeout=60)
+        self.cluster.query(self.home, "create", str(empty), name, timeout=60)
         stop = threading.Event()
-        writers = [vm for vm in self.cluster.vms if vm not in rnd.victims][:4]
+        leader = self.cluster.query(self.home, "leader")["leader"]
+        writers = [vm for vm in self.cluster.vms if vm not in rnd.victims and
+                   not (rnd.fault.startswith("leader") and vm == leader)][:4]
         clients = [AppendClient(self.cluster, vm, name, stop) for vm in writers]
         for c in clients:
             c.start()
@@ -235,7 +257,7 @@ class Suite:
         for c in clients:
             c.join(timeout=60)
         nemesis.heal()
-        owners = self.cluster.query(LEADER, "ls", name)["replicas"]
+        owners = self.cluster.query(self.home, "ls", name)["replicas"]
         problems = append_violations(
             merged_replicas(self.cluster, name, [r["vm"] for r in owners]), clients)
         acked = sum(len(c.ok) for c in clients)

@@ -1,0 +1,109 @@
+"""One job as its leader holds it (`Job`), and the documents that show it: the progress
+line, the summary (`RainStorm`, `stop`), the `jobs` line and `job JOBID`'s task list.
+
+States: starting (tasks being placed), running, stopping (`stop` asked: sources read nothing
+new, what they read goes on to DEST), then done, stopped or failed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from stream.job_core import JobCore
+from stream.job_spec import JobSpec
+
+STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
+DONE, STOPPED, FAILED = "done", "stopped", "failed"
+ENDED = (DONE, STOPPED, FAILED)
+
+
+@dataclass
+class Job:
+    id: str
+    spec: JobSpec
+    epoch: int = 0                                    # the leader epoch that drives it
+    core: JobCore | None = None
+    templates: dict = field(default_factory=dict)     # TaskId -> TaskSpec (epoch to set)
+    events: queue.Queue = field(default_factory=queue.Queue)
+    started: float = field(default_factory=time.monotonic)
+    created: float = field(default_factory=time.time)
+    state: str = STARTING
+    error: str = ""
+    seconds: float | None = None                      # how long it ran, once it ended
+    ended: threading.Event = field(default_factory=threading.Event)
+    deposed: str = ""                                 # why this leader let go of it
+    consoles: list = field(default_factory=list)      # Contexts of callers waiting for it
+    extras: dict = field(default_factory=dict)        # TaskId -> its last report's extras
+    printed: int = 0
+    skipped: int = 0
+
+    def emit(self, line: str) -> None:
+        """A console line, to every caller still waiting for the job."""
+        self.consoles = [ctx for ctx in self.consoles if ctx.attached()]
+        for ctx in self.consoles:
+            ctx.emit(line)
+
+
+def progress_line(job: Job) -> str:
+    t = job.core.totals()
+    elapsed = time.monotonic() - job.started
+    return (f"[{elapsed:5.1f}s] read {t['in']} lines ({t['in'] / max(elapsed, 1e-9):,.0f}/s)"
+            f" | {job.spec.op1} out {t['op1_out']} | {job.spec.op2} out {t['out']}"
+            f" | sources done {len(job.core.sources_done)}/{job.spec.num_tasks}")
+
+
+def summary(job: Job) -> dict:
+    t = job.core.totals()
+    seconds = job.seconds if job.seconds is not None else \
+        round(time.monotonic() - job.started, 3)
+    doc = {"job": job.id, "dest": job.spec.dest, "state": job.state,
+           "records_in": t["in"], "records_out": t["out"], "dropped": t["dropped"],
+           "errors": t["errors"], "failures_recovered": job.core.failures_recovered,
+           "seconds": seconds,
+           "lines_per_second": round(t["in"] / seconds) if seconds else 0,
+           "printed": job.printed, "not_printed": job.skipped}
+    if job.error:
+        doc["error"] = job.error
+    return doc
+
+
+def listing(job: Job) -> dict:
+    t = job.core.totals()
+    spec = job.spec
+    return {"job": job.id, "state": job.state, "op1": spec.op1, "op2": spec.op2,
+            "src": spec.src, "dest": spec.dest, "num_tasks": spec.num_tasks,
+            "follow": spec.follow, "records_in": t["in"], "records_out": t["out"],
+            "created": job.created}
+
+
+def task_docs(job: Job) -> list[dict]:
+    tasks = []
+    for task, st in sorted(job.core.tasks.items()):
+        doc = {"task": str(task), "vm": st.vm,
+               "state": "done" if job.state in ENDED else st.phase, "epoch": st.epoch,
+               "records_in": st.stats.get("in", 0), "records_out": st.stats.get("out", 0)}
+        doc.update(job.extras.get(task, {}))
+        tasks.append(doc)
+    return tasks
+
+
+def listing_of_record(record: dict) -> dict:
+    """A `jobs` line for a job known only from its record (another leader ran it)."""
+    spec = record.get("spec") or {}
+    return {"job": record.get("job"), "state": record.get("state"),
+            "op1": spec.get("op1"), "op2": spec.get("op2"), "src": spec.get("src"),
+            "dest": spec.get("dest"), "num_tasks": spec.get("num_tasks"),
+            "follow": spec.get("follow", False),
+            "records_in": (record.get("summary") or {}).get("records_in", 0),
+            "records_out": (record.get("summary") or {}).get("records_out", 0),
+            "created": record.get("created", 0)}
+
+
+def old_ended_jobs(jobs: list, keep: int) -> list[str]:
+    """The ended jobs beyond the `keep` newest: memory forgets them, `jobs` and `job` read
+    them back from their records."""
+    ended = sorted((j for j in jobs if j.state in ENDED), key=lambda j: j.created)
+    return [j.id for j in ended[:max(0, len(ended) - keep)]]

@@ -1,0 +1,165 @@
+"""Leader failover on a real local cluster: the leader is killed -9 or frozen while jobs run;
+a successor takes every job over from its record, output stays exactly the oracle's, and a
+deposed leader cannot act (INTERFACE.md, "Leader failover")."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from bench import reference_apps
+from bench.gen_traffic_signs import write_csv
+from cluster.local_cluster import LocalCluster, children_of, wait_until
+from membership.suspicion import detection_bound
+from tests.integration.test_following import APP2, Source, expected
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+APP1 = ("grep", "signs_select", "No Outlet")
+LINES = 12000
+RATE = 2000                       # lines/s in all: the job runs about 6 s
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = LocalCluster(tmp_path_factory.mktemp("failover"), 10)
+    try:
+        cluster.start_all()
+        path = cluster.root / "signs.csv"
+        write_csv(LINES, path, seed=7)
+        cluster.query("02", "create", str(path), "signs", timeout=60)
+        cluster.lines = path.read_text().splitlines()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def detection(cluster) -> float:
+    m = cluster.membership
+    return detection_bound(m["protocol_period"], m["ping_timeout"], m["suspicion"] == "on",
+                           m["suspicion_timeout"])
+
+
+def leader_seen_by(cluster, vms) -> dict:
+    return {vm: cluster.query(vm, "leader")["leader"] for vm in vms}
+
+
+def agreed_leader(cluster, vms, not_: str) -> str | None:
+    """The leader every node in `vms` names, if they agree and it is not `not_`."""
+    seen = set(leader_seen_by(cluster, vms).values())
+    return seen.pop() if len(seen) == 1 and not_ not in seen else None
+
+
+def submit(cluster, vm: str, app, dest: str, *extra: str) -> dict:
+    op1, op2, arg = app
+    return cluster.query(vm, "RainStorm", op1, op2, "signs", dest, "3", "--op1-args", arg,
+                         "--rate", str(RATE), *extra, timeout=200)
+
+
+def oracle(cluster, app) -> collections.Counter:
+    if app is APP1:
+        return reference_apps.app1_lines(cluster.lines, APP1[2])
+    return reference_apps.app2_expected_rows(cluster.lines, APP2[2])
+
+
+def rows(cluster, dest: str, vm: str) -> collections.Counter:
+    out = cluster.root / f"{dest}.out"
+    cluster.query(vm, "get", dest, str(out), timeout=60)
+    return collections.Counter(out.read_text().splitlines())
+
+
+def wait_done(cluster, vm: str, job: str, timeout: float = 120) -> dict:
+    wait_until(lambda: cluster.query(vm, "job", job)["state"] in ("done", "stopped", "failed"),
+               timeout, interval=0.3, what=f"job {job} to end")
+    return cluster.query(vm, "job", job)
+
+
+def test_killed_leader_is_replaced_and_its_jobs_end_exactly(cluster):
+    """kill -9 of the leader's machine 1.5 s into a detached App 2 (and an App 1 whose
+    caller waits on another node): a new leader within detection + 3 s on which every node
+    agrees, both jobs end `done` with exactly the oracle's output, and the waiting caller
+    gets its summary from the successor."""
+    old = cluster.query("03", "leader")["leader"]
+    job = submit(cluster, "05", APP2, "fo_app2", "--detach")["job"]
+    waited: dict = {}
+    caller = threading.Thread(target=lambda: waited.update(submit(cluster, "06", APP1,
+                                                                  "fo_app1")))
+    caller.start()
+    time.sleep(1.5)
+    killed_at = time.monotonic()
+    cluster.crash(old)
+    live = [vm for vm in cluster.vms if vm != old]
+    new = wait_until(lambda: agreed_leader(cluster, live, old), 30, interval=0.1,
+                     what="every node to agree on a new leader")
+    took = time.monotonic() - killed_at
+    assert took <= detection(cluster) + 3.0, f"a new leader after {took:.1f} s"
+    doc = wait_done(cluster, "07", job)
+    assert doc["state"] == "done", doc
+    assert rows(cluster, "fo_app2", "07") == oracle(cluster, APP2)
+    caller.join(120)
+    assert waited.get("state") == "done", waited
+    assert rows(cluster, "fo_app1", "07") == oracle(cluster, APP1)
+
+    cluster.start(old)                     # back as an ordinary member: no flapping back
+    cluster.wait_converged(cluster.vms, timeout=20)
+    time.sleep(2 * detection(cluster))
+    assert set(leader_seen_by(cluster, cluster.vms).values()) == {new}
+
+
+def test_a_frozen_leader_is_deposed_and_cannot_disturb_its_jobs(cluster):
+    """The leader and its task processes SIGSTOPped for longer than detection while a job
+    runs, then resumed: a successor took over; the old leader is deposed (it names the new
+    one, and its orders are refused), and the output is exact."""
+    old = cluster.query("04", "leader")["leader"]
+    submitter = next(vm for vm in ("05", "06", "07") if vm != old)
+    job = submit(cluster, submitter, APP2, "frozen_app2", "--detach")["job"]
+    time.sleep(1.5)
+    pids = [cluster.procs[old].pid] + children_of(cluster.procs[old].pid)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    live = [vm for vm in cluster.vms if vm != old]
+    try:
+        new = wait_until(lambda: agreed_leader(cluster, live, old), 30, interval=0.1,
+                         what="a new leader while the old one is frozen")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: cluster.query(old, "leader")["leader"] == new, 20, interval=0.2,
+               what="the old leader to learn it was deposed")
+    doc = wait_done(cluster, submitter, job)
+    assert doc["state"] == "done", doc
+    assert rows(cluster, "frozen_app2", submitter) == oracle(cluster, APP2)
+    assert cluster.log_events([old], r"LEADER vm\d+ deposed|JOB \w+ let go"), \
+        "the old leader never noticed it was deposed"
+    cluster.restart(old)                   # it was declared failed: back as new
+    cluster.wait_converged(cluster.vms, timeout=20)
+
+
+def test_leader_killed_while_a_following_job_runs_and_clients_append(cluster):
+    src = Source(cluster, "fo_follow_src", seed=51)
+    old = cluster.query("02", "leader")["leader"]
+    starter = next(vm for vm in ("04", "05", "06") if vm != old)
+    op1, op2, arg = APP2
+    job = cluster.query(starter, "RainStorm", op1, op2, src.name, "fo_follow", "3",
+                        "--op1-args", arg, "--follow", "--detach", timeout=60)["job"]
+    appenders = [vm for vm in cluster.vms if vm not in (old, "01")][:3]
+    live = [vm for vm in cluster.vms if vm != old]
+    for round_no in range(5):
+        for vm in appenders:
+            src.append(vm, 40)
+        if round_no == 1:
+            cluster.crash(old)
+    wait_until(lambda: agreed_leader(cluster, live, old), 30, interval=0.1,
+               what="a new leader")
+    wait_until(lambda: cluster.query(appenders[0], "job", job)["records_in"] >= len(src.lines),
+               60, interval=0.3, what="the job to read every appended line")
+    doc = cluster.query(appenders[1], "stop", job, timeout=120)
+    assert doc["state"] == "stopped" and doc["records_in"] == len(src.lines)
+    assert rows(cluster, "fo_follow", appenders[2]) == expected(APP2, src.lines)
+    cluster.start(old)
+    cluster.wait_converged(cluster.vms, timeout=20)
