@@ -39,9 +39,11 @@ class Context:
     json: bool = False                               # the caller wants a JSON document
     attached: Callable[[], bool] = lambda: True      # is the caller still listening?
     note: Callable[[dict], None] = lambda fields: None   # facts for a program, as it runs
+    request: str = ""                                # the caller's id for this request
 
     # (`note`: e.g. {"job": id} once a job has started, so that a caller that loses the
-    # node on the way knows which job to follow.)
+    # node on the way knows which job to follow. `request`: a request sent again, to
+    # another node, carries the same id, so that what it starts is started once.)
 
     def local_path(self, path: str) -> str:
         return os.path.normpath(os.path.join(self.cwd, os.path.expanduser(path)))

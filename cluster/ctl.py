@@ -1,6 +1,6 @@
 """The ctl protocol, both ends: run one REPL command on a node, over TCP.
 
-    -> {"t": "ctl", "argv": [...], "cwd": "...", "json": bool}
+    -> {"t": "ctl", "argv": [...], "cwd": "...", "json": bool, "request"?: "id"}
     <- {"t": "ctl_output", "text": "..."}        zero or more progress lines
     <- {"t": "ctl_output", "keepalive": true}    every KEEPALIVE seconds while it runs
     <- {"t": "ctl_output", "note": {...}}        facts for a program (e.g. {"job": id})
@@ -53,10 +53,13 @@ def request(address: tuple[str, int], key: bytes | None, argv: list[str], cwd: s
 
 
 def converse(conn: Connection, argv: list[str], cwd: str, as_json: bool, on_output=None,
-             timeout: float | None = REPLY_TIMEOUT, on_note=None) -> dict:
-    """`request` on a connection that is open already."""
+             timeout: float | None = REPLY_TIMEOUT, on_note=None, request: str = "") -> dict:
+    """`request` on a connection that is open already (`request`: the request's id)."""
     conn.sock.settimeout(timeout)
-    conn.send({"t": CTL, "argv": list(argv), "cwd": cwd, "json": as_json})
+    message = {"t": CTL, "argv": list(argv), "cwd": cwd, "json": as_json}
+    if request:
+        message["request"] = request
+    conn.send(message)
     while True:
         reply = conn.recv()
         if reply.get("t") != CTL_OUTPUT:
@@ -141,7 +144,8 @@ def serve(conn: Connection, message: dict, run) -> None:
                   outbox.put({"t": CTL_OUTPUT, "text": line}),
                   attached=lambda: not gone.is_set(),
                   note=lambda fields: None if gone.is_set() else
-                  outbox.put({"t": CTL_OUTPUT, "note": dict(fields)}))
+                  outbox.put({"t": CTL_OUTPUT, "note": dict(fields)}),
+                  request=str(message.get("request") or "")[:64])
     threading.Thread(target=_run_into, args=(run, ctx, argv, outbox), daemon=True,
                      name=f"ctl-{argv[0] if argv else ''}").start()
     while True:

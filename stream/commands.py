@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import replace
 
 from cluster import ctl, wire
@@ -23,6 +24,7 @@ log = logging.getLogger("stream")
 
 FAILOVER_SLACK = 5.0     # seconds past failure detection a new leader may take to take over
 RETRY_PAUSE = 1.0
+MAX_FAILOVERS = 5        # leaders one command outlives
 
 
 def summary_text(doc: dict) -> str:
@@ -118,15 +120,20 @@ class _LeaderLost(Exception):
 def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: float,
                wait_job) -> dict:
     """Run `here(ctx)` if this node leads, else relay `argv` to the leader; if the leader is
-    lost, wait (at most `failover` s) for the next one and ask it. A `RainStorm` whose job
-    started is then followed at the new leader (`job JOBID --wait`); one that may have
-    started unseen is not submitted twice: the error says so."""
+    lost, wait (at most `failover` s after it was lost) for the next one and ask it again.
+    A `RainStorm` is asked again under the same request id, which is its job's id, so that
+    it starts one job whichever leader gets it, and how often; once the job is known to
+    run, it is followed there (`job JOBID --wait`)."""
     notes: dict = {}
     outer = ctx.note
-    ctx = replace(ctx, note=lambda fields: (notes.update(fields), outer(fields)))
+    ctx = replace(ctx, note=lambda fields: (notes.update(fields), outer(fields)),
+                  request=ctx.request or (uuid.uuid4().hex[:12] if argv[0] == "RainStorm"
+                                          else ""))
     deadline = None                    # set when the leader is lost
+    losses = 0
     while True:
         claim = leadership.current()
+        tried_at = time.monotonic()
         try:
             if leadership.is_leader():
                 return _here(ctx, here)
@@ -138,10 +145,10 @@ def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: flo
                 job_id = notes["job"]
                 argv = ["job", job_id, "--wait"]
                 here = lambda c: wait_job(c, job_id)    # noqa: E731 (if this node leads next)
-            elif argv[0] == "RainStorm" and lost.started:
-                raise CommandError(f"{lost}: the job may or may not have started; see "
-                                   f"'jobs' before submitting it again") from None
-            deadline = deadline or time.monotonic() + failover
+            worked = lost.started and time.monotonic() - tried_at > failover
+            if deadline is None or (worked and losses < MAX_FAILOVERS):
+                deadline = time.monotonic() + failover      # a leader lost (again)
+                losses += 1
             if time.monotonic() >= deadline:
                 raise CommandError(f"{lost}; no leader took over within {failover:g} s") \
                     from None
@@ -168,7 +175,7 @@ def _relay(ctx: Context, argv: list, config, vm: str) -> dict:
     try:
         with conn:
             reply = ctl.converse(conn, argv, ctx.cwd, True, ctx.emit, ctl.REPLY_TIMEOUT,
-                                 ctx.note)
+                                 ctx.note, ctx.request)
     except (OSError, wire.ProtocolError) as exc:
         raise _LeaderLost(f"the leader vm{vm} stopped answering: {exc or 'timed out'}",
                           started=True) from None

@@ -6,8 +6,15 @@ the job changes. The first line names the job: its spec, its tasks' specs (`temp
 each without its epoch), when and by which leader it was created. Later lines give what
 changed: the placement and epoch of every task (`tasks`, written before those attempts are
 started), `sources_done` and `failures_recovered`, a new `state` and, at the end, the
-summary. Reading folds the lines in order (one client's appends keep their order), so the
-last word on each field wins. ``rainstorm/jobs`` lists every job id, one line each.
+summary. Reading folds the lines in order, so the last word on each field wins: by leader
+epoch first (each line carries its writer's, `le`: the merge order of two leaders' appends
+follows their clocks, which may disagree), then as appended (one client's appends keep their
+order). ``rainstorm/jobs`` lists every job id, one line each.
+
+A job is created in two steps: its index line and its first line (the spec) before anything
+else, so that a second submission of the same request (the same job id: a relaying node
+that lost the leader and asked its successor) finds it (`JobExists`); its tasks' specs once
+they are planned. A record without them is of a job whose leader failed before it started.
 
 Every append is the leader's, under the client id ``leader#EPOCH`` of its leader epoch, so
 that a new leader fences the record (hydfs/fences.py) before it takes the job over: from
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
 
@@ -36,19 +44,30 @@ class Deposed(Exception):
     """A write of this leader was refused: a newer leader fenced the record."""
 
 
+class JobExists(Exception):
+    """A job of this id was submitted before."""
+
+
 def record_name(job_id: str) -> str:
     return f"rainstorm/{job_id}/job"
 
 
 def fold(data: bytes) -> dict:
-    """A job's document from its record's lines: later fields win."""
-    doc: dict = {}
+    """A job's document from its record's lines: later fields win (by leader epoch, then
+    in the order appended)."""
+    lines = []
     for line in data.split(b"\n"):
         if line.strip():
             try:
-                doc.update(json.loads(line))
+                fields = json.loads(line)
             except ValueError:
                 continue                # a torn last line: the writer died mid-append
+            if isinstance(fields, dict):
+                lines.append(fields)
+    doc: dict = {}
+    for fields in sorted(lines, key=lambda f: f.get("le", 0)):   # stable: appended order
+        doc.update(fields)
+    doc.pop("le", None)
     return doc
 
 
@@ -69,43 +88,44 @@ class JobRecords:
     def __init__(self, client: HydfsClient, vm: str):
         self.client = client
         self.vm = vm
-        self.epoch = 0                           # the leader epoch these writes carry
-        self._seq: dict[str, int] = defaultdict(int)
+        self._seq: dict[tuple, int] = defaultdict(int)   # (epoch, file) -> last append seq
+        self._seq_lock = threading.Lock()        # job threads append to the index at once
         self._index_ready = False
 
-    def lead_at(self, epoch: int) -> None:
-        """Write as the leader of `epoch` from now on (after fencing what it takes over)."""
-        self.epoch = epoch
-        self._seq.clear()
-
-    def create(self, job_id: str, first: dict) -> None:
-        """The record of a new job (`first`: its spec, templates...), and its line in the
-        index. Raises HydfsError (Deposed if fenced): a job without its record must not run."""
+    def create(self, job_id: str, first: dict, epoch: int) -> None:
+        """A new job's index line and record (`first`: its spec). Raises JobExists if a job
+        of that id was submitted before, HydfsError (Deposed if fenced) if it cannot be
+        written: a job without its record must not run."""
         self._ensure_index()
-        self.client.create_bytes(record_name(job_id), _line(dict(
-            first, job=job_id, state="starting", leader=self.vm, created=time.time())))
-        self._append(INDEX, {"job": job_id})
-
-    def update(self, job_id: str, fields: dict, strict: bool = False) -> None:
-        """Append what changed. `strict`: the job relies on it (raise, never just log)."""
+        self._append(INDEX, {"job": job_id}, epoch)
         try:
-            self._append(record_name(job_id), fields)
+            self.client.create_bytes(record_name(job_id), _line(dict(
+                first, job=job_id, state="starting", leader=self.vm, created=time.time(),
+                le=epoch)))
+        except HydfsError as exc:
+            if exc.code == FILE_EXISTS:
+                raise JobExists(job_id) from None
+            raise
+
+    def update(self, job_id: str, fields: dict, epoch: int, strict: bool = False) -> None:
+        """Append what changed, as the leader of `epoch`. Deposed if fenced; any other
+        failure raised if `strict` (the job relies on it), else logged."""
+        try:
+            self._append(record_name(job_id), fields, epoch)
         except HydfsError as exc:
             if strict:
                 raise
             log.warning("job record not written: %s", exc)
 
-    def fence(self, job_id: str) -> dict | None:
-        """Fence the record against earlier leaders; the record as it then stands."""
-        self.client.fence(record_name(job_id), WRITER_KEY, self.epoch)
+    def fence(self, job_id: str, epoch: int) -> dict | None:
+        """Fence the record against leaders before `epoch`; the record as it then stands."""
+        self.client.fence(record_name(job_id), WRITER_KEY, epoch)
         return self.read(job_id)
 
-    def fence_index(self) -> None:
-        try:
-            self.client.fence(INDEX, WRITER_KEY, self.epoch)
-        except HydfsError as exc:
-            if exc.code != NO_SUCH_FILE:
-                raise
+    def fence_index(self, epoch: int) -> None:
+        """Fence the index (created if need be: a deposed leader must not add to it)."""
+        self._ensure_index()
+        self.client.fence(INDEX, WRITER_KEY, epoch)
 
     def job_ids(self) -> list[str]:
         """Every job in the index, oldest first."""
@@ -133,11 +153,13 @@ class JobRecords:
                 return None
             raise
 
-    def _append(self, name: str, fields: dict) -> None:
-        self._seq[name] += 1
+    def _append(self, name: str, fields: dict, epoch: int) -> None:
+        with self._seq_lock:
+            self._seq[epoch, name] += 1
+            seq = self._seq[epoch, name]
         try:
-            self.client.append_bytes(name, _line(fields), (
-                writer_client(WRITER_KEY, self.epoch), self._seq[name]))
+            self.client.append_bytes(name, _line(dict(fields, le=epoch)), (
+                writer_client(WRITER_KEY, epoch), seq))
         except HydfsError as exc:
             if exc.code == FENCED:
                 raise Deposed(f"a newer leader fenced {name}") from None

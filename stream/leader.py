@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -46,13 +47,14 @@ from cluster.commands import CommandError, Context
 from cluster.messages import OK
 from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError, checked_name
+from hydfs.messages import FENCED, FILE_EXISTS, NO_SUCH_FILE
 from stream import messages as m
 from stream import task_log
 from stream.job import (ENDED, FAILED, RUNNING, STARTING, STOPPED, STOPPING, DONE, Job,
                         listing, listing_of_record, old_ended_jobs, progress_line, summary,
                         task_docs)
 from stream.job_core import Done, Fail, JobCore, Say, SendSchedule, StartTask, StopAttempt
-from stream.job_record import Deposed, JobRecords, placement_of, placement_to_wire
+from stream.job_record import Deposed, JobExists, JobRecords, placement_of, placement_to_wire
 from stream.job_spec import JobSpec, parse_job
 from stream.operators import AGGREGATE, OperatorError, load_operator
 from stream.scheduler import TaskId, workers_for
@@ -67,8 +69,10 @@ QUIET_PROGRESS_EVERY = 10.0    # ... when nothing moved (an idle following job)
 PRINT_ROWS_PER_SECOND = 10
 TURN = 0.2                     # seconds the job's thread waits for news before a tick
 FINAL_REPORTS_WAIT = 5.0
+JOB_ID = re.compile(r"[0-9a-f]{8,32}")   # a job id a request may choose
 KEEP_ENDED = 100               # ended jobs kept in memory (all stay in their records)
 ANNOUNCE_TIMEOUT = 5.0
+RETAKE_EVERY = 2.0             # seconds between tries to take over a job not taken yet
 
 
 class Leader:
@@ -85,6 +89,7 @@ class Leader:
         self.records = JobRecords(client, vm)
         self.epoch = 0                 # the leader epoch this node leads at (0: never did)
         self.active = False            # leading, with every running job taken over
+        self._lock = threading.Lock()  # orders `active`: a take-over, a step down
         self.jobs: dict[str, Job] = {}                # every job this leader ran, by id
         self._old_records: dict[str, dict] = {}       # ended jobs' records, read before
         self._starts = ThreadPoolExecutor(max_workers=16, thread_name_prefix="leader-start")
@@ -100,7 +105,7 @@ class Leader:
     def handle_report(self, conn, msg: dict) -> None:
         """A task's counters, to its job's thread; the answer tells an attempt that this
         leader does not run (any more) to stop: its job ended, or it was replaced. A node
-        that does not lead says who does (a task then reports there)."""
+        that does not lead never says stop (the leader's schedules tell tasks where it is)."""
         job = self.jobs.get(msg.get("job"))
         stop = None
         if not self.active:
@@ -140,36 +145,85 @@ class Leader:
     # -- leading, and letting go ------------------------------------------------------------
 
     def take_over(self, epoch: int) -> None:
-        """Lead at `epoch`: fence every running job's record, learn what the workers run,
-        and drive each job on from its record. Raises HydfsError (a record could not be
-        fenced: a newer leader did, or HyDFS failed) and leaves this node not leading."""
+        """Lead at `epoch`: fence the job index and every running job's record, learn what
+        the workers run, and drive each job on from its record. A job whose record cannot
+        be read or fenced now is tried again every RETAKE_EVERY s; a fence refused (a newer
+        leader) raises Deposed: this node does not lead."""
         self.epoch = epoch
-        self.records.lead_at(epoch)
-        self.records.fence_index()
-        resumable = []
-        for job_id in self.records.job_ids():
-            known = self.jobs.get(job_id)
-            if known is not None and known.state in ENDED:
-                continue
+        self.records.fence_index(epoch)
+        running = self._announce(epoch)
+        ids = [i for i in self.records.job_ids()
+               if not (i in self.jobs and self.jobs[i].state in ENDED)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            left = [job_id for job_id, ok in zip(ids, pool.map(
+                lambda job_id: self._take_job(job_id, epoch, running), ids)) if not ok]
+        with self._lock:
+            self.active = self.leadership.leads_at(epoch)
+        for job in list(self.jobs.values()):     # what membership said meanwhile
+            if job.epoch == epoch and job.state not in ENDED:
+                job.events.put(("members", self._workers(), []))
+        if left:
+            threading.Thread(target=self._retake, args=(left, epoch), daemon=True,
+                             name="retake").start()
+
+    def _take_job(self, job_id: str, epoch: int, running: list) -> bool:
+        """Take one job over (or end it, if its leader died before it started); False if
+        its record cannot be read or fenced now (try again)."""
+        try:
             record = self._old_records.get(job_id) or self.records.read(job_id)
             if not record or record.get("state") in ENDED:
-                continue
-            record = self.records.fence(job_id)
-            if record and record.get("state") not in ENDED and record.get("templates"):
-                resumable.append(record)
-        running = self._announce(epoch)
-        for record in resumable:
-            job = self._resumed(record, running)
-            self.jobs[job.id] = job
-            threading.Thread(target=self._run_job, args=(job,), daemon=True,
-                             name=f"job-{job.id}").start()
-            log.info("JOB %s taken over at epoch %d", job.id, epoch)
-        self.active = True
+                return True
+            record = self.records.fence(job_id, epoch)
+            if not record or record.get("state") in ENDED:
+                return True
+            if not record.get("templates"):          # its leader died setting it up
+                return self._set_up_again(record, epoch)
+            job = self._resumed(record, running, epoch)
+        except HydfsError as exc:
+            if exc.code == FENCED:
+                raise Deposed(f"a newer leader fenced job {job_id}'s record") from None
+            log.warning("JOB %s not taken over yet: %s", job_id, exc)
+            return False
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("JOB %s cannot be taken over: its record is damaged (%r)", job_id, exc)
+            return True
+        self.jobs[job.id] = job
+        threading.Thread(target=self._run_job, args=(job,), daemon=True,
+                         name=f"job-{job.id}").start()
+        log.info("JOB %s taken over at epoch %d", job.id, epoch)
+        return True
+
+    def _set_up_again(self, record: dict, epoch: int) -> bool:
+        """A job whose leader died before any of its tasks started: set it up here."""
+        spec = JobSpec.from_wire(record["spec"])
+        job = Job(record["job"], spec, epoch=epoch,
+                  created=float(record.get("created", time.time())))
+        try:
+            self._prepare(Context(cwd=str(record.get("cwd") or ".")), job, dest_made=True)
+        except CommandError as exc:
+            if exc.code == m.NOT_LEADER:
+                raise Deposed(str(exc)) from None
+            log.warning("JOB %s could not be set up again: %s", job.id, exc)
+            return True
+        log.info("JOB %s set up again at epoch %d (its leader died setting it up)", job.id,
+                 epoch)
+        return True
+
+    def _retake(self, job_ids: list, epoch: int) -> None:
+        while job_ids and self.leadership.leads_at(epoch):
+            time.sleep(RETAKE_EVERY)
+            running = self._announce(epoch)
+            try:
+                job_ids = [j for j in job_ids if not self._take_job(j, epoch, running)]
+            except Deposed:
+                self.leadership.check_soon()
+                return
 
     def step_down(self, successor) -> None:
         """Another leader took over (or the take-over failed): drive nothing any more. The
         tasks run on; whoever waits for a job here is told where to follow it."""
-        self.active = False
+        with self._lock:
+            self.active = False
         why = (f"vm{self.vm} is no longer the leader (vm{successor.vm} took over); the job "
                f"goes on: follow it with 'job {{job}}'" if successor else
                f"vm{self.vm} stopped leading; the job goes on: follow it with 'job {{job}}'")
@@ -195,11 +249,11 @@ class Leader:
         return [(t["job"], TaskId.from_wire(t["task"]), vm, int(t["epoch"]), t["address"])
                 for vm, tasks in answers for t in tasks]
 
-    def _resumed(self, record: dict, running: list) -> Job:
+    def _resumed(self, record: dict, running: list, epoch: int) -> Job:
         """A job of an earlier leader, from its record, adopting the attempts still running."""
         spec = JobSpec.from_wire(record["spec"])
         created = float(record.get("created", time.time()))
-        job = Job(record["job"], spec, epoch=self.epoch, created=created,
+        job = Job(record["job"], spec, epoch=epoch, created=created,
                   started=time.monotonic() - max(0.0, time.time() - created),
                   state=RUNNING if record.get("state") != STOPPING else STOPPING)
         job.templates = {}
@@ -209,7 +263,7 @@ class Leader:
             job.templates[template.task] = template
         job.core = JobCore(spec.num_tasks, self._workers(), time.monotonic(),
                            self.stall_timeout, silence=self.lease, following=spec.follow,
-                           epoch_floor=attempt_floor(self.epoch))
+                           epoch_floor=attempt_floor(epoch))
         effects = job.core.adopt(
             time.monotonic(), placement_of(record),
             [(task, vm, epoch, address) for job_id, task, vm, epoch, address in running
@@ -222,34 +276,69 @@ class Leader:
     # -- the commands -----------------------------------------------------------------------
 
     def run(self, ctx: Context, args: list[str]) -> dict:
-        """`RainStorm ...`: start a job; its summary once it ends (`--detach`: at once)."""
+        """`RainStorm ...`: start a job; its summary once it ends (`--detach`: at once).
+        The job's id is the request's (`ctx.request`, chosen where the user typed it): a
+        request that arrives again (relayed to a successor after the leader was lost on
+        the way) follows the job it started instead of starting another."""
         spec = parse_job(args)
         self._must_lead()
-        job = Job(uuid.uuid4().hex[:8], spec, epoch=self.epoch)
-        op1, op2 = self._check_operators(ctx, spec)
-        view = self._check_files(spec)
-        self._plan(ctx, job, op2, view)
+        job_id = ctx.request if JOB_ID.fullmatch(ctx.request or "") else uuid.uuid4().hex[:8]
+        if job_id in self.jobs:
+            return self.wait(ctx, job_id)
+        job = Job(job_id, spec, epoch=self.epoch)
+        _, op2 = self._check_operators(ctx, spec)
+        self._check_names(spec)
         try:
-            self.records.create(job.id, {"spec": spec.to_wire(), "templates": [
-                job.templates[t].to_wire() for t in sorted(job.templates)]})
+            self.records.create(job.id, {"spec": spec.to_wire(), "cwd": ctx.cwd}, job.epoch)
+        except JobExists:
+            return self.wait(ctx, job_id)
         except (HydfsError, Deposed) as exc:
+            self._still_leading(job)
             raise CommandError(f"job {job.id} not started: its record could not be written "
                                f"({exc})") from None
-        self.jobs[job.id] = job
         ctx.note({"job": job.id})
         if not spec.detach:
             job.consoles.append(ctx)
-        threading.Thread(target=self._run_job, args=(job,), daemon=True,
-                         name=f"job-{job.id}").start()
+        self._prepare(ctx, job, dest_made=False, op2=op2)
         if spec.detach:
             return {"job": job.id, "state": RUNNING}
         return self._await(job)
 
+    def _prepare(self, ctx: Context, job: Job, dest_made: bool, op2=None) -> None:
+        """Snapshot, DEST, partitions, the tasks' logs and specs, into the record; then the
+        job's thread. `dest_made`: an earlier leader may have made DEST and the logs (and
+        nothing else: no task starts before the specs are in the record)."""
+        try:
+            op2 = op2 or self._check_operators(ctx, job.spec)[1]
+            view = self._check_files(job.spec, dest_made)
+            self._plan(ctx, job, op2, view, logs_made=dest_made)
+            self.records.update(job.id, {"templates": [
+                job.templates[t].to_wire() for t in sorted(job.templates)]}, job.epoch,
+                strict=True)
+        except (CommandError, HydfsError, Deposed) as exc:
+            self._still_leading(job)
+            self.records.update(job.id, {"state": FAILED, "error": str(exc)}, job.epoch)
+            raise CommandError(str(exc)) from None
+        self.jobs[job.id] = job
+        threading.Thread(target=self._run_job, args=(job,), daemon=True,
+                         name=f"job-{job.id}").start()
+
+    def _still_leading(self, job: Job) -> None:
+        """A job that could not be set up because this node was deposed meanwhile is the
+        new leader's to set up: say so (NOT_LEADER: the request goes there)."""
+        if not self.leadership.leads_at(job.epoch):
+            raise CommandError(f"vm{self.vm} was deposed while it set up job {job.id}",
+                               code=m.NOT_LEADER)
+
     def wait(self, ctx: Context, job_id: str) -> dict:
         """`job JOBID --wait`: follow a job to its end; its summary."""
+        self._must_lead()
         job = self.jobs.get(job_id)
         if job is None:
-            return self._recorded(job_id)
+            doc = self._recorded(job_id)
+            if doc.get("state") == FAILED:
+                raise CommandError(doc.get("error") or f"job {job_id} failed")
+            return doc
         if job.state not in ENDED:
             job.consoles.append(ctx)
         return self._await(job)
@@ -336,20 +425,34 @@ class Leader:
             op.close()
         return loaded
 
-    def _check_files(self, spec: JobSpec):
-        """Create DEST; the job's snapshot of SRC: the appends settled on its replicas (a
-        merge first, so that they usually read as one stretch of the base)."""
+    def _check_names(self, spec: JobSpec) -> None:
+        """What a user can get wrong about SRC and DEST, before the job is recorded."""
         try:
             checked_name(spec.dest)
             self.client.size(spec.src)          # "no such file" before anything else
+        except HydfsError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            self.client.size(spec.dest)
+        except HydfsError as exc:
+            if exc.code != NO_SUCH_FILE:
+                raise CommandError(str(exc)) from None
+        else:
+            raise CommandError(f"file {spec.dest} already exists in HyDFS")
+
+    def _check_files(self, spec: JobSpec, dest_made: bool = False):
+        """Create DEST (`dest_made`: it may exist, empty); the job's snapshot of SRC: the
+        appends settled on its replicas (a merge first, so that they usually read as one
+        stretch of the base)."""
+        try:
             self.client.merge(spec.src)
             view = self.client.settled(spec.src)
-            self.client.create_bytes(spec.dest, b"")
+            _create(self.client, spec.dest, may_exist=dest_made)
         except HydfsError as exc:
             raise CommandError(str(exc)) from None
         return view
 
-    def _plan(self, ctx: Context, job: Job, op2, view) -> None:
+    def _plan(self, ctx: Context, job: Job, op2, view, logs_made: bool = False) -> None:
         """Partitions, the tasks' logs, their specs and first placement."""
         spec = job.spec
         try:
@@ -364,10 +467,10 @@ class Leader:
             raise CommandError("no live worker to run the job")
         job.core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
                            source_hosts=self.client.owners(spec.src), silence=self.lease,
-                           following=spec.follow, epoch_floor=attempt_floor(self.epoch))
+                           following=spec.follow, epoch_floor=attempt_floor(job.epoch))
         with ThreadPoolExecutor(max_workers=8) as pool:   # the tasks' (empty) logs
-            list(pool.map(lambda t: self.client.create_bytes(task_log.log_name(job.id, str(t)),
-                                                             b""), job.core.tasks))
+            list(pool.map(lambda t: _create(self.client, task_log.log_name(job.id, str(t)),
+                                            logs_made), job.core.tasks))
         for task in job.core.tasks:
             job.templates[task] = self._task_spec(ctx, job, task, op2, partitions, size, view)
         placed = {st.vm for st in job.core.tasks.values()}
@@ -413,8 +516,7 @@ class Leader:
             self._stop(job)
         job.seconds = round(time.monotonic() - job.started, 3)
         try:
-            self.records.update(job.id, {"state": job.state, "summary": summary(job),
-                                         "error": job.error})
+            self._final_record(job)
             if job.state == FAILED:
                 job.emit(f"job {job.id} failed: {job.error}")
         except Deposed as exc:        # the end is the new leader's to write
@@ -424,8 +526,11 @@ class Leader:
             self._forget_old_jobs()
 
     def _let_go(self, job: Job, why: str) -> None:
-        """This node was deposed while it drove `job`: leave its tasks alone."""
+        """This node was deposed while it drove `job`: leave its tasks alone, and forget
+        the job (its new leader answers for it)."""
         log.warning("JOB %s let go: %s", job.id, why)
+        if self.jobs.get(job.id) is job:
+            del self.jobs[job.id]
         if not job.deposed:
             job.deposed = (f"vm{self.vm} is no longer the leader; job {job.id} goes on: "
                            f"follow it with 'job {job.id}'")
@@ -447,7 +552,7 @@ class Leader:
                 return
             if job.state == STARTING and not core.not_running():
                 job.state = RUNNING
-                self.records.update(job.id, {"state": RUNNING})
+                self.records.update(job.id, {"state": RUNNING}, job.epoch)
                 log.info("JOB %s started in %.3f s", job.id, time.monotonic() - job.started)
             effects = self._news(job)
             effects += core.tick(time.monotonic())
@@ -486,7 +591,8 @@ class Leader:
                                   bool(msg.get("source_done")))
             if len(core.sources_done) != done_before:   # a next leader need not redo them
                 self.records.update(job.id, {"sources_done": sorted(core.sources_done),
-                                             "failures_recovered": core.failures_recovered})
+                                             "failures_recovered": core.failures_recovered},
+                                    job.epoch)
             return effects
         if kind == "effects":                # a take-over's first (core.adopt)
             return list(data[0])
@@ -514,22 +620,24 @@ class Leader:
         job.emit(f"job {job.id}: stopping (sources read nothing new)")
         effects = job.core.stop(now)
         self._execute(job, effects)                # the word goes out before the record
-        self.records.update(job.id, {"state": STOPPING})
+        self.records.update(job.id, {"state": STOPPING}, job.epoch)
         return []
 
     def _execute(self, job: Job, effects: list) -> bool:
         """Carry out the core's effects; True once the job is done. New placements are in
         the job's record before their attempts start (a next leader must not start an
         epoch twice)."""
+        if job.deposed:
+            raise Deposed(job.deposed)
         schedules = [e for e in effects if isinstance(e, SendSchedule)]
-        if any(isinstance(e, StartTask) for e in effects):
-            self.records.update(job.id, {"tasks": placement_to_wire(job.core.tasks),
-                                         "failures_recovered": job.core.failures_recovered})
+        starts = [e for e in effects if isinstance(e, StartTask)]
+        recorded = not starts or self._record_placement(job, starts)
         for effect in effects:
             if isinstance(effect, StartTask):
-                self._start(job, effect)
+                if recorded:
+                    self._start(job, effect)
             elif isinstance(effect, StopAttempt):
-                self._tell(effect.address, self._order({
+                self._tell(effect.address, self._order(job, {
                     "t": m.STOP, "job": job.id, "task": effect.task.to_wire(),
                     "attempt": effect.epoch}))
             elif isinstance(effect, Say):
@@ -538,16 +646,44 @@ class Leader:
                 raise CommandError(effect.reason)
         if schedules:           # only the newest matters
             last = schedules[-1]
-            message = self._order({"t": m.SCHEDULE, "job": job.id, "tasks": last.entries})
+            message = self._order(job, {"t": m.SCHEDULE, "job": job.id, "tasks": last.entries})
             if last.stopping:
                 message["stopping"] = True
             for address in last.addresses:
                 self._tell(address, message)     # a task gone is the core's to notice
         return any(isinstance(e, Done) for e in effects)
 
-    def _order(self, message: dict) -> dict:
-        """A message from this leader: its epoch (fencing) and where to report."""
-        return dict(message, leader_epoch=self.epoch, leader=self.address)
+    def _record_placement(self, job: Job, starts: list) -> bool:
+        """The new placements into the record, before their attempts start; if it cannot
+        be written, the starts fail (the core places them again at its next tick)."""
+        try:
+            self.records.update(job.id, {"tasks": placement_to_wire(job.core.tasks),
+                                         "failures_recovered": job.core.failures_recovered},
+                                job.epoch, strict=True)
+            return True
+        except HydfsError as exc:
+            for start in starts:
+                job.events.put(("start_failed", start.task, start.epoch,
+                                f"its placement could not be recorded: {exc}"))
+            return False
+
+    def _final_record(self, job: Job) -> None:
+        """The job's end into its record: tried a few times (a next leader must not start
+        an ended job again)."""
+        for pause in (0.5, 1.0, 2.0, 4.0, None):
+            try:
+                self.records.update(job.id, {"state": job.state, "summary": summary(job),
+                                             "error": job.error}, job.epoch, strict=True)
+                return
+            except HydfsError as exc:
+                if pause is None:
+                    log.error("JOB %s: its end is not in its record: %s", job.id, exc)
+                    return
+                time.sleep(pause)
+
+    def _order(self, job: Job, message: dict) -> dict:
+        """A message from this job's leader: its epoch (fencing) and where to report."""
+        return dict(message, leader_epoch=job.epoch, leader=self.address, leader_vm=self.vm)
 
     def _tell(self, address: str, message: dict) -> None:
         """A one-way message to a task's inbox, off the job's thread (a host that is gone
@@ -556,9 +692,9 @@ class Leader:
 
     def _start(self, job: Job, effect: StartTask) -> None:
         spec = job.templates[effect.task]
-        spec.epoch, spec.leader_epoch = effect.epoch, self.epoch
+        spec.epoch, spec.leader_epoch = effect.epoch, job.epoch
         wire_spec = spec.to_wire()
-        order = self._order({"t": m.START_TASK, "spec": wire_spec})
+        order = self._order(job, {"t": m.START_TASK, "spec": wire_spec})
 
         def start():
             try:
@@ -574,18 +710,18 @@ class Leader:
             return
         running = job.core.running()
         for address in running.values():
-            self._tell(address, self._order({"t": m.STOP, "job": job.id}))
+            self._tell(address, self._order(job, {"t": m.STOP, "job": job.id}))
         if final_reports:
             self._final_reports(job, set(running))
         # Every live worker, not only those the job's tasks are on: an attempt whose start
         # reply was lost runs where the leader does not know it.
         vms = sorted({st.vm for st in job.core.tasks.values() if st.vm} | set(self._workers()))
         with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
-            list(pool.map(lambda vm: self._stop_job_on(vm, job.id), vms))
+            list(pool.map(lambda vm: self._stop_job_on(vm, job), vms))
 
-    def _stop_job_on(self, vm: str, job_id: str) -> None:
+    def _stop_job_on(self, vm: str, job: Job) -> None:
         try:
-            self.peers.call(vm, self._order({"t": m.STOP_JOB, "job": job_id}), 15)
+            self.peers.call(vm, self._order(job, {"t": m.STOP_JOB, "job": job.id}), 15)
         except (Unreachable, RemoteError):
             pass                  # a worker that is gone runs nothing of the job any more
 
@@ -612,3 +748,12 @@ class Leader:
                 job.emit(row)
                 job.printed += 1
         job.skipped = max(0, job.core.totals()["out"] - job.printed)
+
+
+def _create(client: HydfsClient, name: str, may_exist: bool) -> None:
+    """An empty HyDFS file; one that exists already is fine if `may_exist` and it is empty."""
+    try:
+        client.create_bytes(name, b"")
+    except HydfsError as exc:
+        if not (may_exist and exc.code == FILE_EXISTS and client.size(name) == 0):
+            raise

@@ -64,7 +64,8 @@ class Leadership:
         self.order = succession(sorted(config.nodes), config.leader)
         self.leader = None                 # the Leader, once wired (node.py)
         self.leading: int | None = None    # the epoch this node leads at, while it does
-        self._known: Claim | None = None
+        self._known: Claim | None = None   # the highest claim heard of
+        self._tried = 0                    # the highest epoch this node claimed at, ever
         self._joined_at = time.monotonic()
         self._changed = threading.Condition()
         self._wake = threading.Event()
@@ -96,14 +97,18 @@ class Leadership:
         """A claim heard of (an announcement, the claim file); True if it is news. A higher
         claim than the one this node leads at deposes it."""
         with self._changed:
-            if claim is None or (self._known is not None and claim <= self._known):
-                return False
-            self._known = claim
-            self._changed.notify_all()
-        log.info("LEADER vm%s leads at epoch %d", claim.vm, claim.epoch)
-        if self.leading is not None and claim.epoch > self.leading:
-            self._step_down(claim)
-        return True
+            news = claim is not None and (self._known is None or claim > self._known)
+            if news:
+                self._known = claim
+                self._changed.notify_all()
+        if news:
+            log.info("LEADER vm%s leads at epoch %d", claim.vm, claim.epoch)
+        self._depose_if_outranked()
+        return news
+
+    def leads_at(self, epoch: int) -> bool:
+        with self._changed:
+            return self.leading == epoch
 
     def wait_for_other(self, than: Claim | None, timeout: float) -> Claim | None:
         """Wait until a claim other than `than` is known (a failover); the newest one."""
@@ -151,6 +156,7 @@ class Leadership:
         found = self._read_claims()
         if found is not False:
             self.learn(highest(found))
+        self._depose_if_outranked()
         live = {member.vm for member in self.membership.members()}
         known = self.current()
         if found is False or not should_claim(self.vm, self.order, live, known,
@@ -158,7 +164,7 @@ class Leadership:
             return
         if known is not None and time.monotonic() - self._joined_at < self.settle:
             return                       # our member list may not be complete yet
-        self._claim(known)
+        self._claim(known, exists=bool(found))
 
     def _read_claims(self):
         """Every claim in the file; [] if there is none; False if it cannot be read."""
@@ -170,44 +176,59 @@ class Leadership:
             log.warning("LEADER claims unreadable: %s", exc)
             return False
 
-    def _claim(self, known: Claim | None) -> None:
-        epoch = next_epoch(known.epoch if known else 0, self.order, self.vm)
+    def _claim(self, known: Claim | None, exists: bool) -> None:
+        """Claim at an epoch above every claim seen and every epoch tried before (a try
+        that failed may have left its fence behind), then take the jobs over."""
+        epoch = next_epoch(max(known.epoch if known else 0, self._tried), self.order, self.vm)
+        self._tried = epoch
         log.info("LEADER vm%s claims leadership at epoch %d (was %s)", self.vm, epoch,
                  f"vm{known.vm} at {known.epoch}" if known else "nobody")
         try:
-            try:
-                self.client.create_bytes(CLAIMS, b"")
-            except HydfsError as exc:
-                if exc.code != FILE_EXISTS:
-                    raise
+            if not exists:
+                try:
+                    self.client.create_bytes(CLAIMS, b"")
+                except HydfsError as exc:
+                    if exc.code != FILE_EXISTS:
+                        raise
             self.client.fence(CLAIMS, WRITER_KEY, epoch)
             line = json.dumps(Claim(epoch, self.vm).to_wire()).encode() + b"\n"
-            self.client.append_bytes(CLAIMS, line, (writer_client(WRITER_KEY, epoch), 1))
+            landed = self.client.append_bytes(CLAIMS, line, (writer_client(WRITER_KEY, epoch), 1))
             found = self._read_claims()
         except HydfsError as exc:
             level = logging.INFO if known is None else logging.WARNING  # a group forming
             log.log(level, "LEADER claim at epoch %d failed: %s", epoch, exc
-                    if exc.code != FENCED else "a higher claim was made")
+                    if exc.code != FENCED else "a higher epoch fenced the claims")
             return
-        if found is False or highest(found) != Claim(epoch, self.vm):
+        ours = Claim(epoch, self.vm)
+        if not landed.get("new", True) or found is False or highest(found) != ours:
             self.learn(highest(found or []))
-            return
-        self.leading = epoch
-        self.learn(Claim(epoch, self.vm))
+            return              # outranked, or an append id of an earlier life: not ours
+        with self._changed:
+            if self._known is not None and self._known > ours:
+                return          # a higher claim was announced meanwhile
+            self.leading = epoch
+        self.learn(ours)
         started = time.monotonic()
         try:
             self.leader.take_over(epoch)
-        except Exception as exc:     # e.g. a record HyDFS could not fence: claim again later
+        except Exception as exc:     # a higher leader fenced a record: it leads, not we
             log.warning("LEADER take-over at epoch %d failed: %s", epoch, exc)
-            self.leading = None
-            self.leader.step_down(None)
+            self._let_go(None)
             return
         log.info("LEADER vm%s took over at epoch %d in %.3f s", self.vm, epoch,
                  time.monotonic() - started)
 
-    def _step_down(self, successor: Claim) -> None:
-        log.warning("LEADER vm%s deposed: vm%s leads at epoch %d", self.vm, successor.vm,
-                    successor.epoch)
-        self.leading = None
+    def _depose_if_outranked(self) -> None:
+        with self._changed:
+            known, leading = self._known, self.leading
+            if leading is None or known is None or known.epoch <= leading:
+                return
+        log.warning("LEADER vm%s deposed: vm%s leads at epoch %d", self.vm, known.vm,
+                    known.epoch)
+        self._let_go(known)
+
+    def _let_go(self, successor: Claim | None) -> None:
+        with self._changed:
+            self.leading = None
         if self.leader is not None:
             self.leader.step_down(successor)

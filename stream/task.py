@@ -112,7 +112,9 @@ class Reporter(threading.Thread):
         self.link = link
         self.stop_said: tuple[int, str] | None = None    # (leader epoch, why)
         self._next: dict | None = None
+        self._final = False              # the final report is sent: nothing after it
         self._ready = threading.Condition()
+        self._sending = threading.Lock()  # one report at a time, in order
         self._failures = 0
         self.start()
 
@@ -121,8 +123,15 @@ class Reporter(threading.Thread):
             self._next = message
             self._ready.notify()
 
-    def send(self, message: dict) -> None:
-        """Send now, on the caller's thread (the final report)."""
+    def send_final(self, message: dict) -> None:
+        """Send the final report now, on the caller's thread, after any report on its way
+        (an older one arriving later would undo its counts) and instead of any waiting."""
+        with self._ready:
+            self._next, self._final = None, True
+        with self._sending:
+            self._send(message)
+
+    def _send(self, message: dict) -> None:
         try:
             reply = self.link.report(message)
         except (Unreachable, RemoteError) as exc:
@@ -139,7 +148,9 @@ class Reporter(threading.Thread):
                 while self._next is None:
                     self._ready.wait()
                 message, self._next = self._next, None
-            self.send(message)
+            with self._sending:
+                if not self._final:
+                    self._send(message)
 
 
 class TaskRunner:
@@ -327,7 +338,7 @@ class TaskRunner:
         message = dict({"t": m.REPORT, "job": self.spec.job, "task": self.spec.task.to_wire(),
                         "epoch": self.spec.epoch}, **fields)
         if fields.get("final"):
-            self.reporter.send(message)       # the summary waits for it
+            self.reporter.send_final(message)     # the summary waits for it
         else:
             self.reporter.submit(message)
 

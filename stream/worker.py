@@ -80,9 +80,12 @@ class StreamWorker:
     # -- task processes ---------------------------------------------------------------------
 
     def _check_leader(self, msg: dict) -> None:
-        """Refuse an order of a leader older than the newest this node heard from."""
-        known = self.leadership.current()
+        """Refuse an order of a leader older than the newest this node heard from; learn
+        of a newer one from its order (its announcement may not have reached us)."""
         epoch = int(msg.get("leader_epoch", 0))
+        if msg.get("leader_vm"):
+            self.leadership.learn(Claim.from_wire({"epoch": epoch, "vm": msg["leader_vm"]}))
+        known = self.leadership.current()
         if known is not None and epoch < known.epoch:
             raise HandlerError(m.STALE_LEADER, f"leader epoch {epoch} was deposed: vm"
                                                f"{known.vm} leads at {known.epoch}")
@@ -127,10 +130,19 @@ class StreamWorker:
             raise HandlerError(m.TASK_START_FAILED,
                                f"task {spec['task']} did not start on vm{self.vm}: "
                                f"{line or 'it exited'} (see {self._task_log})")
-        with self._lock:
-            self._procs[key] = proc
-            self._epochs[key] = epoch
-            self._inboxes[key] = line.split()[1]
+        with self._lock:         # two leaders' starts of one task may have raced here
+            newer = self._epochs.get(key, 0) > epoch and key in self._procs
+            if not newer:
+                replaced = self._procs.get(key)
+                self._procs[key] = proc
+                self._epochs[key] = epoch
+                self._inboxes[key] = line.split()[1]
+        if newer:
+            proc.kill()
+            raise HandlerError(m.STALE_START, f"task {spec['task']} runs here as a newer "
+                                              f"attempt than {epoch}")
+        if replaced is not None and replaced is not proc:
+            replaced.kill()
         threading.Thread(target=self._watch, args=(key, proc, epoch), daemon=True).start()
         log.info("TASK %s/%s started on vm%s at %s", spec["job"], spec["task"], self.vm,
                  line.split()[1])

@@ -5,6 +5,7 @@ deposed leader cannot act (INTERFACE.md, "Leader failover")."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import threading
@@ -161,5 +162,58 @@ def test_leader_killed_while_a_following_job_runs_and_clients_append(cluster):
     doc = cluster.query(appenders[1], "stop", job, timeout=120)
     assert doc["state"] == "stopped" and doc["records_in"] == len(src.lines)
     assert rows(cluster, "fo_follow", appenders[2]) == expected(APP2, src.lines)
+    cluster.start(old)
+    cluster.wait_converged(cluster.vms, timeout=20)
+
+
+def test_a_job_sent_to_a_frozen_leader_runs_once_under_its_successor(cluster):
+    """The leader is frozen before a RainStorm relayed to it is answered: the relaying node
+    asks the successor under the same job id and the caller gets the summary; when the old
+    leader wakes and reads the request it had buffered, no second job starts."""
+    old = cluster.query("03", "leader")["leader"]
+    home = next(vm for vm in ("06", "07", "08") if vm != old)
+    pids = [cluster.procs[old].pid] + children_of(cluster.procs[old].pid)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        doc = submit(cluster, home, APP2, "frozen_submit")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert doc["state"] == "done", doc
+    assert rows(cluster, "frozen_submit", home) == oracle(cluster, APP2)
+    wait_until(lambda: cluster.query(old, "leader")["leader"] != old, 20, interval=0.2,
+               what="the old leader to learn it was deposed")
+    time.sleep(2.0)                        # what it had buffered, it has read by now
+    listed = [j for j in cluster.query(home, "jobs")["jobs"] if j["dest"] == "frozen_submit"]
+    assert [j["job"] for j in listed] == [doc["job"]], listed
+    cluster.restart(old)
+    cluster.wait_converged(cluster.vms, timeout=20)
+
+
+def test_a_job_whose_leader_died_setting_it_up_is_set_up_again_by_the_successor(cluster):
+    """A job recorded (spec, no task specs yet: its leader died between the two writes)
+    is set up and run by the next leader, exactly once."""
+    job, dest = "5e7a11ed0b1e", "set_up_again"
+    first = {"job": job, "state": "starting", "leader": "xx", "created": time.time(),
+             "cwd": str(cluster.root), "le": 1,
+             "spec": {"op1": APP2[0], "op2": APP2[1], "src": "signs", "dest": dest,
+                      "num_tasks": 2, "op1_args": APP2[2], "op2_args": "", "rate": 0,
+                      "follow": False}}
+    record = cluster.root / "half_record"
+    record.write_text(json.dumps(first) + "\n")
+    cluster.query("02", "create", str(record), f"rainstorm/{job}/job", timeout=60)
+    index_line = cluster.root / "index_line"
+    index_line.write_text(json.dumps({"job": job}) + "\n")
+    wait_until(lambda: cluster.query("03", "leader")["epoch"] > 0, 30,
+               what="a leader (it makes the job index)")
+    wait_until(lambda: cluster.holders("rainstorm/jobs"), 30, what="the job index")
+    cluster.query("02", "append", str(index_line), "rainstorm/jobs", timeout=60)
+    old = cluster.query("03", "leader")["leader"]
+    cluster.crash(old)
+    home = next(vm for vm in ("06", "07", "08") if vm != old)
+    doc = wait_done(cluster, home, job)
+    assert doc["state"] == "done", doc
+    assert rows(cluster, dest, home) == oracle(cluster, APP2)
     cluster.start(old)
     cluster.wait_converged(cluster.vms, timeout=20)

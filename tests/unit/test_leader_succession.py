@@ -119,3 +119,12 @@ def test_a_task_follows_a_newer_leader_and_refuses_the_orders_of_an_older_one():
 
 def of(effects, kind):
     return [e for e in effects if isinstance(e, kind)]
+
+
+def test_a_record_folds_by_leader_epoch_first_whatever_order_the_lines_merged_in():
+    from stream.job_record import fold
+    data = (b'{"job": "j", "state": "starting", "le": 256}\n'
+            b'{"state": "stopping", "le": 513}\n'        # the new leader's, merged first
+            b'{"state": "running", "le": 256}\n'         # the old leader's, before the fence
+            b'{"sources_done": [0], "le": 513}\n')
+    assert fold(data) == {"job": "j", "state": "stopping", "sources_done": [0]}
