@@ -15,6 +15,12 @@ this module is a fake world driven by one `random.Random` and a fake clock:
 - the nemesis: crashes of task processes (their node reports the exit), workers declared
   failed (their attempts die), workers declared failed whose attempts run on as zombies for a
   while (they were only paused or cut off), starts that fail, workers that come back;
+- the leader's failure (`leader_fail_at`): a new `JobCore` takes the job over from its record
+  (the placements and task epochs the leader recorded before each start, the sources done)
+  and `adopt`s the attempts that run, with task epochs above the new leader epoch's floor;
+  the old core runs on for a while as a zombie leader: its starts are refused (its record
+  writes are fenced), its schedules and stops carry its older leader epoch, which tasks that
+  heard from the new leader drop and tasks that did not yet may still obey;
 - following jobs (`follow`): SRC grows by appends while the job runs, each settled (on
   enough replicas) a little after it was made, with news of it to the following source
   (sometimes lost); the job is stopped at `stop_at`. The oracle is then over the snapshot
@@ -37,7 +43,7 @@ from bench.gen_traffic_signs import iter_lines
 from hydfs.fences import Fence, Fences, lower_epochs
 from hydfs.idset import IdSet
 from stream import task_log
-from stream.effects import AppendDest, AppendLog, Report, Route, Send, Stop
+from stream.effects import AppendDest, AppendLog, Lead, Report, Route, Send, Stop
 from stream.job_core import Done, Fail, JobCore, Say, SendSchedule, StartTask, StopAttempt
 from stream.messages import SCHEDULE, STOP
 from stream.operator_core import OperatorCore
@@ -45,6 +51,7 @@ from stream.operators import load_operator
 from stream.scheduler import TaskId
 from stream.source_core import SourceCore
 from stream.source_plan import plan_partitions
+from stream.succession import attempt_floor
 from stream.task_spec import TaskSpec
 
 APPS = {1: ("grep", "signs_select", "Stop"), 2: ("signs_by_category", "count", "Punched Telespar")}
@@ -112,6 +119,8 @@ class Knobs:
     follow: bool = False          # SRC grows while the job runs, until it is stopped
     appends: list = field(default_factory=list)   # (time, lines) appended to SRC
     stop_at: float = 0.0
+    leader_fail_at: float = 0.0   # the leader fails then (0: never); a successor takes over
+    leader_zombie: float = 0.0    # ... and the old one acts on this long, deposed
 
 
 @dataclass
@@ -151,7 +160,9 @@ def knobs_for(rng: random.Random) -> Knobs:
                  crash_per_effect=rng.choice([0.0, 0.0, 0.003, 0.01]), faults=faults,
                  start_fail=rng.choice([0.0, 0.1]),
                  source_rate=rng.choice([0.0, 20.0, 60.0]),
-                 leader_drop=rng.choice([0.0, 0.0, 0.05]), exit_drop=rng.choice([0.0, 0.0, 0.1]))
+                 leader_drop=rng.choice([0.0, 0.0, 0.05]), exit_drop=rng.choice([0.0, 0.0, 0.1]),
+                 leader_fail_at=rng.choice([0.0, 0.0, rng.uniform(0.02, 1.5)]),
+                 leader_zombie=rng.choice([0.0, rng.uniform(0.1, 3.0)]))
 
 
 def follow_knobs_for(rng: random.Random) -> Knobs:
@@ -173,6 +184,7 @@ class Attempt:
         self.alive = True
         self.zombie = False
         self.address = f"{spec.task}@{spec.epoch}"
+        self.leader_epoch = spec.leader_epoch     # the leader it reports to
         self.frozen_until = 0.0      # paused (SIGSTOP): nothing happens to it till then
         self.routes: dict = {}
         self.read_at = spec.partition.offset if spec.partition else 0
@@ -199,8 +211,14 @@ class World:
         self.failed = ""
         op1, op2, arg = APPS[self.k.app]
         self.ops = (op1, op2, arg)
+        self.leader_epoch = 1
         self.core = JobCore(self.k.num_tasks, list(self.live), 0.0, stall_timeout=60.0,
-                            silence=5.0, following=self.k.follow)
+                            silence=5.0, following=self.k.follow,
+                            epoch_floor=attempt_floor(self.leader_epoch))
+        self.record = {"placement": {}, "sources_done": set(), "failures_recovered": 0}
+        self.zombie_core: JobCore | None = None       # a deposed leader, acting on
+        self.zombie_until = 0.0
+        self.stopping = False
         self.pool = list(iter_lines(200, seed=seed + 1))[1:]    # lines to append to SRC
         self.appended: dict = {}                      # append id -> its bytes
         self.settled = IdSet()
@@ -227,6 +245,8 @@ class World:
             self.at(when, "src_append", count)
         if self.k.follow:
             self.at(self.k.stop_at, "stop")
+        if self.k.leader_fail_at:
+            self.at(self.k.leader_fail_at, "leader_fails")
         self.at(0.0, "leader_tick")
         while self.events and not self.done and not self.failed:
             when, _, kind, data = heapq.heappop(self.events)
@@ -287,6 +307,7 @@ class World:
     def on_stop(self) -> None:
         self.say("leader: stop requested")
         self.settled_at_stop = IdSet(self.settled.to_wire())
+        self.stopping = True
         for template in self.templates.values():
             template["stopping"] = True
         self.leader(self.core.stop(self.now))
@@ -309,21 +330,39 @@ class World:
                 follow=self.k.follow and task.stage == 0)
         return specs
 
-    def leader(self, effects: list) -> None:
+    def leader(self, effects: list, epoch: int = 0) -> None:
+        """Carry out a leader core's effects: the current one's, or (`epoch` below the
+        current) a deposed one's, whose starts and ends have no effect."""
+        epoch = epoch or self.leader_epoch
+        deposed = epoch < self.leader_epoch
+        if any(isinstance(e, StartTask) for e in effects) and not deposed:
+            self.record["placement"] = {t: (st.vm, st.epoch) for t, st in self.core.tasks.items()}
+            self.record["failures_recovered"] = self.core.failures_recovered
+        order = {"leader_epoch": epoch, "leader": ["sim", epoch]}
         for effect in effects:
             if isinstance(effect, StartTask):
-                self.at(self.now + self.rng.uniform(0.01, 0.1), "start", effect)
+                if deposed:
+                    self.say(f"deposed leader {epoch}: its start of {effect.task} is fenced")
+                    continue
+                self.at(self.now + self.rng.uniform(0.01, 0.1), "start", effect, epoch)
             elif isinstance(effect, SendSchedule):
-                message = {"t": SCHEDULE, "job": JOB, "tasks": effect.entries}
+                message = dict({"t": SCHEDULE, "job": JOB, "tasks": effect.entries}, **order)
                 if effect.stopping:
                     message["stopping"] = True
                 for address in effect.addresses:
                     if self.rng.random() >= self.k.leader_drop:
                         self.deliver(address, dict(message), reliable=True)
             elif isinstance(effect, StopAttempt):
-                self.deliver(effect.address, {"t": STOP, "job": JOB,
-                                              "task": effect.task.to_wire(),
-                                              "attempt": effect.epoch}, reliable=True)
+                self.deliver(effect.address, dict({"t": STOP, "job": JOB,
+                                                   "task": effect.task.to_wire(),
+                                                   "attempt": effect.epoch}, **order),
+                             reliable=True)
+            elif deposed:
+                if isinstance(effect, Done):      # it stops the tasks it knows of
+                    for address in self.zombie_core.running().values():
+                        self.deliver(address, dict({"t": STOP, "job": JOB}, **order),
+                                     reliable=True)
+                continue                          # its end is not recorded: fenced
             elif isinstance(effect, Say):
                 self.say(f"leader: {effect.text}")
             elif isinstance(effect, Fail):
@@ -337,12 +376,40 @@ class World:
         self.leader(self.core.tick(self.now))
         self.at(self.now + LEADER_TURN, "leader_tick")
 
-    def on_start(self, effect: StartTask) -> None:
+    def on_leader_fails(self) -> None:
+        """A successor takes the job over from its record; the old leader may act on."""
+        old_epoch = self.leader_epoch
+        if self.k.leader_zombie:
+            self.zombie_core, self.zombie_until = self.core, self.now + self.k.leader_zombie
+            self.at(self.now + LEADER_TURN, "zombie_leader_tick", old_epoch)
+        self.leader_epoch += 1
+        running = [(a.spec.task, a.vm, a.spec.epoch, a.address) for a in self.attempts.values()
+                   if a.alive and not a.zombie and a.vm in self.live and
+                   a.frozen_until <= self.now]
+        self.say(f"leader {old_epoch} fails; leader {self.leader_epoch} takes over, "
+                 f"{len(running)} attempts run")
+        self.core = JobCore(self.k.num_tasks, list(self.live), self.now, stall_timeout=60.0,
+                            silence=5.0, following=self.k.follow,
+                            epoch_floor=attempt_floor(self.leader_epoch))
+        self.leader(self.core.adopt(self.now, dict(self.record["placement"]), running,
+                                    set(self.record["sources_done"]),
+                                    self.record["failures_recovered"], self.stopping))
+
+    def on_zombie_leader_tick(self, epoch: int) -> None:
+        if self.now < self.zombie_until:
+            self.leader(self.zombie_core.tick(self.now), epoch)
+            self.at(self.now + LEADER_TURN, "zombie_leader_tick", epoch)
+
+    def on_start(self, effect: StartTask, epoch: int = 1) -> None:
+        if epoch < self.leader_epoch:         # its worker heard of the new leader
+            self.say(f"start of {effect.task}@{effect.epoch} by deposed leader {epoch} refused")
+            return
         if effect.vm not in self.live or self.rng.random() < self.k.start_fail:
             self.say(f"start of {effect.task}@{effect.epoch} on vm{effect.vm} fails")
             self.leader(self.core.start_failed(self.now, effect.task, effect.epoch, "refused"))
             return
-        spec = TaskSpec(**self.templates[effect.task], epoch=effect.epoch)
+        spec = TaskSpec(**self.templates[effect.task], epoch=effect.epoch,
+                        leader_epoch=self.leader_epoch)
         attempt = Attempt(spec, effect.vm)
         self.attempts[attempt.address] = attempt
         self.say(f"start {attempt.address} on vm{effect.vm}")
@@ -447,7 +514,10 @@ class World:
             elif isinstance(effect, Report):
                 fields = effect.fields
                 self.at(self.now + self.rng.uniform(0.001, 0.05), "report", spec.task,
-                        spec.epoch, dict(fields["stats"]), bool(fields.get("source_done")))
+                        spec.epoch, dict(fields["stats"]), bool(fields.get("source_done")),
+                        a.leader_epoch)
+            elif isinstance(effect, Lead):
+                a.leader_epoch = effect.epoch
             elif isinstance(effect, Stop):
                 self.say(f"{a.address} stops: {effect.reason}")
                 a.alive = False
@@ -470,8 +540,14 @@ class World:
     def on_resume(self, address: str, effects: list) -> None:
         self.execute(self.attempts[address], effects)
 
-    def on_report(self, task: TaskId, epoch: int, stats: dict, source_done: bool) -> None:
-        self.leader(self.core.report(self.now, task, epoch, stats, source_done))
+    def on_report(self, task: TaskId, epoch: int, stats: dict, source_done: bool,
+                  leader_epoch: int = 1) -> None:
+        if leader_epoch == self.leader_epoch:
+            self.leader(self.core.report(self.now, task, epoch, stats, source_done))
+            self.record["sources_done"] = set(self.core.sources_done)
+        elif self.zombie_core is not None and self.now < self.zombie_until:
+            self.leader(self.zombie_core.report(self.now, task, epoch, stats, source_done),
+                        leader_epoch)      # a report to the old leader's address
 
     def deliver(self, address: str, message: dict, payload: bytes = b"",
                 reliable: bool = False) -> None:
