@@ -66,7 +66,7 @@ def register(registry: CommandRegistry, config, leadership, leader, detection: f
     def on_leader(ctx: Context, argv: list, here) -> dict:
         """Run the command here if this node leads, else at the leader, across a failover
         (the retry rules are `_at_leader`'s)."""
-        return _at_leader(ctx, argv, here, config, leadership, failover, leader.wait)
+        return _at_leader(ctx, argv, here, config, leadership, failover)
 
     def rainstorm(ctx: Context, args: list) -> Result:
         doc = on_leader(ctx, ["RainStorm", *args], lambda c: leader.run(c, args))
@@ -117,18 +117,14 @@ class _LeaderLost(Exception):
         self.started = started
 
 
-def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: float,
-               wait_job) -> dict:
+def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: float) -> dict:
     """Run `here(ctx)` if this node leads, else relay `argv` to the leader; if the leader is
     lost, wait (at most `failover` s after it was lost) for the next one and ask it again.
     A `RainStorm` is asked again under the same request id, which is its job's id, so that
-    it starts one job whichever leader gets it, and how often; once the job is known to
-    run, it is followed there (`job JOBID --wait`)."""
-    notes: dict = {}
-    outer = ctx.note
-    ctx = replace(ctx, note=lambda fields: (notes.update(fields), outer(fields)),
-                  request=ctx.request or (uuid.uuid4().hex[:12] if argv[0] == "RainStorm"
-                                          else ""))
+    it starts one job whichever leader gets it, and how often: a leader that has the job
+    already follows it to its end (`--detach`: says that it runs)."""
+    if argv[0] == "RainStorm" and not ctx.request:
+        ctx = replace(ctx, request=uuid.uuid4().hex[:12])
     deadline = None                    # set when the leader is lost
     losses = 0
     while True:
@@ -141,10 +137,6 @@ def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: flo
                 raise _LeaderLost("this node is taking over", started=False)
             return _relay(ctx, argv, config, claim.vm if claim else config.leader)
         except _LeaderLost as lost:
-            if argv[0] == "RainStorm" and "job" in notes:
-                job_id = notes["job"]
-                argv = ["job", job_id, "--wait"]
-                here = lambda c: wait_job(c, job_id)    # noqa: E731 (if this node leads next)
             worked = lost.started and time.monotonic() - tried_at > failover
             if deadline is None or (worked and losses < MAX_FAILOVERS):
                 deadline = time.monotonic() + failover      # a leader lost (again)

@@ -11,7 +11,7 @@ epoch first (each line carries its writer's, `le`: the merge order of two leader
 follows their clocks, which may disagree), then as appended (one client's appends keep their
 order). ``rainstorm/jobs`` lists every job id, one line each.
 
-A job is created in two steps: its index line and its first line (the spec) before anything
+A job is created in two steps: its first line (the spec) and its index line before anything
 else, so that a second submission of the same request (the same job id: a relaying node
 that lost the leader and asked its successor) finds it (`JobExists`); its tasks' specs once
 they are planned. A record without them is of a job whose leader failed before it started.
@@ -93,11 +93,11 @@ class JobRecords:
         self._index_ready = False
 
     def create(self, job_id: str, first: dict, epoch: int) -> None:
-        """A new job's index line and record (`first`: its spec). Raises JobExists if a job
-        of that id was submitted before, HydfsError (Deposed if fenced) if it cannot be
-        written: a job without its record must not run."""
+        """A new job's record (`first`: its spec), then its line in the index. Raises
+        JobExists if a job of that id was submitted before, HydfsError (Deposed if fenced)
+        if it cannot be written: a job without its record must not run. (A record whose
+        index line was refused is never listed, and nothing of its job runs.)"""
         self._ensure_index()
-        self._append(INDEX, {"job": job_id}, epoch)
         try:
             self.client.create_bytes(record_name(job_id), _line(dict(
                 first, job=job_id, state="starting", leader=self.vm, created=time.time(),
@@ -106,6 +106,7 @@ class JobRecords:
             if exc.code == FILE_EXISTS:
                 raise JobExists(job_id) from None
             raise
+        self._append(INDEX, {"job": job_id}, epoch)   # fenced: a deposed leader stops here
 
     def update(self, job_id: str, fields: dict, epoch: int, strict: bool = False) -> None:
         """Append what changed, as the leader of `epoch`. Deposed if fenced; any other

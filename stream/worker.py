@@ -130,6 +130,11 @@ class StreamWorker:
             raise HandlerError(m.TASK_START_FAILED,
                                f"task {spec['task']} did not start on vm{self.vm}: "
                                f"{line or 'it exited'} (see {self._task_log})")
+        try:
+            self._check_leader(msg)      # the leader may have been deposed meanwhile
+        except HandlerError:
+            proc.kill()
+            raise
         with self._lock:         # two leaders' starts of one task may have raced here
             newer = self._epochs.get(key, 0) > epoch and key in self._procs
             if not newer:

@@ -128,3 +128,117 @@ def test_a_record_folds_by_leader_epoch_first_whatever_order_the_lines_merged_in
             b'{"state": "running", "le": 256}\n'         # the old leader's, before the fence
             b'{"sources_done": [0], "le": 513}\n')
     assert fold(data) == {"job": "j", "state": "stopping", "sources_done": [0]}
+
+
+# -- claiming, against a fake HyDFS -----------------------------------------------------------
+
+class FakeClaims:
+    """The claim file as HyDFS keeps it: appends by id, and the fence of the writer key
+    `leader` (an append or fence below the fence's epoch is refused)."""
+
+    def __init__(self):
+        self.lines: dict = {}          # append id -> line
+        self.fenced = 0
+
+    def read_bytes(self, name):
+        from hydfs.client import HydfsError
+        if not self.lines and not self.fenced:
+            raise HydfsError("no_such_file", f"no such file {name}")
+        return b"".join(self.lines.values())
+
+    def create_bytes(self, name, data):
+        pass
+
+    def fence(self, name, key, epoch):
+        from hydfs.client import HydfsError
+        if epoch < self.fenced:
+            raise HydfsError("fenced", "a higher epoch fenced it")
+        self.fenced = epoch
+
+    def append_bytes(self, name, data, append_id):
+        from hydfs.client import HydfsError
+        epoch = int(append_id[0].rpartition("#")[2])
+        if epoch < self.fenced:
+            raise HydfsError("fenced", "a higher epoch fenced it")
+        new = append_id not in self.lines
+        self.lines.setdefault(append_id, data)
+        return {"new": new}
+
+
+class FakeMembers:
+    def __init__(self, vms):
+        self.vms = vms
+
+    def is_joined(self):
+        return True
+
+    def members(self):
+        from types import SimpleNamespace
+        return [SimpleNamespace(vm=vm) for vm in self.vms]
+
+
+class FakeLeader:
+    active = False
+
+    def __init__(self):
+        self.took_over = []
+
+    def take_over(self, epoch):
+        self.took_over.append(epoch)
+        self.active = True
+
+    def step_down(self, successor):
+        self.active = False
+
+
+def leadership_of(vm, claims, live):
+    from types import SimpleNamespace
+    from stream.leadership import Leadership
+    config = SimpleNamespace(nodes={v: "" for v in NODES}, leader="01")
+    node = Leadership(config, vm, FakeMembers(live), claims, settle=0.0)
+    node.leader = FakeLeader()
+    return node
+
+
+def test_a_fence_left_by_a_claim_that_never_landed_does_not_lock_the_successor_out():
+    """Regression (review): 03 fenced the claims at 514 and died before its append; the
+    successor 02 computed 513 from the claims alone for ever, and nobody led."""
+    claims = FakeClaims()
+    claims.append_bytes("c", b'{"epoch": 256, "vm": "01"}\n', ("leader#256", 1))
+    claims.fenced = 514
+    node = leadership_of("02", claims, ["02", "03", "04"])
+    node._evaluate()                        # 513: refused by the fence
+    assert node.leading is None
+    node._evaluate()                        # the next epoch it tries is above it
+    assert node.leading == 769 and node.leader.took_over == [769]
+    assert node.current() == Claim(769, "02")
+
+
+def test_a_restarted_leader_whose_old_claim_is_highest_claims_anew_above_it():
+    """Nobody else claims while the holder of the highest claim is live; a restarted
+    holder does not lead by that claim (its take-over is gone with its process): it claims
+    above it, and its earlier life, if it was only paused, is deposed."""
+    claims = FakeClaims()
+    node = leadership_of("01", claims, ["01", "02"])
+    node._evaluate()
+    assert node.leading == 256
+    again = leadership_of("01", claims, ["01", "02"])   # restarted: its old claim is highest
+    again._evaluate()
+    assert again.leading == 512 and again.current() == Claim(512, "01")
+    assert node.current() == Claim(256, "01")
+    node.learn(again.current())                          # the old life hears of it: deposed
+    assert node.leading is None and not node.leader.active
+
+
+def test_a_claim_whose_append_was_there_already_is_not_a_claim():
+    """An append id of an earlier life (the claim file read as empty): not new, not ours."""
+    claims = FakeClaims()
+    claims.lines[("leader#256", 1)] = b'{"epoch": 256, "vm": "01"}\n'
+    real_read = claims.read_bytes
+    reads = iter([b""])                      # the first read misses the file's content
+    claims.read_bytes = lambda name: next(reads, real_read(name))
+    node = leadership_of("01", claims, ["01", "02"])
+    node._evaluate()
+    assert node.leading is None              # 256 again: its append was not new
+    node._evaluate()
+    assert node.leading == 512

@@ -1,0 +1,129 @@
+"""Setting a job up: what a user can get wrong checked before anything is written, then
+the job's snapshot of SRC, DEST, the partitions, the tasks' (empty) logs and their specs
+(`TaskSpec` templates, each without its epoch) and first placement.
+
+The leader (leader.py) runs these for a new job, and a successor again for a job whose
+leader died while setting it up (nothing of it ran: no task starts before its specs are
+in the job's record), which is why DEST and the logs may exist already, empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from cluster.commands import CommandError, Context
+from hydfs.client import HydfsClient, HydfsError, checked_name
+from hydfs.messages import FILE_EXISTS, NO_SUCH_FILE
+from stream import task_log
+from stream.job import Job
+from stream.job_core import JobCore
+from stream.job_spec import JobSpec
+from stream.operators import AGGREGATE, OperatorError, load_operator
+from stream.scheduler import TaskId
+from stream.source_plan import block_bytes_for, plan_partitions
+from stream.succession import attempt_floor
+from stream.task_spec import TaskSpec
+
+log = logging.getLogger("stream")
+
+
+class JobSetup:
+    def __init__(self, config, client: HydfsClient, lease: float, stall_timeout: float,
+                 resend_after: float):
+        self.config = config
+        self.client = client
+        self.lease = lease
+        self.stall_timeout = stall_timeout
+        self.resend_after = resend_after
+
+    def check_operators(self, ctx: Context, spec: JobSpec):
+        loaded = []
+        for name, arg in ((spec.op1, spec.op1_args), (spec.op2, spec.op2_args)):
+            try:
+                op = load_operator(name, arg, ctx.cwd)
+            except OperatorError as exc:
+                raise CommandError(str(exc)) from None
+            loaded.append(op)
+            op.close()
+        return loaded
+
+    def check_names(self, spec: JobSpec) -> None:
+        """What a user can get wrong about SRC and DEST, before the job is recorded."""
+        try:
+            checked_name(spec.dest)
+            self.client.size(spec.src)          # "no such file" before anything else
+        except HydfsError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            self.client.size(spec.dest)
+        except HydfsError as exc:
+            if exc.code != NO_SUCH_FILE:
+                raise CommandError(str(exc)) from None
+        else:
+            raise CommandError(f"file {spec.dest} already exists in HyDFS")
+
+    def check_files(self, spec: JobSpec, dest_made: bool = False):
+        """Create DEST (`dest_made`: it may exist, empty); the job's snapshot of SRC: the
+        appends settled on its replicas (a merge first, so that they usually read as one
+        stretch of the base)."""
+        try:
+            self.client.merge(spec.src)
+            view = self.client.settled(spec.src)
+            create_empty(self.client, spec.dest, may_exist=dest_made)
+        except HydfsError as exc:
+            raise CommandError(str(exc)) from None
+        return view
+
+    def plan(self, ctx: Context, job: Job, op2, view, workers: list[str],
+             logs_made: bool = False) -> None:
+        """Partitions, the tasks' logs, their specs and first placement on `workers`
+        (`logs_made`: an earlier leader may have made the logs, empty)."""
+        spec = job.spec
+        try:
+            size, chunks = self.client.read_view(spec.src, view, True, 0, 1 << 62)
+            partitions = plan_partitions(chunks if size else [b""], size, spec.num_tasks,
+                                         follow=spec.follow)
+        except HydfsError as exc:
+            raise CommandError(str(exc)) from None
+        log.info("JOB %s partitions planned at %.3f s", job.id, time.monotonic() - job.started)
+        if not workers:
+            raise CommandError("no live worker to run the job")
+        job.core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
+                           source_hosts=self.client.owners(spec.src), silence=self.lease,
+                           following=spec.follow, epoch_floor=attempt_floor(job.epoch))
+        with ThreadPoolExecutor(max_workers=8) as pool:   # the tasks' (empty) logs
+            list(pool.map(lambda t: create_empty(self.client, task_log.log_name(job.id, str(t)),
+                                            logs_made), job.core.tasks))
+        for task in job.core.tasks:
+            job.templates[task] = self._task_spec(ctx, job, task, op2, partitions, size, view)
+        placed = {st.vm for st in job.core.tasks.values()}
+        ctx.emit(f"job {job.id}: {spec.op1} -> {spec.op2} over {spec.src} ({size} bytes"
+                 f"{', following its appends' if spec.follow else ''}) into {spec.dest}, "
+                 f"{spec.num_tasks} tasks per stage on {len(placed)} workers")
+
+    def _task_spec(self, ctx, job: Job, task: TaskId, op2, partitions, size: int,
+                   view) -> TaskSpec:
+        spec = job.spec
+        operator, arg = [("", ""), (spec.op1, spec.op1_args), (spec.op2, spec.op2_args)][task.stage]
+        source = task.stage == 0
+        return TaskSpec(
+            job.id, task, spec.num_tasks, spec.src, spec.dest,
+            self.config.stream.batch_interval, self.config.stream.state_flush_interval,
+            operator, arg, ctx.cwd, next_stateful=task.stage == 1 and op2.kind == AGGREGATE,
+            partition=partitions[task.index] if source else None,
+            block_bytes=block_bytes_for(size, spec.num_tasks),
+            source_rate=spec.source_rate / spec.num_tasks, lease=self.lease,
+            resend_after=self.resend_after, view=view.to_wire() if source else None,
+            follow=spec.follow and source,
+            window_bytes=int(self.config.stream.source_window_mb * (1 << 20)))
+
+
+def create_empty(client: HydfsClient, name: str, may_exist: bool) -> None:
+    """An empty HyDFS file; one that exists already is fine if `may_exist` and it is empty."""
+    try:
+        client.create_bytes(name, b"")
+    except HydfsError as exc:
+        if not (may_exist and exc.code == FILE_EXISTS and client.size(name) == 0):
+            raise
