@@ -12,6 +12,8 @@ Setup: a local 10-node cluster with fast failure detection (period 0.2 s, ping t
    after the kill is the new leader's first progress report ("first report"), and the
    first whose `records_out` exceeds the last count seen before the kill is output moving
    again as the new leader sees it ("output resumed");
+   and, from the nodes' logs, when the leader was declared failed, when the successor began
+   its claim and when its take-over was done (millisecond timestamps; one clock);
 4. waits for the job to end `done`, checks DEST against the oracle (exactly once), and
    restarts the killed node before the next run (as an ordinary member: the leader stays).
 
@@ -69,7 +71,7 @@ def one_run(cluster, lines: list[str], run: int) -> dict:
         doc = ask(cluster, home, "job", job)
         out_before = doc["records_out"] if doc else out_before
         time.sleep(POLL)
-    killed = time.monotonic()
+    killed, killed_wall = time.monotonic(), time.time()
     cluster.crash(leader)
     live = [vm for vm in cluster.vms if vm != leader]
     marks: dict[str, float] = {}
@@ -78,7 +80,7 @@ def one_run(cluster, lines: list[str], run: int) -> dict:
             seen = {(ask(cluster, vm, "leader") or {}).get("leader") for vm in live}
             if len(seen) == 1 and None not in seen and leader not in seen:
                 marks["elected"] = time.monotonic() - killed
-        doc = ask(cluster, home, "job", job, timeout=2.0)
+        doc = ask(cluster, home, "job", job, timeout=10.0)
         if doc is not None:
             marks.setdefault("first_report", time.monotonic() - killed)
             if doc["records_out"] > out_before:
@@ -94,9 +96,23 @@ def one_run(cluster, lines: list[str], run: int) -> dict:
     cluster.query(home, "get", dest, str(out), timeout=60)
     got = collections.Counter(out.read_text().splitlines())
     exact = doc.get("state") == "done" and got == reference_apps.app2_expected_rows(lines, arg)
+    marks.update(phases(cluster, live, leader, killed_wall))
     cluster.start(leader)
     cluster.wait_converged(cluster.vms, timeout=30)
     return dict(marks, run=run, killed=leader, exact=exact, state=doc.get("state"))
+
+
+def phases(cluster, live: list, leader: str, killed_wall: float) -> dict:
+    """From the nodes' logs: when the leader was first declared failed, when the successor
+    began its claim and when its take-over was done (seconds after the kill)."""
+    found = {}
+    for key, pattern in (("declared_failed", rf"^FAIL {leader}@"),
+                         ("claim_began", r"^LEADER vm\d+ claims leadership"),
+                         ("took_over", r"^LEADER vm\d+ took over")):
+        events = cluster.log_events(live, pattern, since=killed_wall)
+        if events:
+            found[key] = round(events[0][0] - killed_wall, 3)
+    return found
 
 
 def summarize(runs: list[dict], detection: float) -> str:
@@ -104,7 +120,10 @@ def summarize(runs: list[dict], detection: float) -> str:
              f"machine killed -9 {KILL_AT} s into the job; seconds after the kill "
              f"(failure detection bound {detection:.1f} s).", "",
              "| measure | median | max |", "|---|---|---|"]
-    for key, label in (("elected", "every node names the new leader"),
+    for key, label in (("declared_failed", "membership declares the leader failed (logs)"),
+                       ("claim_began", "the successor begins its claim (logs)"),
+                       ("took_over", "its take-over is done (logs)"),
+                       ("elected", "every node names the new leader"),
                        ("first_report", "the new leader's first progress report"),
                        ("output_resumed", "output moving again (records_out grows)")):
         values = [r[key] for r in runs if key in r]

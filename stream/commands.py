@@ -23,7 +23,8 @@ from stream.messages import NOT_LEADER
 log = logging.getLogger("stream")
 
 FAILOVER_SLACK = 5.0     # seconds past failure detection a new leader may take to take over
-RETRY_PAUSE = 1.0
+RETRY_PAUSE = 1.0        # at most, waiting to hear of another leader
+COMING_PAUSE = 0.1       # before asking a leader that is still taking over again
 MAX_FAILOVERS = 5        # leaders one command outlives
 
 
@@ -112,9 +113,10 @@ class _LeaderLost(Exception):
     """The leader could not be reached, or it no longer leads: `started` says whether the
     command may have run there."""
 
-    def __init__(self, why: str, started: bool):
+    def __init__(self, why: str, started: bool, coming: bool = False):
         super().__init__(why)
         self.started = started
+        self.coming = coming     # the node named leader is still taking over: ask again soon
 
 
 def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: float) -> dict:
@@ -134,7 +136,7 @@ def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: flo
             if leadership.is_leader():
                 return _here(ctx, here)
             if leadership.leading is not None or (claim and claim.vm == leadership.vm):
-                raise _LeaderLost("this node is taking over", started=False)
+                raise _LeaderLost("this node is taking over", started=False, coming=True)
             return _relay(ctx, argv, config, claim.vm if claim else config.leader)
         except _LeaderLost as lost:
             worked = lost.started and time.monotonic() - tried_at > failover
@@ -145,7 +147,10 @@ def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: flo
                 raise CommandError(f"{lost}; no leader took over within {failover:g} s") \
                     from None
             log.info("%s: %s; asking again", " ".join(argv[:3]), lost)
-            leadership.wait_for_other(claim, min(RETRY_PAUSE, deadline - time.monotonic()))
+            if lost.coming:
+                time.sleep(COMING_PAUSE)
+            else:
+                leadership.wait_for_other(claim, min(RETRY_PAUSE, deadline - time.monotonic()))
 
 
 def _here(ctx: Context, here) -> dict:
@@ -174,7 +179,7 @@ def _relay(ctx: Context, argv: list, config, vm: str) -> dict:
     if not reply.get("ok"):
         error = reply.get("error", "the leader could not do it")
         if reply.get("code") == NOT_LEADER:
-            raise _LeaderLost(error, started=False)
+            raise _LeaderLost(error, started=False, coming=True)   # taking over, or deposed
         raise UsageError(error) if reply.get("usage") else CommandError(error, reply.get("code"))
     return reply["doc"]
 
