@@ -66,6 +66,7 @@ class Leadership:
         self.leading: int | None = None    # the epoch this node leads at, while it does
         self._known: Claim | None = None   # the highest claim heard of
         self._tried = 0                    # the highest epoch this node claimed at, ever
+        self._unreadable = 0               # failed reads of the claims (for the log)
         self._joined_at = time.monotonic()
         self._changed = threading.Condition()
         self._wake = threading.Event()
@@ -173,7 +174,10 @@ class Leadership:
         except HydfsError as exc:
             if exc.code == NO_SUCH_FILE:
                 return []
-            log.warning("LEADER claims unreadable: %s", exc)
+            self._unreadable += 1
+            if self._unreadable in (1, 10) or self._unreadable % 100 == 0:   # rate-limited
+                log.warning("LEADER claims unreadable (%d times so far): %s",
+                            self._unreadable, exc)
             return False
 
     def _claim(self, known: Claim | None, exists: bool) -> None:
