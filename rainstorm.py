@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from cluster.config import ConfigError, load_config, normalize_vm
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.ctl import run_ctl
         if not args.argv:
             return usage_error("ctl needs a COMMAND", as_json)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `ctl ... | head`: exit quietly
         return run_ctl(config, vm, args.argv, args.json, args.timeout)
     from node.node import run_node
     return run_node(config, vm)

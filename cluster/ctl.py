@@ -90,13 +90,14 @@ def run_ctl(config: Config, vm: str, argv: list[str], as_json: bool,
         except OSError as exc:
             return _fail(as_json, f"node {vm} at {host}:{port} is not answering: "
                                   f"{exc or 'timed out'}" + _follow_on(notes),
-                         EXIT_UNREACHABLE)
+                         EXIT_UNREACHABLE, notes)
         except wire.AuthError:
             return _fail(as_json, f"node {vm} rejected our messages or we rejected its "
                                   f"answer: authentication failed (check [cluster] secret)",
                          EXIT_FAILED)
-        except wire.ProtocolError as exc:
-            return _fail(as_json, f"node {vm}: {exc}", EXIT_UNREACHABLE)
+        except wire.ProtocolError as exc:   # e.g. the node died mid-answer (kill -9)
+            return _fail(as_json, f"node {vm}: {exc}" + _follow_on(notes), EXIT_UNREACHABLE,
+                         notes)
     return _report(reply, as_json)
 
 
@@ -121,9 +122,11 @@ def _report(reply: dict, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _fail(as_json: bool, reason: str, code: int) -> int:
+def _fail(as_json: bool, reason: str, code: int, notes: dict | None = None) -> int:
+    """A failure: one line on stderr; with --json, its document (and the notes the node
+    sent before it failed, such as the id of the job it had started)."""
     if as_json:
-        print(json.dumps({"ok": False, "error": reason}))
+        print(json.dumps(dict(notes or {}, ok=False, error=reason)))
     print(f"error: {reason}", file=sys.stderr)
     return code
 

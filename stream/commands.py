@@ -143,6 +143,7 @@ def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: flo
             if deadline is None or (worked and losses < MAX_FAILOVERS):
                 deadline = time.monotonic() + failover      # a leader lost (again)
                 losses += 1
+                ctx.emit(f"{lost}: waiting for the next leader (at most {failover:g} s)")
             if time.monotonic() >= deadline:
                 raise CommandError(f"{lost}; no leader took over within {failover:g} s") \
                     from None

@@ -217,3 +217,29 @@ def test_a_job_whose_leader_died_setting_it_up_is_set_up_again_by_the_successor(
     assert rows(cluster, dest, home) == oracle(cluster, APP2)
     cluster.start(old)
     cluster.wait_converged(cluster.vms, timeout=20)
+
+
+def test_ctl_whose_own_node_dies_mid_job_says_which_job_to_follow(cluster):
+    """Regression (new-user trial): `ctl` on the leader's node, killed -9 while the job
+    ran, printed only 'connection closed' (a ProtocolError, not an OSError) and the
+    --json document had no job id."""
+    old = cluster.query("03", "leader")["leader"]
+    op1, op2, arg = APP2
+    result: dict = {}
+    caller = threading.Thread(target=lambda: result.update(proc=cluster.ctl(
+        old, "RainStorm", op1, op2, "signs", "ctl_follow", "3", "--op1-args", arg,
+        "--rate", str(RATE), timeout=120)))
+    caller.start()
+    wait_until(lambda: any(j["dest"] == "ctl_follow" and j["state"] == "running"
+                           for j in cluster.query("04", "jobs")["jobs"]), 30,
+               interval=0.2, what="the job to run")
+    cluster.crash(old)
+    caller.join(60)
+    proc = result["proc"]
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 3 and doc["ok"] is False and doc["job"], proc.stdout
+    assert f"follow it with 'job {doc['job']}'" in proc.stderr
+    assert wait_done(cluster, "04", doc["job"])["state"] == "done"
+    assert rows(cluster, "ctl_follow", "04") == oracle(cluster, APP2)
+    cluster.start(old)
+    cluster.wait_converged(cluster.vms, timeout=20)
