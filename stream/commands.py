@@ -135,9 +135,12 @@ def _at_leader(ctx: Context, argv: list, here, config, leadership, failover: flo
         try:
             if leadership.is_leader():
                 return _here(ctx, here)
-            if leadership.leading is not None or (claim and claim.vm == leadership.vm):
-                raise _LeaderLost("this node is taking over", started=False, coming=True)
-            return _relay(ctx, argv, config, claim.vm if claim else config.leader)
+            target = claim.vm if claim else config.leader
+            if leadership.leading is not None or target == leadership.vm:
+                raise _LeaderLost("this node is taking over" if claim else
+                                  "no leader yet (the cluster is forming)", started=False,
+                                  coming=True)
+            return _relay(ctx, argv, config, target)
         except _LeaderLost as lost:
             worked = lost.started and time.monotonic() - tried_at > failover
             if deadline is None or (worked and losses < MAX_FAILOVERS):

@@ -242,3 +242,31 @@ def test_a_claim_whose_append_was_there_already_is_not_a_claim():
     assert node.leading is None              # 256 again: its append was not new
     node._evaluate()
     assert node.leading == 512
+
+
+# -- relaying commands ---------------------------------------------------------------------------
+
+def test_a_command_on_the_configured_leader_before_its_first_claim_waits_for_it_not_for_itself():
+    """Regression (CI): `RainStorm` typed on node 01 just after the cluster formed, before
+    01's first claim landed, was relayed by 01 to itself, over and over."""
+    from types import SimpleNamespace
+    from cluster.commands import Context
+    from stream import commands
+
+    class Forming:
+        vm, leading, checks = "01", None, 0
+
+        def current(self):
+            return None
+
+        def is_leader(self):
+            self.checks += 1
+            return self.checks > 3                  # its claim lands a moment later
+
+        def wait_for_other(self, than, timeout):
+            return None
+
+    config = SimpleNamespace(leader="01", address=lambda vm: pytest.fail(f"relayed to {vm}"))
+    doc = commands._at_leader(Context(), ["jobs"], lambda ctx: {"jobs": []}, config,
+                              Forming(), failover=5.0)
+    assert doc == {"jobs": []}
