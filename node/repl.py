@@ -1,7 +1,8 @@
 """The REPL on a node's standard input: one command per line, as `ctl` would run it.
 
 `--json CMD ...` prints the command's JSON document instead of its text. End of input ends
-the REPL, not the node (so `... </dev/null &` runs a node in the background).
+the REPL, not the node (so `... </dev/null &` runs a node in the background). On a
+terminal, lines are read with editing, history and Tab completion (line_editing.py).
 """
 
 from __future__ import annotations
@@ -12,18 +13,29 @@ import shlex
 import sys
 
 from cluster.commands import CommandError, Context
+from node.line_editing import LineEditor
 
 
 def repl(node, stream=sys.stdin, out=sys.stdout) -> None:
     """Run commands from `stream` on `node` until the stream ends or the node stops."""
     interactive = stream.isatty()
+    editor = None
+    if interactive and stream is sys.stdin:
+        editor = LineEditor.for_terminal(
+            os.path.join(node.config.node_data_dir(node.vm), ".repl_history"),
+            node.commands.names, node.hydfs.store.names)
     while not node.stopped.is_set():
-        if interactive:
-            out.write(f"vm{node.vm}> ")
-            out.flush()
-        line = stream.readline()
-        if not line:
-            return
+        if editor is not None:
+            line = editor.read(f"vm{node.vm}> ")
+            if line is None:
+                return
+        else:
+            if interactive:
+                out.write(f"vm{node.vm}> ")
+                out.flush()
+            line = stream.readline()
+            if not line:
+                return
         try:
             argv = shlex.split(line)
         except ValueError as exc:
