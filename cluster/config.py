@@ -56,6 +56,7 @@ class Config:
     data_dir: str = "data"
     secret: str = ""
     log_dir: str = "logs"
+    http_offset: int = 1000         # node NN serves HTTP at its port + this; 0: no HTTP
     nodes: dict = field(default_factory=lambda: dict(DEFAULT_NODES))
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     hydfs: HydfsConfig = field(default_factory=HydfsConfig)
@@ -133,6 +134,8 @@ def _build(parser: configparser.ConfigParser, path: str) -> Config:
         data_dir=os.path.join(base, cluster.pop("data_dir", "data")),
         secret=cluster.pop("secret", ""),
         log_dir=os.path.join(base, cluster.pop("log_dir", "logs")),
+        http_offset=_parse_value("int", cluster.pop("http_offset", "1000"), "cluster",
+                                 "http_offset", path),
         nodes=nodes,
         membership=_typed(MembershipConfig, _section(parser, "membership", path), "membership", path),
         hydfs=_typed(HydfsConfig, _section(parser, "hydfs", path), "hydfs", path),
@@ -190,7 +193,7 @@ _RANGES = {
     "suspicion_timeout": (0.0, None), "monitors": (0, 64), "drop_rate": (0.0, 1.0),
     "replicas": (1, 16), "ring_bits": (4, 32), "cache_mb": (0.0, None),
     "batch_interval": (0.001, 60.0), "state_flush_interval": (0.001, 600.0),
-    "source_window_mb": (0.01, 4096.0),
+    "source_window_mb": (0.01, 4096.0), "http_offset": (-65535, 65535),
 }
 
 

@@ -8,6 +8,7 @@ for everything else) and runs, bottom to top:
     stream       StreamWorker (task processes), Leadership (who leads) and the Leader
                  (active only while this node leads)
     commands     the REPL registry every subsystem adds its commands to; `ctl` runs them
+    http         HttpApi: the commands' JSON documents at /api/... (cluster/http_api.py)
 
 This module is the composition root: the only one that imports every subsystem. It creates
 them, hands each its collaborators, gives the TCP server each one's dispatch table
@@ -24,10 +25,12 @@ import os
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from cluster import ctl, wire
 from cluster.commands import CommandRegistry, Context, Result
 from cluster.config import Config
+from cluster.http_api import HttpApi
 from cluster.logs import setup_logging
 from cluster.messages import CTL
 from cluster.server import MessageServer
@@ -67,6 +70,7 @@ class Node:
         self.leadership.leader = self.leader
         self.commands = CommandRegistry()
         self.stopped = threading.Event()
+        self.http = self._http_api()
         self._wire()
 
     def _wire(self) -> None:
@@ -90,7 +94,53 @@ class Node:
                                  detection(self.config))
         self.commands.add("help", self._help, "help", "this list")
 
+    def _http_api(self) -> HttpApi | None:
+        """The HTTP server at port + http_offset; None if off, or if that port is taken
+        (the node runs on without it, and says so)."""
+        if not self.config.http_offset:
+            return None
+        host, port = self.config.address(self.vm)
+        routes = {"/api/members": lambda: self._doc(["list_mem_ids"]),
+                  "/api/jobs": lambda: self._doc(["jobs"]),
+                  "/api/jobs/": lambda job: self._doc(["job", job]),
+                  "/api/files": self._files_doc}
+        try:
+            return HttpApi(host, port + self.config.http_offset, routes)
+        except (OSError, OverflowError) as exc:
+            log.warning("HTTP not served: cannot bind %s:%s: %s", host,
+                        port + self.config.http_offset, exc)
+            return None
+
+    def _doc(self, argv: list[str]) -> dict:
+        return self.run_command(Context(json=True), argv).doc
+
+    def _files_doc(self) -> dict:
+        """Every file in HyDFS and the live nodes that hold it (each node's `store`)."""
+        vms = sorted(m.vm for m in self.membership.members())
+        key = wire.secret_key(self.config.secret)
+
+        def store(vm):
+            if vm == self.vm:
+                return self._doc(["store"])
+            try:
+                reply = ctl.request(self.config.address(vm), key, ["store"], ".", True,
+                                    timeout=5)
+            except (OSError, wire.ProtocolError):
+                return {"files": []}
+            return reply.get("doc") or {"files": []}
+        with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
+            stores = dict(zip(vms, pool.map(store, vms)))
+        files: dict = {}
+        for vm, doc in stores.items():
+            for f in doc.get("files", []):
+                entry = files.setdefault(f["name"], {"name": f["name"], "ring_id": f.get(
+                    "ring_id"), "replicas": []})
+                entry["replicas"].append(vm)
+        return {"files": sorted(files.values(), key=lambda f: f["name"])}
+
     def start(self) -> None:
+        if self.http is not None:
+            self.http.start()
         self.server.start()
         self.membership.start()
         self.hydfs.start()
@@ -98,6 +148,9 @@ class Node:
         log.info("START node %s at %s (introducer %s, leader %s, config %s)", self.vm,
                  self.membership.address, self.config.introducer, self.config.leader,
                  self.config.source)
+        if self.http is not None:
+            log.info("START HTTP at http://%s:%s/api/members (also /api/files, /api/jobs)",
+                     *self.http.address[:2])
 
     def shutdown(self) -> None:
         """Leave the group (so others log a leave, not a failure) and stop serving."""
@@ -108,6 +161,8 @@ class Node:
         self.hydfs.stop()
         self.membership.stop()
         self.server.stop()
+        if self.http is not None:
+            self.http.stop()
 
     def run_command(self, ctx: Context, argv: list[str]) -> Result:
         return self.commands.run(ctx, argv)
