@@ -251,9 +251,8 @@ class SourceCore(TaskCore):
         bid = task_log.block_id(self.task.index, self.block_no)
         lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         first, self.line, self.block_no = self.line, self.line + lines, self.block_no + 1
-        self.read += lines                 # lines read: exact after any restart, and never
-        self.stats["in"] = max(self.read, self.read_before)   # less than reported before
         if task_log.block_key(bid) in self.acked:
+            self._count(lines)
             return                                  # a replacement: done before
         dest = TaskId(1, route_block(stage_salt(1, bid), self.spec.num_tasks))
         message = {"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
@@ -267,10 +266,17 @@ class SourceCore(TaskCore):
         """Send what the window and the rate allow."""
         while self.ready and self.ready[0][4] <= now and self._window_takes(self.ready[0][3]):
             bid, dest, message, block, _ = self.ready.popleft()
+            self._count(message["lines"])       # `--rate` paces this: so do the counts
             self.ready_bytes -= len(block)
             self.unacked[bid] = [dest, message, block, now]
             self.unacked_bytes += len(block)
             self.send(dest, message, block)
+
+    def _count(self, lines: int) -> None:
+        """Lines read (`in`): those sent, or done by an attempt before; exact after any
+        restart, and never less than reported before."""
+        self.read += lines
+        self.stats["in"] = max(self.read, self.read_before)
 
     def _window_takes(self, block: bytes) -> bool:
         """May `block` go out now: within the window, or alone if it is bigger?"""

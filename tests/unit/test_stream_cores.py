@@ -194,6 +194,20 @@ def test_a_source_sends_blocks_resends_to_a_silent_task_and_is_done_when_all_are
     assert any(isinstance(e, Report) and e.fields.get("source_done") for e in effects)
 
 
+def test_under_a_rate_the_lines_read_count_what_was_sent_not_what_was_read_ahead():
+    """Regression (new-user trial): with --rate the source reads its partition ahead, and
+    `records_in` showed every line read at once while the lines left at the rate."""
+    core = SourceCore(spec(0, source_rate=10.0), task_log.recover(b""), 0.0)
+    core.step(0.0, schedule((1, 0, "op1:1", 1)))
+    sent = len(of(core.feed(0.0, LINES, last=True), Send))
+    assert sent == 1 and core.stats["in"] < 40           # the first block only: it is due
+    later = core.stats["in"]
+    core.tick(2.0)
+    assert later < core.stats["in"] < 40                  # 2 s at 10 lines/s: about 20
+    core.tick(5.0)
+    assert core.stats["in"] == 40
+
+
 def test_a_source_drops_acks_of_a_replaced_attempt_and_a_replacement_skips_done_blocks():
     core = SourceCore(spec(0), task_log.recover(b""), 0.0)
     core.step(0.0, schedule((1, 0, "op1:2", 2)))
