@@ -10,7 +10,8 @@ to the record is fenced (a newer leader), the thread lets the job go and leaves 
 alone.
 
 `JobDriver` is the part of `Leader` (leader.py) that does this; it uses the Leader's
-`records`, `peers`, `leadership`, `jobs`, `address`, `vm`, `_starts` and `_workers`.
+`records`, `peers`, `leadership`, `jobs`, `_lock`, `address`, `vm`, `_starts` and
+`_workers`.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class JobDriver:
         """This node was deposed while it drove `job`: leave its tasks alone, and forget
         the job (its new leader answers for it)."""
         log.warning("JOB %s let go: %s", job.id, why)
-        if self.jobs.get(job.id) is job:
-            del self.jobs[job.id]
+        with self._lock:                  # as the Leader holds jobs (_hold)
+            if self.jobs.get(job.id) is job:
+                del self.jobs[job.id]
         if not job.deposed:
             job.deposed = (f"vm{self.vm} is no longer the leader; job {job.id} goes on: "
                            f"follow it with 'job {job.id}'")
@@ -285,7 +287,6 @@ class JobDriver:
                 self._step(job, kind, *data)
                 if data[0].get("final"):
                     waiting.discard(TaskId.from_wire(data[0]["task"]))
-
 
     # -- what the user sees -----------------------------------------------------------------
 

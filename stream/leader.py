@@ -101,8 +101,8 @@ class Leader(JobDriver):
         leader does not run (any more) to stop: its job ended, or it was replaced. A node
         that does not lead never says stop (the leader's schedules tell tasks where it is)."""
         job = self.jobs.get(msg.get("job"))
-        stop = None
-        if not self._drives(job):         # not ours to judge: the leader's schedule will
+        drives, stop = self._drives(job), None
+        if not drives:                    # not ours to judge: the leader's schedule will
             if job is None and self.active and self._old_records.get(msg.get("job")):
                 stop = "its job is not running"
         elif job.state in ENDED:
@@ -113,7 +113,7 @@ class Leader(JobDriver):
         else:
             job.events.put(("report", msg))
         claim = self.leadership.current()
-        epoch = job.epoch if self._drives(job) else (self.epoch if self.active else 0)
+        epoch = job.epoch if drives else (self.epoch if self.active else 0)
         conn.send({"t": OK, "stop": stop, "leader_epoch": epoch,
                    "leader": claim.to_wire() if claim else None})
 
@@ -182,7 +182,7 @@ class Leader(JobDriver):
         now, or (unless `set_up`) its leader died setting it up and it is to be set up here.
         Raises Deposed if a newer leader fenced its record."""
         try:
-            record = self._old_records.get(job_id) or self.records.read(job_id)
+            record = self._record(job_id)
             if not record or record.get("state") in ENDED:
                 return True
             record = self.records.fence(job_id, epoch)
@@ -277,7 +277,6 @@ class Leader(JobDriver):
         job = Job(record["job"], spec, epoch=epoch, created=created,
                   started=time.monotonic() - max(0.0, time.time() - created),
                   state=RUNNING if record.get("state") != STOPPING else STOPPING)
-        job.templates = {}
         for wire_spec in record["templates"]:
             template = TaskSpec.from_wire(wire_spec)
             template.stopping = template.stopping or job.state == STOPPING
@@ -305,7 +304,7 @@ class Leader(JobDriver):
         spec = parse_job(args)
         epoch = self._must_lead()
         job_id = ctx.request if JOB_ID.fullmatch(ctx.request or "") else uuid.uuid4().hex[:8]
-        if job_id == ctx.request and (job_id in self.jobs or self._record(job_id)):
+        if job_id == ctx.request and (job_id in self.jobs or self._readable_record(job_id)):
             return self._again(ctx, spec, job_id, epoch)
         job = Job(job_id, spec, epoch=epoch)
         _, op2 = self.setup.check_operators(ctx, spec)
@@ -376,7 +375,7 @@ class Leader(JobDriver):
         job = self.jobs.get(job_id)
         if job is not None:
             return job
-        record = self._record(job_id)
+        record = self._readable_record(job_id)
         if not record or record.get("state") in ENDED:
             return None
         try:
@@ -450,21 +449,23 @@ class Leader(JobDriver):
 
     def _recorded(self, job_id: str) -> dict:
         """The document of a job this leader does not hold, from its record."""
-        try:
-            record = self._record(job_id)
-        except HydfsError as exc:
-            raise CommandError(f"job {job_id}: its record is unreadable: {exc}") from None
+        record = self._readable_record(job_id)
         if not record:
             raise CommandError(f"no such job {job_id}")
         return dict(record.get("summary") or {"job": job_id}, state=record.get("state"),
                     tasks=[])
 
     def _record(self, job_id: str) -> dict | None:
-        """A job's record, read from HyDFS once it ended (it changes no more)."""
-        try:
-            record = self._old_records.get(job_id) or self.records.read(job_id)
-        except HydfsError as exc:
-            raise CommandError(f"job {job_id}: its record is unreadable: {exc}") from None
+        """A job's record, read from HyDFS once it ended (it changes no more). Raises
+        HydfsError."""
+        record = self._old_records.get(job_id) or self.records.read(job_id)
         if record and record.get("state") in ENDED:
             self._old_records[job_id] = record
         return record
+
+    def _readable_record(self, job_id: str) -> dict | None:
+        """`_record` for a command: a record that cannot be read is the command's error."""
+        try:
+            return self._record(job_id)
+        except HydfsError as exc:
+            raise CommandError(f"job {job_id}: its record is unreadable: {exc}") from None

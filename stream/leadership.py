@@ -156,8 +156,7 @@ class Leadership:
             return
         found = self._read_claims()
         if found is not False:
-            self.learn(highest(found))
-        self._depose_if_outranked()
+            self.learn(highest(found))     # deposes this node if it is outranked
         live = {member.vm for member in self.membership.members()}
         known = self.current()
         if found is False or not should_claim(self.vm, self.order, live, known,
