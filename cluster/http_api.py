@@ -4,7 +4,8 @@ Every node serves HTTP on its own host at `port + [cluster] http_offset` (0: no 
 on threads of its own (`http.server`), so no request ever holds up the node's protocol
 threads. What it serves is a table of routes given by the composition root (node.py):
 a path, or a path prefix ending in "/", to a function that returns the document (the same
-documents as the `--json` output of the REPL commands).
+documents as the `--json` output of the REPL commands), or a `Response` of another type
+(the page, the metrics text).
 
 Bounded input: only GET; a request line or header line over 64 KiB or more than 100
 headers is refused by `http.server` (414 / 431); a client that sends nothing for TIMEOUT
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
@@ -28,9 +30,16 @@ TIMEOUT = 5.0              # seconds a client may take to send its request
 LOG_EVERY = 100            # refusals: the first, then one in this many, are logged
 
 
+@dataclass(frozen=True)
+class Response:
+    """A body that is not a JSON document."""
+    content_type: str
+    body: bytes
+
+
 class HttpApi:
     def __init__(self, host: str, port: int, routes: dict):
-        """`routes`: path -> fn() -> doc, or "prefix/" -> fn(rest) -> doc."""
+        """`routes`: path -> fn() -> doc, or "prefix/" -> fn(rest) -> doc ("/" is a path)."""
         self.routes = routes
         self.refused = 0
         api = self
@@ -41,9 +50,12 @@ class HttpApi:
 
             def do_GET(self):
                 status, doc = api.answer(urlsplit(self.path).path)
-                body = json.dumps(doc, indent=1).encode()
+                if isinstance(doc, Response):
+                    kind, body = doc.content_type, doc.body
+                else:
+                    kind, body = "application/json", json.dumps(doc, indent=1).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
@@ -67,13 +79,13 @@ class HttpApi:
         self.server.shutdown()
         self.server.server_close()
 
-    def answer(self, path: str) -> tuple[int, dict]:
+    def answer(self, path: str) -> tuple[int, dict | Response]:
         """(HTTP status, document) for a GET of `path`."""
         path = unquote(path)
         fn, rest = self.routes.get(path), None
         if fn is None:
             for prefix, prefix_fn in self.routes.items():
-                if prefix.endswith("/") and path.startswith(prefix) and \
+                if prefix.endswith("/") and prefix != "/" and path.startswith(prefix) and \
                         "/" not in path[len(prefix):] and path[len(prefix):]:
                     fn, rest = prefix_fn, path[len(prefix):]
         if fn is None:

@@ -25,6 +25,7 @@ them. Every failure is a `HydfsError` with an error code (messages.py) and a one
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -63,6 +64,17 @@ class HydfsError(CodedError):
         return cls(exc.code, str(exc))
 
 
+def measured(kind: str):
+    """Count and time the decorated client operation as `kind` (hydfs/metrics.py)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def operation(self, *args, **kwargs):
+            with self.metrics.op(kind):
+                return fn(self, *args, **kwargs)
+        return operation
+    return wrap
+
+
 def checked_name(name) -> str:
     """`name` if HyDFS accepts it, else HydfsError(bad_name)."""
     try:
@@ -87,6 +99,8 @@ class HydfsClient:
         self._file_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._last_ts = 0.0
+        self.metrics = service.metrics
+        self.metrics.watch(lambda: (self.cache, self._cache_lock), service.store)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -150,6 +164,7 @@ class HydfsClient:
 
     # -- create and append ------------------------------------------------------------------
 
+    @measured("create")
     def create(self, local_path: str, name: str) -> dict:
         checked_name(name)
         size = _local_size(local_path)
@@ -165,6 +180,7 @@ class HydfsClient:
                 return self.peers.reply_to(vm, conn)
         reply = self._write(name, attempt)
         self._invalidate(name)
+        self.metrics.written_bytes.inc(size)
         return {"name": name, "size": size, "replicas": reply["replicas"]}
 
     def create_bytes(self, name: str, data: bytes) -> dict:
@@ -182,6 +198,7 @@ class HydfsClient:
         return self._append(name, len(data), append_id,
                             lambda conn, header: conn.send_bulk_bytes(header, data))
 
+    @measured("append")
     def _append(self, name: str, size: int, append_id, send) -> dict:
         checked_name(name)
         with self._file_lock(name):
@@ -206,15 +223,18 @@ class HydfsClient:
             finally:
                 self._invalidate(name)
             self._last_write[name] = list(append_id)
+        self.metrics.written_bytes.inc(size)
         return {"name": name, "size": size, "seq": append_id[1], "new": reply["new"],
                 "replicas": reply["replicas"]}
 
+    @measured("merge")
     def merge(self, name: str) -> dict:
         reply = self._write(name, lambda vm: self.peers.call(
             vm, {"t": m.MERGE, "name": name}, timeout=300))
         self._invalidate(name)
         return {k: reply[k] for k in ("merged", "gen", "already", "seconds")}
 
+    @measured("fence")
     def fence(self, name: str, key: str, epoch: int) -> IdSet:
         """Fence `name` against writer `key`'s epochs below `epoch` (fences.py); the sealed
         set: the ids of its appends from lower epochs that stand. HydfsError `fenced` if a
@@ -229,6 +249,12 @@ class HydfsClient:
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, name: str, local_path: str) -> dict:
+        with self.metrics.op("get"):
+            got = self._get(name, local_path)
+        self.metrics.read_bytes.inc(got["size"])
+        return got
+
+    def _get(self, name: str, local_path: str) -> dict:
         """Copy `name` to `local_path`; from the cache when it is fresh.
 
         Read-my-writes: the request names our last acknowledged append to this file, and a
@@ -272,6 +298,10 @@ class HydfsClient:
     def read_range(self, name: str, offset: int, length: int):
         """Yield bytes [offset, offset + length) of `name` from its first reachable replica,
         in bounded chunks (never the whole file in memory)."""
+        with self.metrics.op("read"):
+            yield from self.metrics.counted_reads(self._read_range(name, offset, length))
+
+    def _read_range(self, name: str, offset: int, length: int):
         checked_name(name)
         if self.service.store.get_state(name) is not None and \
                 self.service.vm in self.owners(name):
@@ -322,6 +352,7 @@ class HydfsClient:
             else:
                 time.sleep(RETRY_PAUSE)
 
+    @measured("read")
     def read_view(self, name: str, ids: IdSet, create: bool, offset: int, length: int):
         """(size, chunks): the total size of the view of `ids` (after the create's content
         if `create`; view.py) and the chunks of its bytes [offset, offset + length), clipped
@@ -340,13 +371,13 @@ class HydfsClient:
             raise HydfsError(BAD_REQUEST, f"bad byte range {offset!r}, {length!r}")
         local = self._local_view(name, ids, create, offset, length)
         if local is not None:
-            return local
+            return local[0], self.metrics.counted_reads(local[1])
         request = {"t": m.READ_VIEW, "name": name, "ids": ids.to_wire(), "create": create,
                    "offset": offset, "length": length}
         vm, conn, reply = self._read_from_replicas(    # a view never waits for one behind
             name, lambda vm: request, 0.0, lambda vm, conn, reply: (vm, conn, reply),
             read_rules.view_tries_next, read_rules.view_failure)
-        return reply["size"], self._bulk_chunks(vm, conn, reply, name)
+        return reply["size"], self.metrics.counted_reads(self._bulk_chunks(vm, conn, reply, name))
 
     @staticmethod
     def _bulk_chunks(vm: str, conn: Connection, reply: dict, name: str):
@@ -385,6 +416,7 @@ class HydfsClient:
         finally:
             snap.close()
 
+    @measured("settled")
     def settled(self, name: str) -> IdSet:
         """The ids of the appends to `name` that at least two replicas hold (one, if only
         the file has one replica; read_rules.settled_ids), asking every replica at once.
@@ -508,6 +540,7 @@ class HydfsClient:
 
     # -- listings ---------------------------------------------------------------------------
 
+    @measured("ls")
     def ls(self, name: str) -> dict:
         owners = self.owners(name)
         holders, silent = [], []

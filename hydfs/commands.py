@@ -84,7 +84,8 @@ def register(registry: CommandRegistry, client: HydfsClient,
 
     def store(ctx: Context, args: list) -> Result:
         expect_args(args, 0, "store")
-        files = [{"name": n, "ring_id": ring_position(n, bits)} for n in service.store.names()]
+        files = [{"name": n, "ring_id": ring_position(n, bits), "size": _size(service, n)}
+                 for n in service.store.names()]
         doc = {"vm": service.vm, "ring_id": ring_position(service.vm, bits), "files": files}
         lines = [f"vm{service.vm}  ring_id {doc['ring_id']}  {len(files)} files"]
         lines += [f"  {f['name']}  ring_id {f['ring_id']}" for f in files]
@@ -153,3 +154,8 @@ def _vm(text: str, service) -> str:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
+
+def _size(service, name: str) -> int | None:
+    """Bytes of this node's copy (base and pending), None if it went meanwhile."""
+    st = service.store.get_state(name)
+    return None if st is None else st.base_size + st.pending_size

@@ -27,11 +27,13 @@ from cluster.chunks import drain
 from cluster.config import Config
 from cluster.errors import BAD_REQUEST, HandlerError
 from cluster.messages import OK
+from cluster.metrics import Registry
 from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs import messages as m
 from hydfs import replication, transfer
 from hydfs.checked_read import BLOCK
 from hydfs.idset import IdSet
+from hydfs.metrics import HydfsMetrics
 from hydfs.read_ahead import CheckedRanges
 from hydfs.read_rules import is_behind
 from hydfs.ring import Ring
@@ -47,13 +49,15 @@ PARALLEL_TIMEOUT = 120.0     # no fan-out waits forever on one stuck peer
 
 
 class HydfsService:
-    def __init__(self, config: Config, vm: str, membership: MembershipService):
+    def __init__(self, config: Config, vm: str, membership: MembershipService,
+                 metrics: Registry | None = None):
         self.config = config
         self.vm = vm
         self.membership = membership
         self.replicas = config.hydfs.replicas
         self.bits = config.hydfs.ring_bits
         self.store = ReplicaStore(os.path.join(config.node_data_dir(vm), "hydfs"))
+        self.metrics = HydfsMetrics(metrics or Registry())
         self.peers = Peers(config)
         self.resync_interval = max(1.0, config.membership.protocol_period)
         self._wake = threading.Event()
@@ -378,6 +382,7 @@ class HydfsService:
             try:
                 how = self.pull(name, vm)
                 done["pulled"] += 1
+                self.metrics.rereplications.inc()
                 log.info("REPLICATE %s from vm%s (%s)", name, vm, how)
             except (Unreachable, RemoteError, OSError, wire.ProtocolError, CorruptReplica) as exc:
                 log.warning("REPLICATE %s from vm%s failed: %s", name, vm, exc)
@@ -389,6 +394,7 @@ class HydfsService:
                     continue      # it changed since the plan (an append arrived): next round
                 self.store.remove(name)
             done["dropped"] += 1
+            self.metrics.dropped_copies.inc()
             log.info("DROP %s: no longer a replica, and every replica holds its %d appends",
                      name, len(held_ids(local[name])))
         self.last_resync = time.monotonic()

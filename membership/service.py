@@ -25,7 +25,9 @@ import time
 from cluster import wire
 from cluster.config import Config
 from cluster.logs import BadInputLog
+from cluster.metrics import Registry
 from membership.member import ALIVE, MemberState, make_member_id
+from membership.metrics import MembershipMetrics
 from membership.protocol import Event, MembershipProtocol, Output, Settings
 
 log = logging.getLogger("membership")
@@ -48,7 +50,8 @@ def new_member_id(vm: str, address: str) -> str:
 
 
 class MembershipService:
-    def __init__(self, config: Config, vm: str, rng: random.Random | None = None):
+    def __init__(self, config: Config, vm: str, rng: random.Random | None = None,
+                 metrics: Registry | None = None):
         self.config = config
         self.vm = vm
         host, port = config.address(vm)
@@ -70,6 +73,8 @@ class MembershipService:
         self.bad_input = BadInputLog(log)
         self.dropped = 0
         self._lock = threading.RLock()
+        self.metrics = MembershipMetrics(metrics or Registry(),
+                                         lambda: (self.protocol, self._lock))
         self._listeners = []
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -170,6 +175,7 @@ class MembershipService:
                 return
             if self.drop_rate and self.rng.random() < self.drop_rate:
                 self.dropped += 1
+                self.metrics.received(None, len(data), "dropped")
                 continue
             self._handle_datagram(data, source)
 
@@ -177,27 +183,33 @@ class MembershipService:
         try:
             message = wire.decode_datagram(data, self.key)
         except wire.ProtocolError as exc:
+            self.metrics.received(None, len(data), "rejected")
             self.bad_input.reject("udp", f"{source[0]}:{source[1]}", str(exc))
             return
         with self._lock:
             try:
                 output = self.protocol.step(time.monotonic(), message)
             except Exception as exc:    # malformed content of an authentic message
+                self.metrics.received(None, len(data), "rejected")
                 self.bad_input.reject("udp", f"{source[0]}:{source[1]}",
                                       f"bad {message.get('t')!r} message: {exc}")
                 return
+            self.metrics.received(message, len(data), "handled")
             self._execute(output)
 
     def _execute(self, output: Output) -> None:
         """Send, then log and publish: the order the protocol's contract states."""
         for send in output.sends:
             try:
-                self._sock.sendto(wire.encode(send.message, self.key), self._resolve(send.address))
+                data = wire.encode(send.message, self.key)
+                self._sock.sendto(data, self._resolve(send.address))
+                self.metrics.sent(send.message, len(data))
             except (OSError, ValueError, OverflowError) as exc:
                 log.debug("sendto %s: %s", send.address, exc)
         for event in output.events:
             self._log_event(event)
         if output.events:
+            self.metrics.events(output.events)
             for listener in self._listeners:
                 listener(output.events)
         if any(e.kind == "self_failed" for e in output.events):

@@ -8,7 +8,9 @@ for everything else) and runs, bottom to top:
     stream       StreamWorker (task processes), Leadership (who leads) and the Leader
                  (active only while this node leads)
     commands     the REPL registry every subsystem adds its commands to; `ctl` runs them
-    http         HttpApi: the commands' JSON documents at /api/... (cluster/http_api.py)
+    http         HttpApi (cluster/http_api.py): the live page at / (node/web_page.html),
+                 /metrics (every subsystem counts into one Registry, cluster/metrics.py),
+                 and the commands' JSON documents at /api/...
 
 This module is the composition root: the only one that imports every subsystem. It creates
 them, hands each its collaborators, gives the TCP server each one's dispatch table
@@ -25,12 +27,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from cluster import ctl, wire
 from cluster.commands import CommandRegistry, Context, Result
 from cluster.config import Config
-from cluster.http_api import HttpApi
+from cluster.http_api import HttpApi, Response
+from cluster.metrics import CONTENT_TYPE, Registry
 from cluster.logs import setup_logging
 from cluster.messages import CTL
 from cluster.server import MessageServer
@@ -50,6 +54,8 @@ from stream.worker import StreamWorker
 
 log = logging.getLogger("node")
 
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_page.html")
+
 
 class Node:
     def __init__(self, config: Config, vm: str):
@@ -58,16 +64,19 @@ class Node:
         host, port = config.address(vm)
         os.makedirs(config.node_data_dir(vm), exist_ok=True)
         self.server = MessageServer(host, port, wire.secret_key(config.secret))
-        self.membership = MembershipService(config, vm)
-        self.hydfs = HydfsService(config, vm, self.membership)
+        self.metrics = Registry()
+        self.membership = MembershipService(config, vm, metrics=self.metrics)
+        self.hydfs = HydfsService(config, vm, self.membership, self.metrics)
         self.coordinator = Coordinator(self.hydfs)
         self.hydfs_client = HydfsClient(self.hydfs, config.hydfs.cache_mb, write_deadline(config))
         self.leadership = Leadership(config, vm, self.membership, self.hydfs_client,
                                      settle=detection(config))
-        self.worker = StreamWorker(config, vm, self.hydfs_client, self.leadership)
+        self.worker = StreamWorker(config, vm, self.hydfs_client, self.leadership,
+                                   self.metrics)
         self.leader = Leader(config, vm, self.membership, self.hydfs_client, detection(config),
                              self.leadership)
         self.leadership.leader = self.leader
+        self.metrics.collect(self.leader.metrics)
         self.commands = CommandRegistry()
         self.stopped = threading.Event()
         self.http = self._http_api()
@@ -100,16 +109,32 @@ class Node:
         if not self.config.http_offset:
             return None
         host, port = self.config.address(self.vm)
-        routes = {"/api/members": lambda: self._doc(["list_mem_ids"]),
+        with open(PAGE, "rb") as f:
+            page = Response("text/html; charset=utf-8", f.read())
+        routes = {"/": lambda: page,
+                  "/metrics": lambda: Response(CONTENT_TYPE, self.metrics.render().encode()),
+                  "/api/members": lambda: self._doc(["list_mem_ids"]),
                   "/api/jobs": lambda: self._doc(["jobs"]),
                   "/api/jobs/": lambda job: self._doc(["job", job]),
-                  "/api/files": self._files_doc}
+                  "/api/files": self._files_doc,
+                  "/api/events": lambda: {"events": self.membership.metrics.timeline()},
+                  "/api/node": self._node_doc}
         try:
             return HttpApi(host, port + self.config.http_offset, routes)
         except (OSError, OverflowError) as exc:
             log.warning("HTTP not served: cannot bind %s:%s: %s", host,
                         port + self.config.http_offset, exc)
             return None
+
+    def _node_doc(self) -> dict:
+        """What the page needs to know of the cluster beyond the commands' documents."""
+        claim = self.leadership.current()
+        return {"vm": self.vm, "address": self.membership.address,
+                "ring_size": 1 << self.config.hydfs.ring_bits,
+                "replicas": self.config.hydfs.replicas,
+                "leader": claim.vm if claim else None,
+                "detection": round(detection(self.config), 3),
+                "nodes": sorted(self.config.nodes), "time": time.time()}
 
     def _doc(self, argv: list[str]) -> dict:
         return self.run_command(Context(json=True), argv).doc
@@ -149,7 +174,7 @@ class Node:
                  self.membership.address, self.config.introducer, self.config.leader,
                  self.config.source)
         if self.http is not None:
-            log.info("START HTTP at http://%s:%s/api/members (also /api/files, /api/jobs)",
+            log.info("START HTTP at http://%s:%s/ (the live page; also /metrics, /api/...)",
                      *self.http.address[:2])
 
     def shutdown(self) -> None:

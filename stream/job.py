@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from stream.job_core import JobCore
 from stream.job_spec import JobSpec
+from stream.metrics import LatencyTotals
 
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 DONE, STOPPED, FAILED = "done", "stopped", "failed"
@@ -39,6 +40,15 @@ class Job:
     extras: dict = field(default_factory=dict)        # TaskId -> its last report's extras
     printed: int = 0
     skipped: int = 0
+    latency: LatencyTotals = field(default_factory=LatencyTotals)   # per task, all attempts
+    peaks: dict = field(default_factory=dict)         # the highest figures exported
+    _peaks_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def peak(self, key, value: int) -> int:
+        """`value`, or the highest given for `key` before: exported counters never fall."""
+        with self._peaks_lock:
+            value = self.peaks[key] = max(self.peaks.get(key, 0), value)
+        return value
 
     def emit(self, line: str) -> None:
         """A console line, to every caller still waiting for the job."""
@@ -84,7 +94,8 @@ def task_docs(job: Job) -> list[dict]:
     for task, st in sorted(job.core.tasks.items()):
         doc = {"task": str(task), "vm": st.vm,
                "state": "done" if job.state in ENDED else st.phase, "epoch": st.epoch,
-               "records_in": st.stats.get("in", 0), "records_out": st.stats.get("out", 0)}
+               "records_in": st.stats.get("in", 0), "records_out": st.stats.get("out", 0),
+               "restarts": st.replacements}
         doc.update(job.extras.get(task, {}))
         tasks.append(doc)
     return tasks

@@ -95,6 +95,7 @@ class TaskState:
     address: str | None = None
     stats: dict = field(default_factory=dict)
     restarts: int = 0                # exits since the task last made progress
+    replacements: int = 0            # attempts started here to replace an earlier one
     last_error: str = ""
     heard_at: float = 0.0            # its last report (or start)
 
@@ -283,6 +284,8 @@ class JobCore:
             vm = moves.get(task, st.vm)
             if st.epoch and vm != st.vm:
                 self._effects.append(Say(f"task {task} moves from vm{st.vm} to vm{vm}"))
+            if st.epoch:
+                st.replacements += 1
             st.vm, st.phase, st.address = vm, STARTING, None
             st.epoch = max(st.epoch, self.epoch_floor) + 1
             self._effects.append(StartTask(task, vm, st.epoch))

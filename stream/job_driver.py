@@ -38,6 +38,7 @@ QUIET_PROGRESS_EVERY = 10.0    # ... when nothing moved (an idle following job)
 PRINT_ROWS_PER_SECOND = 10
 TURN = 0.2                     # seconds the job's thread waits for news before a tick
 FINAL_REPORTS_WAIT = 5.0
+REPORTED = ("in_flight", "window", "unacked", "pending")   # a report's figures job docs show
 KEEP_ENDED = 100               # ended jobs kept in memory (all stay in their records)
 
 
@@ -131,10 +132,12 @@ class JobDriver:
             msg = data[0]
             task = TaskId.from_wire(msg["task"])
             self._show(job, msg)
-            if "in_flight" in msg:
-                job.extras[task] = {"in_flight": msg["in_flight"], "window": msg.get("window")}
+            epoch = int(msg.get("epoch", 0))
+            if core.is_current(task, epoch):
+                job.extras[task] = {k: msg[k] for k in REPORTED if k in msg}
+                job.latency.update(task, epoch, msg.get("latency"), msg.get("latency_sum"))
             done_before = len(core.sources_done)
-            effects = core.report(now, task, int(msg.get("epoch", 0)), msg["stats"],
+            effects = core.report(now, task, epoch, msg["stats"],
                                   bool(msg.get("source_done")))
             if len(core.sources_done) != done_before:   # a next leader need not redo them
                 self.records.update(job.id, {"sources_done": sorted(core.sources_done),

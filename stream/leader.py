@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cluster.commands import CommandError, Context
 from cluster.messages import OK
+from cluster.metrics import Gauge
 from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
 from hydfs.messages import FENCED
@@ -55,6 +56,7 @@ from stream.job_driver import JobDriver
 from stream.job_record import Deposed, JobExists, JobRecords, placement_of
 from stream.job_setup import JobSetup
 from stream.job_spec import JobSpec, parse_job
+from stream.metrics import job_metrics
 from stream.scheduler import TaskId, workers_for
 from stream.succession import attempt_floor
 from stream.task_spec import TaskSpec
@@ -93,6 +95,19 @@ class Leader(JobDriver):
 
     def routes(self) -> dict:
         return {m.REPORT: self.handle_report, m.TASK_EXIT: self.handle_task_exit}
+
+    def metrics(self) -> list:
+        """This leader's jobs' metrics (stream/metrics.py) and whether it leads; nothing of
+        the jobs once it stopped leading (its successor exports them)."""
+        leads = Gauge("rainstorm_leader", "1 if this node is the leader")
+        epoch = Gauge("rainstorm_leader_epoch", "the leader epoch this node leads at")
+        with self._lock:
+            active = self.active
+            jobs = [job for job in self.jobs.values()
+                    if active and job.core is not None and job.epoch and not job.deposed]
+        leads.set(1 if active else 0)
+        epoch.set(self.epoch if active else 0)
+        return [leads, epoch, *job_metrics(jobs)]
 
     # -- news from tasks, workers and membership: to the job's thread -----------------------
 

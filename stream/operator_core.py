@@ -162,7 +162,10 @@ class OperatorCore(TaskCore):
 
     def report_extras(self) -> dict:
         sample, self.sample = self.sample, []
-        return {"sample": sample} if sample else {}
+        extras = {"unacked": len(self.sent), "pending": len(self.pending)}
+        if sample:
+            extras["sample"] = sample
+        return extras
 
     # -- processing -------------------------------------------------------------------------
 

@@ -383,5 +383,6 @@ class SourceCore(TaskCore):
 
     def report_extras(self) -> dict:
         return {"source_done": self.done, "blocks": self.block_no,
-                "in_flight": self.unacked_bytes, "window": self.spec.window_bytes}
+                "in_flight": self.unacked_bytes, "window": self.spec.window_bytes,
+                "unacked": len(self.unacked)}
 

@@ -42,6 +42,7 @@ from hydfs.messages import FENCED
 from stream import messages as m
 from stream import task_log
 from stream.effects import AppendDest, AppendLog, Lead, Report, Route, Send, Stop
+from stream.metrics import BatchLatency
 from stream.node_link import NodeLink
 from stream.operator_core import OperatorCore
 from stream.source_core import SourceCore
@@ -170,6 +171,7 @@ class TaskRunner:
         self._batch_at = 0             # where in the batch being read
         self._watcher: Watcher | None = None
         self.reporter = Reporter(link)
+        self.latency = BatchLatency()
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -226,10 +228,10 @@ class TaskRunner:
         now = time.monotonic()
         if isinstance(core, SourceCore) and core.wants_data:
             data, last = self._read_source()
-            self._execute(core.feed(now, data, last))
+            self._execute(core.feed(time.monotonic(), data, last), now)
         elif isinstance(core, SourceCore) and core.batch_to_read is not None:
             data, last = self._read_batch(core.batch_to_read)
-            self._execute(core.feed_batch(time.monotonic(), data, last))
+            self._execute(core.feed_batch(time.monotonic(), data, last), now)
         elif isinstance(core, SourceCore) and core.poll_due(now):
             self._poll(core)
         else:           # messages until the core's next deadline, then its tick
@@ -237,12 +239,14 @@ class TaskRunner:
                 if item[0] is NEWS:      # a poll may be due now: back to the top
                     core.on_news(time.monotonic(), item[1])
                     break
-                self._execute(core.step(time.monotonic(), *item))
+                now = time.monotonic()
+                self._execute(core.step(now, *item), now)
                 if core.stopped:
                     break
         if time.monotonic() - self._last_asked > self.spec.lease / 3:
             self._lease_ping()
-        self._execute(core.tick(time.monotonic()))
+        now = time.monotonic()
+        self._execute(core.tick(now), now)
 
     def _read_source(self) -> tuple[bytes, bool]:
         """The next piece of the partition, a range of the job's snapshot of SRC."""
@@ -305,7 +309,9 @@ class TaskRunner:
 
     # -- effects ----------------------------------------------------------------------------
 
-    def _execute(self, effects: list) -> None:
+    def _execute(self, effects: list, began: float | None = None) -> None:
+        """Do `effects` in order. `began`: when the core call that made them began; a
+        commit among them (a log append) counts in the batch latency from then."""
         for effect in effects:
             if isinstance(effect, Send):
                 self._sender(effect.to).send(effect.message, effect.payload)
@@ -325,6 +331,8 @@ class TaskRunner:
                 self.reason, self.lost = effect.reason, effect.lost
                 log.info("%s attempt %d stops: %s", self.spec.name, self.spec.epoch,
                          effect.reason)
+        if began is not None and any(isinstance(e, AppendLog) for e in effects):
+            self.latency.observe(time.monotonic() - began)
 
     def _append(self, name: str, data: bytes, seq: int) -> None:
         try:
@@ -336,7 +344,7 @@ class TaskRunner:
 
     def _report(self, fields: dict) -> None:
         message = dict({"t": m.REPORT, "job": self.spec.job, "task": self.spec.task.to_wire(),
-                        "epoch": self.spec.epoch}, **fields)
+                        "epoch": self.spec.epoch}, **fields, **self.latency.to_report())
         if fields.get("final"):
             self.reporter.send_final(message)     # the summary waits for it
         else:

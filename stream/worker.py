@@ -25,10 +25,12 @@ from cluster import wire
 from cluster.config import Config
 from cluster.errors import BAD_REQUEST, HandlerError
 from cluster.messages import OK
+from cluster.metrics import Registry
 from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
 from hydfs import messages as hm
 from stream import messages as m
+from stream.metrics import worker_metrics
 from stream.succession import Claim
 
 log = logging.getLogger("stream")
@@ -41,7 +43,8 @@ TELL_RETRIES = (0.5, 1.0, 2.0)
 
 
 class StreamWorker:
-    def __init__(self, config: Config, vm: str, client: HydfsClient, leadership):
+    def __init__(self, config: Config, vm: str, client: HydfsClient, leadership,
+                 metrics: Registry | None = None):
         self.config = config
         self.vm = vm
         self.client = client
@@ -55,6 +58,7 @@ class StreamWorker:
         self._stopping = False
         self._task_log = os.path.join(config.log_dir, f"vm{vm}-tasks.log")
         self._lock = threading.Lock()
+        self.starts = worker_metrics(metrics or Registry(), lambda: len(self._procs))
 
     def routes(self) -> dict:
         return {m.START_TASK: self.handle_start_task, m.STOP_JOB: self.handle_stop_job,
@@ -149,6 +153,7 @@ class StreamWorker:
         if replaced is not None and replaced is not proc:
             replaced.kill()
         threading.Thread(target=self._watch, args=(key, proc, epoch), daemon=True).start()
+        self.starts.inc()
         log.info("TASK %s/%s started on vm%s at %s", spec["job"], spec["task"], self.vm,
                  line.split()[1])
         conn.send({"t": OK, "address": line.split()[1]})

@@ -55,7 +55,7 @@ def test_the_api_serves_the_same_documents_as_the_commands(cluster):
     assert status == 404 and doc["ok"] is False and "no such job" in doc["error"]
 
 
-@pytest.mark.parametrize("path", ["/", "/../../etc/passwd", "/api/members/../../x",
+@pytest.mark.parametrize("path", ["/index.html", "/../../etc/passwd", "/api/members/../../x",
                                   "/api/jobs/a/b", "/%2e%2e/config.ini"])
 def test_paths_that_are_not_routes_are_404_and_nothing_is_read_from_disk(cluster, path):
     status, doc = get(cluster, "02", path)

@@ -1,0 +1,119 @@
+"""Metrics (cluster/metrics.py, stream/metrics.py) and the strict text-format reader that
+checks every node's /metrics in the integration tests (tests/prometheus_text.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cluster.metrics import TIME_BUCKETS, Counter, Registry
+from stream.metrics import BatchLatency, LatencyTotals
+from tests import prometheus_text as pt
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_a_registry_renders_what_the_strict_reader_accepts():
+    r = Registry()
+    ops = r.counter("rainstorm_x_operations_total", "ops\nby kind \\ outcome", ("op", "outcome"))
+    ops.inc(op="get", outcome="ok")
+    ops.inc(3, op="get", outcome='we"ird\\\n')
+    r.gauge("rainstorm_x_bytes", "bytes").set(12.5)
+    h = r.histogram("rainstorm_x_seconds", "latency", ("op",))
+    for v in (0.0001, 0.003, 0.003, 7.0, 100.0):
+        h.observe(v, op="get")
+    families = pt.parse(r.render())
+    assert pt.value(families, "rainstorm_x_operations_total", op="get", outcome="ok") == 1
+    assert pt.value(families, "rainstorm_x_operations_total", op="get",
+                    outcome='we"ird\\\n') == 3
+    assert families["rainstorm_x_operations_total"]["help"] == "ops\\nby kind \\\\ outcome"
+    assert pt.value(families, "rainstorm_x_seconds_count", op="get") == 5
+    assert pt.value(families, "rainstorm_x_seconds_bucket", op="get", le="+Inf") == 5
+    assert pt.value(families, "rainstorm_x_seconds_bucket", op="get", le="0.005") == 3
+    assert pt.value(families, "rainstorm_x_seconds_sum", op="get") == pytest.approx(107.0061)
+
+
+def test_collectors_are_read_at_each_scrape():
+    r, seen = Registry(), []
+
+    def collect():
+        seen.append(1)
+        c = Counter("rainstorm_y_total", "y")
+        c.set_total(len(seen))
+        return [c]
+    r.collect(collect)
+    assert pt.value(pt.parse(r.render()), "rainstorm_y_total") == 1
+    assert pt.value(pt.parse(r.render()), "rainstorm_y_total") == 2
+
+
+@pytest.mark.parametrize("make", [
+    lambda r: r.counter("rainstorm_no_suffix", "x"),
+    lambda r: r.counter("other_prefix_total", "x"),
+    lambda r: r.gauge("rainstorm_Bad-Name", "x"),
+    lambda r: r.gauge("rainstorm_ok", "x", ("le",)),
+])
+def test_bad_names_are_refused_at_once(make):
+    with pytest.raises(ValueError):
+        make(Registry())
+
+
+def test_a_counter_never_goes_down():
+    c = Registry().counter("rainstorm_z_total", "z")
+    with pytest.raises(ValueError):
+        c.inc(-1)
+
+
+GOOD = ('# HELP rainstorm_a_total a\n# TYPE rainstorm_a_total counter\n'
+        'rainstorm_a_total{op="get"} 1\n')
+HIST = ('# HELP rainstorm_h_seconds h\n# TYPE rainstorm_h_seconds histogram\n'
+        'rainstorm_h_seconds_bucket{le="0.1"} {b1}\nrainstorm_h_seconds_bucket{le="+Inf"} {b2}\n'
+        'rainstorm_h_seconds_sum 1.5\nrainstorm_h_seconds_count {c}\n')
+
+
+@pytest.mark.parametrize("text, why", [
+    (GOOD[:-1], "end with a newline"),
+    (GOOD.replace("# HELP rainstorm_a_total a\n", ""), "TYPE must follow"),
+    ('rainstorm_a_total 1\n', "before its HELP"),
+    (GOOD.replace("rainstorm_a", "other_a"), "prefix"),
+    (GOOD.replace("_total", "_count_ms_total"), "base units"),
+    (GOOD.replace("counter", "gauge").replace("_total", "_x").replace(
+        'rainstorm_a_x{op="get"} 1', 'rainstorm_a_x{key="k1"} 1'), "high-cardinality"),
+    (GOOD.replace("_total", "_x"), "must end in _total"),
+    (GOOD + 'rainstorm_a_total{op="get"} 2\n', "duplicate"),
+    (GOOD.replace('{op="get"} 1', '{op="get"} -1'), ">= 0"),
+    (GOOD.replace('"get"', '"g\\et"'), "bad escape"),
+    (GOOD.replace('{op="get"}', '{op="get",op="x"}'), "twice"),
+    (GOOD.replace(' 1\n', ' one\n'), "bad value"),
+    (GOOD + "\n", "empty line"),
+    (HIST.replace("{b1}", "3").replace("{b2}", "2").replace("{c}", "2"), "cumulative"),
+    (HIST.replace("{b1}", "1").replace("{b2}", "2").replace("{c}", "3"), "_count"),
+    (HIST.replace("{b1}", "1").replace('le="+Inf"', 'le="1"').replace("{b2}", "2")
+     .replace("{c}", "2"), r"\+Inf"),
+])
+def test_the_strict_reader_refuses(text, why):
+    with pytest.raises(pt.FormatError, match=why):
+        pt.parse(text)
+
+
+def test_batch_latency_sums_over_attempts_and_never_falls():
+    first, second = BatchLatency(), BatchLatency()
+    for v in (0.002, 0.3):
+        first.observe(v)
+    totals = LatencyTotals()
+    totals.update("op1-0", 5, **_report(first))
+    second.observe(20.0)
+    totals.update("op1-0", 6, **_report(second))          # the attempt was replaced
+    counts, total = totals.of("op1-0")
+    assert sum(counts) == 3 and counts[-1] == 1 and total == pytest.approx(20.302)
+    totals.update("op1-0", 5, **_report(BatchLatency()))  # a late report of the old one
+    totals.update("op1-0", 6, **_report(BatchLatency()))  # older than the one before
+    assert totals.of("op1-0")[0] == counts
+    totals.update("op1-0", 6, [1], 0.0)                   # malformed: ignored
+    assert totals.of("op1-0")[0] == counts
+    assert len(counts) == len(TIME_BUCKETS) + 1 and not math.isnan(total)
+
+
+def _report(latency: BatchLatency) -> dict:
+    wire = latency.to_report()
+    return {"counts": wire["latency"], "total": wire["latency_sum"]}
