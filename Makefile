@@ -11,12 +11,13 @@ ALIVE  = { kill -0 $$pid 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' /proc/
 
 .PHONY: help venv test test-unit test-integration demo demo-membership cluster start stop \
         app-src introducer node status data clean bench bench-hydfs bench-stream bench-latency \
-        bench-failover app1 app2 bench-peers-venv chaos
+        bench-failover app1 app2 bench-peers-venv chaos dashboard
 
 help:
 	@echo "make test              create .venv and run the whole test suite"
 	@echo "make demo              a local 10-node cluster runs both RainStorm apps, killing 2 workers"
 	@echo "make demo-membership   joins, kill -9 and a paused node on a local 10-node cluster"
+	@echo "make dashboard         the live web page: starts the cluster if needed, a following job, the URL"
 	@echo "make cluster / stop    start / stop the 10 nodes of $(CONFIG) in the background"
 	@echo "make start VM=06       start (restart) one node in the background"
 	@echo "make status            list_mem as node 01 sees it"
@@ -59,6 +60,11 @@ demo:
 
 demo-membership:
 	$(PYTHON) -m demos.membership_demo
+
+# The live page (http://127.0.0.1:8001/): the cluster of $(CONFIG) (started if it does not
+# run), a following App 2 fed 200 signs/s until Ctrl-C; the cluster keeps running.
+dashboard:
+	$(PYTHON) -m demos.dashboard --config $(CONFIG) $(DASHBOARD_ARGS)
 
 # The ten nodes of $(CONFIG), each in the background with its pid in run/; logs per config.
 cluster:

@@ -161,6 +161,7 @@ class Node:
                 entry = files.setdefault(f["name"], {"name": f["name"], "ring_id": f.get(
                     "ring_id"), "replicas": []})
                 entry["replicas"].append(vm)
+                entry["size"] = max(entry.get("size") or 0, f.get("size") or 0)
         return {"files": sorted(files.values(), key=lambda f: f["name"])}
 
     def start(self) -> None:

@@ -7,6 +7,7 @@ new, what they read goes on to DEST), then done, stopped or failed.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ from stream.metrics import LatencyTotals
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 DONE, STOPPED, FAILED = "done", "stopped", "failed"
 ENDED = (DONE, STOPPED, FAILED)
+HISTORY = 180                  # samples of a job's totals kept for the web page (one a second)
 
 
 @dataclass
@@ -41,8 +43,25 @@ class Job:
     printed: int = 0
     skipped: int = 0
     latency: LatencyTotals = field(default_factory=LatencyTotals)   # per task, all attempts
+    history: collections.deque = field(default_factory=lambda: collections.deque(
+        maxlen=HISTORY))                              # [wall time, records in, records out]
+    rates: dict = field(default_factory=dict)         # TaskId -> records/s at the last sample
+    _sampled: tuple = ()                              # (monotonic time, {TaskId: count})
     peaks: dict = field(default_factory=dict)         # the highest figures exported
     _peaks_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sample(self, now: float) -> None:
+        """Note the job's totals (its throughput over time) and each task's rate: records
+        read for a source, records put out for an operator, per second since the last."""
+        t = self.core.totals()
+        self.history.append([round(time.time(), 2), t["in"], t["out"]])
+        counts = {task: st.stats.get("in" if task.stage == 0 else "out", 0)
+                  for task, st in self.core.tasks.items()}
+        if self._sampled and now > self._sampled[0]:
+            then, before = self._sampled
+            self.rates = {task: round(max(0, n - before.get(task, 0)) / (now - then), 1)
+                          for task, n in counts.items()}
+        self._sampled = (now, counts)
 
     def peak(self, key, value: int) -> int:
         """`value`, or the highest given for `key` before: exported counters never fall."""
@@ -95,7 +114,7 @@ def task_docs(job: Job) -> list[dict]:
         doc = {"task": str(task), "vm": st.vm,
                "state": "done" if job.state in ENDED else st.phase, "epoch": st.epoch,
                "records_in": st.stats.get("in", 0), "records_out": st.stats.get("out", 0),
-               "restarts": st.replacements}
+               "restarts": st.replacements, "rate": job.rates.get(task, 0.0)}
         doc.update(job.extras.get(task, {}))
         tasks.append(doc)
     return tasks

@@ -35,6 +35,7 @@ log = logging.getLogger("stream")
 
 PROGRESS_EVERY = 1.0
 QUIET_PROGRESS_EVERY = 10.0    # ... when nothing moved (an idle following job)
+SAMPLE_EVERY = 1.0             # the job's throughput and task rates, for the web page
 PRINT_ROWS_PER_SECOND = 10
 TURN = 0.2                     # seconds the job's thread waits for news before a tick
 FINAL_REPORTS_WAIT = 5.0
@@ -91,7 +92,7 @@ class JobDriver:
 
     def _drive(self, job: Job) -> None:
         """Feed the core until it says done (or raise its failure)."""
-        core, last_progress, shown = job.core, 0.0, None
+        core, last_progress, shown, last_sample = job.core, 0.0, None, 0.0
         effects = core.tick(time.monotonic())
         while True:
             if job.deposed:
@@ -105,6 +106,9 @@ class JobDriver:
             effects = self._news(job)
             effects += core.tick(time.monotonic())
             now = time.monotonic()
+            if now - last_sample >= SAMPLE_EVERY:
+                last_sample = now
+                job.sample(now)
             totals = core.totals()
             if now - last_progress >= (PROGRESS_EVERY if totals != shown
                                        else QUIET_PROGRESS_EVERY):

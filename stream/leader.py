@@ -438,6 +438,7 @@ class Leader(JobDriver):
             return self._recorded(job_id)
         doc = summary(job)
         doc["tasks"] = task_docs(job)
+        doc["history"] = list(job.history)
         return doc
 
     def jobs_doc(self) -> dict:
