@@ -14,9 +14,12 @@ task index), never from a key, a line or a file name.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
+
+log = logging.getLogger("node")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -134,6 +137,7 @@ class Registry:
         self._metrics: dict[str, Metric] = {}
         self._collectors: list = []
         self._lock = threading.Lock()
+        self.collector_errors = 0
 
     def counter(self, name, help_text, labels=()) -> Counter:
         return self._add(Counter(name, help_text, labels))
@@ -159,7 +163,13 @@ class Registry:
         with self._lock:
             found = list(self._metrics.values())
         for collector in self._collectors:
-            found.extend(collector())
+            try:
+                found.extend(collector())
+            except Exception:        # one broken collector must not hide every metric
+                self.collector_errors += 1
+                if self.collector_errors == 1 or self.collector_errors % 100 == 0:
+                    log.exception("metrics collector %r failed (%d so far)", collector,
+                                  self.collector_errors)
         return found
 
     def render(self) -> str:

@@ -223,7 +223,8 @@ class HydfsClient:
             finally:
                 self._invalidate(name)
             self._last_write[name] = list(append_id)
-        self.metrics.written_bytes.inc(size)
+        if reply["new"]:                  # not a retry of bytes the file holds already
+            self.metrics.written_bytes.inc(size)
         return {"name": name, "size": size, "seq": append_id[1], "new": reply["new"],
                 "replicas": reply["replicas"]}
 
@@ -252,6 +253,7 @@ class HydfsClient:
         with self.metrics.op("get"):
             got = self._get(name, local_path)
         self.metrics.read_bytes.inc(got["size"])
+        (self.metrics.cache_hits if got["cached"] else self.metrics.cache_misses).inc()
         return got
 
     def _get(self, name: str, local_path: str) -> dict:
@@ -298,8 +300,7 @@ class HydfsClient:
     def read_range(self, name: str, offset: int, length: int):
         """Yield bytes [offset, offset + length) of `name` from its first reachable replica,
         in bounded chunks (never the whole file in memory)."""
-        with self.metrics.op("read"):
-            yield from self.metrics.counted_reads(self._read_range(name, offset, length))
+        yield from self.metrics.streamed("read", self._read_range(name, offset, length))
 
     def _read_range(self, name: str, offset: int, length: int):
         checked_name(name)
@@ -352,7 +353,6 @@ class HydfsClient:
             else:
                 time.sleep(RETRY_PAUSE)
 
-    @measured("read")
     def read_view(self, name: str, ids: IdSet, create: bool, offset: int, length: int):
         """(size, chunks): the total size of the view of `ids` (after the create's content
         if `create`; view.py) and the chunks of its bytes [offset, offset + length), clipped
@@ -365,19 +365,28 @@ class HydfsClient:
         `missing` (a replica has the file but none has every id: re-read `settled`),
         `unreachable`/`slow`, or `no_such_file` (read_rules.view_failure). Once bytes went
         to the caller a failure raises HydfsError(unreachable), as read_range does."""
+        start = time.monotonic()
+        try:
+            size, chunks = self._read_view(name, ids, create, offset, length)
+        except Exception:
+            with self.metrics.op("read_view", start):
+                raise
+        return size, self.metrics.streamed("read_view", chunks, start)
+
+    def _read_view(self, name: str, ids: IdSet, create: bool, offset: int, length: int):
         checked_name(name)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for v in (offset, length)):
             raise HydfsError(BAD_REQUEST, f"bad byte range {offset!r}, {length!r}")
         local = self._local_view(name, ids, create, offset, length)
         if local is not None:
-            return local[0], self.metrics.counted_reads(local[1])
+            return local
         request = {"t": m.READ_VIEW, "name": name, "ids": ids.to_wire(), "create": create,
                    "offset": offset, "length": length}
         vm, conn, reply = self._read_from_replicas(    # a view never waits for one behind
             name, lambda vm: request, 0.0, lambda vm, conn, reply: (vm, conn, reply),
             read_rules.view_tries_next, read_rules.view_failure)
-        return reply["size"], self.metrics.counted_reads(self._bulk_chunks(vm, conn, reply, name))
+        return reply["size"], self._bulk_chunks(vm, conn, reply, name)
 
     @staticmethod
     def _bulk_chunks(vm: str, conn: Connection, reply: dict, name: str):

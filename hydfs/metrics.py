@@ -2,7 +2,10 @@
 RainStorm tasks relay through it), by kind and outcome, with their latency; the bytes they
 moved; re-replications; the cache; and what this node stores (read at scrape time).
 
-An operation's outcome is `ok` or its error code (messages.py), a small fixed set.
+An operation's outcome is `ok` or its error code (messages.py), a small fixed set; a read
+the caller stopped reading is `aborted`. A streamed read (`read`, `read_view`) is timed
+until its last chunk. The cache counts what the client made of it: a hit is a get served
+from the cache, fresh or revalidated as not modified; a miss, a get that fetched the file.
 """
 
 from __future__ import annotations
@@ -33,12 +36,20 @@ class HydfsMetrics:
         self._registry = registry
         self._watching = False
 
+        self.cache_hits = c("rainstorm_hydfs_cache_hits_total",
+                            "gets served by the cache (fresh, or revalidated unchanged)")
+        self.cache_misses = c("rainstorm_hydfs_cache_misses_total",
+                              "gets that fetched the file")
+
     @contextmanager
-    def op(self, kind: str):
-        """Count and time one operation around its body."""
-        start, outcome = time.monotonic(), "ok"
+    def op(self, kind: str, start: float | None = None):
+        """Count and time one operation around its body (begun at `start`, if given)."""
+        start, outcome = start or time.monotonic(), "ok"
         try:
             yield
+        except GeneratorExit:
+            outcome = "aborted"
+            raise
         except CodedError as exc:
             outcome = exc.code
             raise
@@ -49,11 +60,12 @@ class HydfsMetrics:
             self.operations.inc(op=kind, outcome=outcome)
             self.seconds.observe(time.monotonic() - start, op=kind)
 
-    def counted_reads(self, chunks):
-        """`chunks`, counting their bytes as they pass."""
-        for chunk in chunks:
-            self.read_bytes.inc(len(chunk))
-            yield chunk
+    def streamed(self, kind: str, chunks, start: float | None = None):
+        """`chunks`, their bytes counted as they pass, the operation timed to the last."""
+        with self.op(kind, start):
+            for chunk in chunks:
+                self.read_bytes.inc(len(chunk))
+                yield chunk
 
     def watch(self, cache_of, store) -> None:
         """Read the cache (`cache_of()`: the cache and its lock) and `store` at scrape time
@@ -64,14 +76,10 @@ class HydfsMetrics:
         def collect():
             cache, lock = cache_of()
             with lock:
-                hits, misses, evictions = cache.hits, cache.misses, cache.evictions
-                cached = cache.size_bytes
-            totals = [Counter("rainstorm_hydfs_cache_hits_total", "gets served by the cache"),
-                      Counter("rainstorm_hydfs_cache_misses_total", "gets the cache missed"),
-                      Counter("rainstorm_hydfs_cache_evictions_total",
-                              "cached files evicted to make room")]
-            for metric, value in zip(totals, (hits, misses, evictions)):
-                metric.set_total(value)
+                evictions, cached = cache.evictions, cache.size_bytes
+            evicted = Counter("rainstorm_hydfs_cache_evictions_total",
+                              "cached files evicted to make room")
+            evicted.set_total(evictions)
             size = Gauge("rainstorm_hydfs_cache_bytes", "bytes of file data in the cache")
             size.set(cached)
             files, stored = 0, 0
@@ -85,5 +93,5 @@ class HydfsMetrics:
             held_bytes = Gauge("rainstorm_hydfs_stored_bytes",
                                "bytes of the copies this node holds (base and pending)")
             held_bytes.set(stored)
-            return totals + [size, held, held_bytes]
+            return [evicted, size, held, held_bytes]
         self._registry.collect(collect)

@@ -26,7 +26,7 @@ from cluster import wire
 from cluster.config import Config
 from cluster.logs import BadInputLog
 from cluster.metrics import Registry
-from membership.member import ALIVE, MemberState, make_member_id
+from membership.member import ALIVE, FINAL, MemberState, make_member_id
 from membership.metrics import MembershipMetrics
 from membership.protocol import Event, MembershipProtocol, Output, Settings
 
@@ -105,6 +105,11 @@ class MembershipService:
     def members(self) -> list[MemberState]:
         with self._lock:
             return self.protocol.live_members()
+
+    def departed(self) -> list[MemberState]:
+        """The failed and departed members this node still remembers (their tombstones)."""
+        with self._lock:
+            return [m for m in self.protocol.members.values() if m.status in FINAL]
 
     def me(self) -> MemberState:
         with self._lock:

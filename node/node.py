@@ -134,6 +134,8 @@ class Node:
                 "replicas": self.config.hydfs.replicas,
                 "leader": claim.vm if claim else None,
                 "detection": round(detection(self.config), 3),
+                "departed": [{"vm": m.vm, "status": m.status, "incarnation": m.incarnation,
+                              "id": m.id} for m in self.membership.departed()],
                 "nodes": sorted(self.config.nodes), "time": time.time()}
 
     def _doc(self, argv: list[str]) -> dict:

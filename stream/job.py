@@ -1,8 +1,6 @@
 """One job as its leader holds it (`Job`), and the documents that show it: the progress
 line, the summary (`RainStorm`, `stop`), the `jobs` line and `job JOBID`'s task list.
-
-States: starting (tasks being placed), running, stopping (`stop` asked: sources read nothing
-new, what they read goes on to DEST), then done, stopped or failed.
+Its states are in job_states.py.
 """
 
 from __future__ import annotations
@@ -15,11 +13,9 @@ from dataclasses import dataclass, field
 
 from stream.job_core import JobCore
 from stream.job_spec import JobSpec
+from stream.job_states import ENDED, STARTING
 from stream.metrics import LatencyTotals
 
-STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
-DONE, STOPPED, FAILED = "done", "stopped", "failed"
-ENDED = (DONE, STOPPED, FAILED)
 HISTORY = 180                  # samples of a job's totals kept for the web page (one a second)
 
 
@@ -53,7 +49,7 @@ class Job:
     def sample(self, now: float) -> None:
         """Note the job's totals (its throughput over time) and each task's rate: records
         read for a source, records put out for an operator, per second since the last."""
-        t = self.core.totals()
+        t = totals(self)
         self.history.append([round(time.time(), 2), t["in"], t["out"]])
         counts = {task: st.stats.get("in" if task.stage == 0 else "out", 0)
                   for task, st in self.core.tasks.items()}
@@ -76,8 +72,16 @@ class Job:
             ctx.emit(line)
 
 
+NO_TOTALS = {"in": 0, "op1_out": 0, "out": 0, "dropped": 0, "errors": 0}
+
+
+def totals(job: Job) -> dict:
+    """The job's counts; nothing yet while it is being set up (or failed while it was)."""
+    return job.core.totals() if job.core is not None else dict(NO_TOTALS)
+
+
 def progress_line(job: Job) -> str:
-    t = job.core.totals()
+    t = totals(job)
     elapsed = time.monotonic() - job.started
     return (f"[{elapsed:5.1f}s] read {t['in']} lines ({t['in'] / max(elapsed, 1e-9):,.0f}/s)"
             f" | {job.spec.op1} out {t['op1_out']} | {job.spec.op2} out {t['out']}"
@@ -85,12 +89,13 @@ def progress_line(job: Job) -> str:
 
 
 def summary(job: Job) -> dict:
-    t = job.core.totals()
+    t = totals(job)
     seconds = job.seconds if job.seconds is not None else \
         round(time.monotonic() - job.started, 3)
     doc = {"job": job.id, "dest": job.spec.dest, "state": job.state,
            "records_in": t["in"], "records_out": t["out"], "dropped": t["dropped"],
-           "errors": t["errors"], "failures_recovered": job.core.failures_recovered,
+           "errors": t["errors"],
+           "failures_recovered": job.core.failures_recovered if job.core else 0,
            "seconds": seconds,
            "lines_per_second": round(t["in"] / seconds) if seconds else 0,
            "printed": job.printed, "not_printed": job.skipped}
@@ -100,7 +105,7 @@ def summary(job: Job) -> dict:
 
 
 def listing(job: Job) -> dict:
-    t = job.core.totals()
+    t = totals(job)
     spec = job.spec
     return {"job": job.id, "state": job.state, "op1": spec.op1, "op2": spec.op2,
             "src": spec.src, "dest": spec.dest, "num_tasks": spec.num_tasks,
@@ -110,11 +115,12 @@ def listing(job: Job) -> dict:
 
 def task_docs(job: Job) -> list[dict]:
     tasks = []
-    for task, st in sorted(job.core.tasks.items()):
+    for task, st in sorted(job.core.tasks.items() if job.core else ()):
         doc = {"task": str(task), "vm": st.vm,
                "state": "done" if job.state in ENDED else st.phase, "epoch": st.epoch,
                "records_in": st.stats.get("in", 0), "records_out": st.stats.get("out", 0),
-               "restarts": st.replacements, "rate": job.rates.get(task, 0.0)}
+               "restarts": st.replacements,
+               "rate": 0.0 if job.state in ENDED else job.rates.get(task, 0.0)}
         doc.update(job.extras.get(task, {}))
         tasks.append(doc)
     return tasks

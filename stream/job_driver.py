@@ -25,9 +25,9 @@ from cluster.commands import CommandError
 from cluster.rpc import RemoteError, Unreachable
 from hydfs.client import HydfsError
 from stream import messages as m
-from stream.job import DONE, FAILED, RUNNING, STARTING, STOPPED, STOPPING, Job, \
-    old_ended_jobs, progress_line, summary
+from stream.job import Job, old_ended_jobs, progress_line, summary
 from stream.job_core import Done, Fail, Say, SendSchedule, StartTask, StopAttempt
+from stream.job_states import DONE, FAILED, RUNNING, STARTING, STOPPED, STOPPING
 from stream.job_record import Deposed, placement_to_wire
 from stream.scheduler import TaskId
 

@@ -49,12 +49,12 @@ from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
 from hydfs.messages import FENCED
 from stream import messages as m
-from stream.job import (ENDED, FAILED, RUNNING, STOPPING, Job, listing, listing_of_record,
-                        summary, task_docs)
+from stream.job import Job, listing, listing_of_record, summary, task_docs
 from stream.job_core import JobCore
 from stream.job_driver import JobDriver
 from stream.job_record import Deposed, JobExists, JobRecords, placement_of
 from stream.job_setup import JobSetup
+from stream.job_states import ENDED, FAILED, RUNNING, STOPPING
 from stream.job_spec import JobSpec, parse_job
 from stream.metrics import job_metrics
 from stream.scheduler import TaskId, workers_for
@@ -104,10 +104,10 @@ class Leader(JobDriver):
         with self._lock:
             active = self.active
             jobs = [job for job in self.jobs.values()
-                    if active and job.core is not None and job.epoch and not job.deposed]
+                    if active and job.epoch and not job.deposed]
         leads.set(1 if active else 0)
         epoch.set(self.epoch if active else 0)
-        return [leads, epoch, *job_metrics(jobs)]
+        return [leads, epoch, *job_metrics(jobs, time.monotonic())]
 
     # -- news from tasks, workers and membership: to the job's thread -----------------------
 

@@ -8,18 +8,23 @@ processed by an operator) until its commit is durable in the task's log and its 
 The histogram is the attempt's own; `LatencyTotals` adds each replaced attempt's last counts
 to its successor's, so a task's histogram only grows.
 
-The leader exports the jobs it drives and those that ended under it; its gauges and
-counters for a job are the figures of its last reports, never lowered (a replacement that
-went back to its last commit redoes what it lost, and the figures come back). The last
-stage's records out, summed over its tasks, are the job's records out.
+The leader exports the jobs it drives and those that ended under it (an ended job's
+per-task series for TASK_SERIES_AFTER_END seconds more). A task's counters are the figures
+of its last reports, never lowered (a replacement that went back to its last commit redoes
+what it lost, and the figures come back); a job's are the sums of its tasks', so the last
+stage's records out, summed over its tasks, are the job's records out. A node that leads
+again later starts its jobs' series afresh, as a restarted process would: Prometheus
+takes a counter that fell for a reset.
 """
 
 from __future__ import annotations
 
 from cluster.metrics import TIME_BUCKETS, Counter, Gauge, Histogram, Registry
+from stream.job_states import ENDED, STATES
 from stream.scheduler import STAGE_NAMES
 
 LABELS = ("job", "stage", "task")
+TASK_SERIES_AFTER_END = 600.0
 _TASK_COUNTERS = (("in", "records_in", "records the task took in"),
                   ("out", "records_out", "records the task put out"),
                   ("dropped", "dropped", "records its operator dropped (filtered out)"),
@@ -50,29 +55,34 @@ class LatencyTotals:
     """A task's histogram over all its attempts, from their reports (on the leader)."""
 
     def __init__(self):
-        self._base: dict = {}       # task -> (counts, sum) of its replaced attempts
-        self._last: dict = {}       # task -> (epoch, counts, sum) of its latest report
+        # task -> (epoch of its latest attempt, its (counts, sum), the earlier attempts'),
+        # replaced by one assignment, so a scrape on another thread sees one or the other.
+        self._tasks: dict = {}
 
     def update(self, task, epoch: int, counts, total) -> None:
         if not isinstance(counts, list) or len(counts) != len(TIME_BUCKETS) + 1:
             return
-        last = self._last.get(task)
-        if last is not None and last[0] != epoch:
-            base = self._base.get(task, ([0] * len(counts), 0.0))
-            self._base[task] = ([a + b for a, b in zip(base[0], last[1])], base[1] + last[2])
-        if last is None or last[0] != epoch or sum(counts) >= sum(last[1]):
-            self._last[task] = (epoch, [int(n) for n in counts], float(total or 0))
+        now = ([int(n) for n in counts], float(total or 0))
+        held = self._tasks.get(task)
+        if held is None:
+            self._tasks[task] = (epoch, now, ([0] * len(counts), 0.0))
+        elif epoch > held[0]:            # a new attempt: the last one's figures are final
+            self._tasks[task] = (epoch, now, _added(held[2], held[1]))
+        elif epoch == held[0] and sum(now[0]) >= sum(held[1][0]):
+            self._tasks[task] = (epoch, now, held[2])
+        # else: a report older than one already counted
 
     def of(self, task) -> tuple[list, float] | None:
-        last = self._last.get(task)
-        if last is None:
-            return None
-        base = self._base.get(task, ([0] * len(last[1]), 0.0))
-        return [a + b for a, b in zip(base[0], last[1])], base[1] + last[2]
+        held = self._tasks.get(task)
+        return None if held is None else _added(held[2], held[1])
 
 
-def job_metrics(jobs) -> list:
-    """The metrics of `jobs` (Job objects: job.py), filled now."""
+def _added(a: tuple, b: tuple) -> tuple[list, float]:
+    return [x + y for x, y in zip(a[0], b[0])], a[1] + b[1]
+
+
+def job_metrics(jobs, now: float) -> list:
+    """The metrics of `jobs` (Job objects: job.py), filled at monotonic time `now`."""
     state = Gauge("rainstorm_stream_jobs", "jobs this leader holds, by state", ("state",))
     job_in = Counter("rainstorm_stream_job_records_in_total", "lines a job's sources read",
                      ("job",))
@@ -90,19 +100,26 @@ def job_metrics(jobs) -> list:
                        "attempts started to replace an earlier one", LABELS)
     latency = Histogram("rainstorm_stream_task_batch_seconds",
                         "seconds from a batch taken up to its commit durable and sent", LABELS)
-    counted: dict = {}
+    counted = dict.fromkeys(STATES, 0)
     for job in jobs:
         counted[job.state] = counted.get(job.state, 0) + 1
-        totals = job.core.totals()
-        job_in.set_total(job.peak("in", totals["in"]), job=job.id)
-        job_out.set_total(job.peak("out", totals["out"]), job=job.id)
+        if job.core is None:             # still being set up, or failed while it was
+            continue
         recovered.set_total(job.core.failures_recovered, job=job.id)
+        sums = {"in": 0, "out": 0}
+        show_tasks = job.state not in ENDED or job.seconds is None or \
+            now - (job.started + job.seconds) < TASK_SERIES_AFTER_END
         for task in sorted(job.core.tasks):
+            stats = job.core.tasks[task].stats
+            peaks = {key: job.peak((task, key), stats.get(key, 0)) for key, _, _ in _TASK_COUNTERS}
+            sums["in"] += peaks["in"] if task.stage == 0 else 0
+            sums["out"] += peaks["out"] if task.stage == len(STAGE_NAMES) - 1 else 0
+            if not show_tasks:
+                continue
             doc = job.extras.get(task, {})
             labels = {"job": job.id, "stage": STAGE_NAMES[task.stage], "task": task.index}
-            stats = job.core.tasks[task].stats
             for key, _, _ in _TASK_COUNTERS:
-                tasks[key].set_total(job.peak((task, key), stats.get(key, 0)), **labels)
+                tasks[key].set_total(peaks[key], **labels)
             unacked.set(doc.get("unacked", 0), **labels)
             if task.stage == 0:
                 in_flight.set(doc.get("in_flight", 0), **labels)
@@ -110,6 +127,8 @@ def job_metrics(jobs) -> list:
             histogram = job.latency.of(task)
             if histogram is not None:
                 latency.set_counts(histogram[0], histogram[1], **labels)
+        job_in.set_total(sums["in"], job=job.id)
+        job_out.set_total(sums["out"], job=job.id)
     for name in sorted(counted):
         state.set(counted[name], state=name)
     return [state, job_in, job_out, recovered, *tasks.values(), unacked, in_flight,

@@ -12,9 +12,11 @@ import pytest
 
 from cluster.config import load_config
 from cluster.errors import CodedError
+from cluster.metrics import Registry
 from cluster.rpc import Peers
 from hydfs.client import HydfsClient
 from hydfs.idset import IdSet
+from hydfs.metrics import HydfsMetrics
 from hydfs.ring import Ring
 from hydfs.store import ReplicaStore
 
@@ -30,6 +32,7 @@ class Outside:
         self.peers = Peers(load_config(str(cluster.config_path)))
         self.membership = SimpleNamespace(me=lambda: SimpleNamespace(id="outside-1"))
         self.store = ReplicaStore(str(cluster.root / "outside"))
+        self.metrics = HydfsMetrics(Registry())
         self.vm, self.bits, self.replicas = "none", 11, 3
         self._ring = Ring(cluster.vms, self.bits)
         self._owners = owners

@@ -106,8 +106,12 @@ def test_batch_latency_sums_over_attempts_and_never_falls():
     totals.update("op1-0", 6, **_report(second))          # the attempt was replaced
     counts, total = totals.of("op1-0")
     assert sum(counts) == 3 and counts[-1] == 1 and total == pytest.approx(20.302)
-    totals.update("op1-0", 5, **_report(BatchLatency()))  # a late report of the old one
+    late = BatchLatency()
+    late.observe(0.01)
+    totals.update("op1-0", 5, **_report(late))            # a late report of the old attempt
     totals.update("op1-0", 6, **_report(BatchLatency()))  # older than the one before
+    totals.update("op1-0", 5, **_report(first))           # ... and again: epochs 5, 6, 5, 6
+    totals.update("op1-0", 6, **_report(second))
     assert totals.of("op1-0")[0] == counts
     totals.update("op1-0", 6, [1], 0.0)                   # malformed: ignored
     assert totals.of("op1-0")[0] == counts
@@ -117,3 +121,49 @@ def test_batch_latency_sums_over_attempts_and_never_falls():
 def _report(latency: BatchLatency) -> dict:
     wire = latency.to_report()
     return {"counts": wire["latency"], "total": wire["latency_sum"]}
+
+
+def test_a_jobs_metrics_add_up_and_never_fall_and_a_job_being_set_up_is_listed():
+    """The leader's per-task figures are peaks (a replacement went back to its last commit:
+    its figures fall, then come back) and the job's are their sums; a job without a core
+    yet (being set up) breaks neither the metrics nor its documents (review regression:
+    `jobs` raised on it, so the page showed no jobs at all)."""
+    from stream.job import Job, listing, summary, task_docs
+    from stream.job_core import JobCore
+    from stream.job_spec import parse_job
+    from stream.metrics import job_metrics
+    from stream.scheduler import TaskId
+    spec = parse_job(["a", "b", "s", "d", "2"])
+    setting_up = Job("new", spec)
+    assert listing(setting_up)["records_out"] == 0 and summary(setting_up)["records_in"] == 0
+    assert task_docs(setting_up) == []
+    job = Job("j1", spec, core=JobCore(2, ["02", "03"], 0.0, 60.0))
+    stats = {TaskId(0, 0): {"in": 10}, TaskId(0, 1): {"in": 5},
+             TaskId(2, 0): {"in": 4, "out": 4}, TaskId(2, 1): {"in": 3, "out": 3}}
+    for task, figures in stats.items():
+        job.core.tasks[task].stats = figures
+    first = pt.parse(_render(job_metrics([job, setting_up], 0.0)))
+    job.core.tasks[TaskId(2, 0)].stats = {"in": 2, "out": 2}     # its replacement's, lower
+    job.core.tasks[TaskId(2, 1)].stats = {"in": 6, "out": 6}
+    second = pt.parse(_render(job_metrics([job, setting_up], 1.0)))
+    assert pt.value(first, "rainstorm_stream_job_records_out_total", job="j1") == 7
+    assert pt.value(second, "rainstorm_stream_job_records_out_total", job="j1") == 10
+    outs = pt.series(second, "rainstorm_stream_task_records_out_total")
+    assert sum(v for k, v in outs.items() if dict(k)["stage"] == "op2") == 10
+    assert pt.value(second, "rainstorm_stream_job_records_in_total", job="j1") == 15
+    assert pt.value(second, "rainstorm_stream_jobs", state="starting") == 2
+    assert pt.value(second, "rainstorm_stream_jobs", state="failed") == 0
+
+
+def _render(metrics: list) -> str:
+    r = Registry()
+    r.collect(lambda: metrics)
+    return r.render()
+
+
+def test_a_broken_collector_leaves_the_other_metrics_served():
+    r = Registry()
+    r.counter("rainstorm_fine_total", "fine").inc()
+    r.collect(lambda: 1 / 0)
+    assert pt.value(pt.parse(r.render()), "rainstorm_fine_total") == 1
+    assert r.collector_errors == 1

@@ -352,7 +352,8 @@ def test_an_inbox_holds_one_copy_of_a_resent_block():
 def test_the_leader_keeps_only_the_newest_ended_jobs_in_memory():
     """Ended jobs stay listed from their HyDFS records; memory holds the newest few."""
     from stream.job_spec import parse_job
-    from stream.job import DONE, Job, old_ended_jobs
+    from stream.job import Job, old_ended_jobs
+    from stream.job_states import DONE
     spec = parse_job(["a", "b", "s", "d", "1"])
     jobs = [Job(f"j{i}", spec, created=float(i), state=DONE) for i in range(8)]
     jobs.append(Job("run", spec, created=0.0))              # running: never forgotten
