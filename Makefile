@@ -11,7 +11,7 @@ ALIVE  = { kill -0 $$pid 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' /proc/
 
 .PHONY: help venv test test-unit test-integration demo demo-membership cluster start stop \
         app-src introducer node status data clean bench bench-hydfs bench-stream bench-latency \
-        bench-failover app1 app2 bench-peers-venv chaos dashboard
+        bench-failover bench-membership app1 app2 bench-peers-venv chaos dashboard fuzz
 
 help:
 	@echo "make test              create .venv and run the whole test suite"
@@ -25,10 +25,14 @@ help:
 	@echo "make node VM=03        run node 03 in the foreground (as on a course VM)"
 	@echo "make data              traffic-signs CSV files in datasets/"
 	@echo "make chaos             real clusters under a seeded nemesis, every round checked"
+	@echo "make fuzz              100,000 fuzzed frames per node and port (UDP, TCP, HTTP) of 4 nodes, then"
+	@echo "                       every node checked (about 30 min; FRAMES=, SEED= to change or replay)"
 	@echo "                       (ROUNDS=20, SEED=first round's seed; one line per round)"
 	@echo "make bench-latency     latency of two following jobs while a client appends 1k/10k/50k lines/s"
 	@echo "                       (BENCH_ARGS='--seconds 5 --rates 1000,10000' for a quick run)"
 	@echo "make bench-failover    the leader killed -9 mid-job, 10 times: new leader, first report, output"
+	@echo "make bench-membership  detection after kill -9, false positives against loss, bandwidth, 10-50 nodes"
+	@echo "                       (about 40 min; BENCH_ARGS=--quick for a 5-minute run)"
 	@echo "make app1 / make app2  the two classic RainStorm apps on the running cluster (make cluster)"
 	@echo "                       (LINES=1000|5000|10000, TASKS=3)"
 
@@ -54,6 +58,11 @@ ROUNDS ?= 20
 SEED   ?=
 chaos: $(VPY)
 	$(VPY) -m tests.chaos --rounds $(ROUNDS) $(if $(SEED),--seed $(SEED))
+
+# The fuzzer (tests/fuzz.py): junk, lies and replays to every port of every node, then checks.
+FRAMES ?= 100000
+fuzz: $(VPY)
+	$(VPY) -m tests.fuzz --frames $(FRAMES) $(if $(SEED),--seed $(SEED))
 
 demo:
 	$(PYTHON) -m demos.rainstorm_demo
@@ -140,6 +149,10 @@ bench-latency:
 
 bench-failover:
 	$(PYTHON) bench/failover.py $(BENCH_ARGS)
+
+# The failure detector: both modes, the seed's timings and fast ones (bench/results/membership.md).
+bench-membership:
+	$(PYTHON) bench/membership_bench.py $(BENCH_ARGS)
 
 bench-peers-venv:
 	$(PYTHON) -m venv $(PEERS_VENV)

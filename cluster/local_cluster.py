@@ -37,25 +37,33 @@ class CommandFailed(Exception):
     pass
 
 
+HTTP_OFFSET = 1000            # [cluster] http_offset's default: each node's HTTP port
 PORT_RANGE = (20000, 32000)   # below Linux's ephemeral range, so no outgoing connection
                               # can take a port between our check and the node's bind
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports free for both TCP and UDP on 127.0.0.1 right now."""
-    ports, held = [], []
+def free_ports(count: int, http_offset: int = HTTP_OFFSET) -> list[int]:
+    """Ports free for both TCP and UDP on 127.0.0.1 right now, each with its HTTP port
+    (port + `http_offset`) free for TCP too, and no port another one's HTTP port."""
+    ports, held, taken = [], [], set()
     while len(ports) < count:
         port = random.randrange(*PORT_RANGE)
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            tcp.bind(("127.0.0.1", port))
-            udp.bind(("127.0.0.1", port))
-        except OSError:
-            tcp.close()
-            udp.close()
+        wanted = [port, port + http_offset] if http_offset else [port]
+        if taken & set(wanted):
             continue
-        held += [tcp, udp]
+        sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+                   socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
+        if http_offset:
+            sockets.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        try:
+            for sock, at in zip(sockets, [port, port, port + http_offset]):
+                sock.bind(("127.0.0.1", at))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            continue
+        held += sockets
+        taken.update(wanted)
         ports.append(port)
     for s in held:
         s.close()

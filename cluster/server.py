@@ -31,6 +31,10 @@ log = logging.getLogger("server")
 IDLE_TIMEOUT = 600.0       # seconds a connection may sit idle between requests
 FIRST_MESSAGE_TIMEOUT = 10.0   # a new connection must send a whole first message by then
 FIRST_LINE_LIMIT = 1 << 20     # and it may be at most this long: junk is cut off early
+# What a handler raises on a field of the wrong type or shape: the request was bad, not the
+# handler; answered bad_request and logged as bad input (rate-limited).
+MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+             RecursionError)
 MAX_CONNECTIONS = 512      # beyond this, new connections are refused (closed at once)
 
 
@@ -46,6 +50,7 @@ class MessageServer:
         self._active = 0
         self._active_lock = threading.Lock()
         self.bad_input = BadInputLog(log)
+        self._internal_errors = 0
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-accept", daemon=True)
 
     def add_routes(self, routes: dict[MessageType, object]) -> None:
@@ -134,8 +139,16 @@ class MessageServer:
             conn.send(error_reply(exc.code, str(exc)))
         except (wire.ProtocolError, OSError):
             raise
+        except MALFORMED as exc:  # a field of the wrong type or shape (tests/fuzz.py)
+            reason = f"malformed {message['t']!r} message: {type(exc).__name__}: {exc}"
+            self.bad_input.reject("tcp", source, reason[:300])
+            _try_send(conn, error_reply(BAD_REQUEST, reason[:300]))
+            return False
         except Exception as exc:  # a bug in one handler must not take the node down
-            log.exception("handler for %r failed", message["t"])
+            self._internal_errors += 1
+            if self._internal_errors <= 5 or self._internal_errors % 100 == 0:
+                log.exception("handler for %r failed (%d internal errors so far)",
+                              message["t"], self._internal_errors)
             _try_send(conn, error_reply(INTERNAL, f"internal error: {exc}"))
             return False
         return True

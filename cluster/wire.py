@@ -79,6 +79,8 @@ def decode(line: bytes, key: bytes | None = None) -> dict:
         message = json.loads(body, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"bad JSON: {exc}") from None
+    except RecursionError:       # a few kilobytes of "[[[[..." (found by tests/fuzz.py)
+        raise ProtocolError("bad JSON: nested too deeply") from None
     if not isinstance(message, dict) or not isinstance(message.get("t"), str):
         raise ProtocolError('message is not a JSON object with a string "t"')
     return message

@@ -47,10 +47,13 @@ class Claim:
     @classmethod
     def from_wire(cls, doc) -> "Claim | None":
         try:
-            epoch, vm = int(doc["epoch"]), str(doc["vm"])
-        except (KeyError, TypeError, ValueError):
+            epoch, vm = doc["epoch"], doc["vm"]
+        except (KeyError, TypeError):
             return None
-        return cls(epoch, vm) if epoch > 0 and vm else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 < epoch < 1 << 62 \
+                or not isinstance(vm, str) or not vm.isdigit() or len(vm) > 8:
+            return None          # a node name is digits ("07"); an epoch a positive int
+        return cls(epoch, vm)
 
 
 def succession(nodes: list[str], first: str) -> list[str]:

@@ -88,17 +88,23 @@ class StreamWorker:
         of a newer one from its order (its announcement may not have reached us)."""
         epoch = int(msg.get("leader_epoch", 0))
         if msg.get("leader_vm"):
-            self.leadership.learn(Claim.from_wire({"epoch": epoch, "vm": msg["leader_vm"]}))
+            self.leadership.learn(self._claim({"epoch": epoch, "vm": msg["leader_vm"]}))
         known = self.leadership.current()
         if known is not None and epoch < known.epoch:
             raise HandlerError(m.STALE_LEADER, f"leader epoch {epoch} was deposed: vm"
                                                f"{known.vm} leads at {known.epoch}")
 
+    def _claim(self, doc: dict) -> Claim | None:
+        """The leader claim `doc` makes, if it names a node of this cluster."""
+        claim = Claim.from_wire(doc)
+        return claim if claim is not None and claim.vm in self.config.nodes else None
+
     def handle_leader(self, conn, msg: dict) -> None:
         """A new leader says so: learn it (unless a newer one is known); the attempts here."""
-        claim = Claim.from_wire(msg)
+        claim = self._claim(msg)
         if claim is None:
-            raise HandlerError(BAD_REQUEST, "a leader announcement needs epoch and vm")
+            raise HandlerError(BAD_REQUEST, "a leader announcement needs an epoch and the "
+                                            "name of a node of this cluster")
         self.leadership.learn(claim)
         self._check_leader({"leader_epoch": claim.epoch})
         with self._lock:

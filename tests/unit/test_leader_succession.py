@@ -270,3 +270,12 @@ def test_a_command_on_the_configured_leader_before_its_first_claim_waits_for_it_
     doc = commands._at_leader(Context(), ["jobs"], lambda ctx: {"jobs": []}, config,
                               Forming(), failover=5.0)
     assert doc == {"jobs": []}
+
+
+@pytest.mark.parametrize("doc", [{"epoch": 5, "vm": {"id": 1}}, {"epoch": "5", "vm": "02"},
+                                 {"epoch": True, "vm": "02"}, {"epoch": 2 ** 70, "vm": "02"},
+                                 {"epoch": 5.5, "vm": "02"}, {"epoch": 5, "vm": "../x"},
+                                 {"epoch": 0, "vm": "02"}, {"vm": "02"}, [], None])
+def test_a_claim_of_the_wrong_shape_is_no_claim(doc):
+    """tests/fuzz.py found it: an announcement whose vm was a dict deposed the leader."""
+    assert Claim.from_wire(doc) is None

@@ -166,3 +166,12 @@ def test_a_range_past_the_end_of_its_file_is_an_error_not_a_short_payload(tmp_pa
     a.settimeout(5)
     with open(src, "rb") as f, pytest.raises(OSError, match="ended before"):
         Connection(a, key).send_bulk_ranges({"t": "put"}, 150, [(f, 0, 150)])
+
+
+def test_deeply_nested_json_is_a_protocol_error_not_a_crash():
+    """tests/fuzz.py found it: a few KB of '[[[[' raised RecursionError out of decode, which
+    the membership loop logged as an error with its traceback, per datagram."""
+    import pytest as _pytest
+    from cluster import wire as _wire
+    with _pytest.raises(_wire.ProtocolError, match="nested too deeply"):
+        _wire.decode(b'{"t":"ping","g":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
