@@ -11,10 +11,11 @@ ALIVE  = { kill -0 $$pid 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' /proc/
 
 .PHONY: help venv test test-unit test-integration demo demo-membership cluster start stop \
         app-src introducer node status data clean bench bench-hydfs bench-stream bench-latency \
-        bench-failover bench-membership app1 app2 bench-peers-venv chaos dashboard fuzz
+        bench-failover bench-membership app1 app2 bench-peers-venv chaos dashboard fuzz test-netns
 
 help:
 	@echo "make test              create .venv and run the whole test suite"
+	@echo "make test-netns        the network-namespace tier alone (root: nodes with their own IPs)"
 	@echo "make demo              a local 10-node cluster runs both RainStorm apps, killing 2 workers"
 	@echo "make demo-membership   joins, kill -9 and a paused node on a local 10-node cluster"
 	@echo "make dashboard         the live web page: starts the cluster if needed, a following job, the URL"
@@ -51,6 +52,10 @@ test-unit: $(VPY)
 
 test-integration: $(VPY)
 	$(VPY) -m pytest -q tests/integration
+
+# Nodes in network namespaces (tests/netns.py): needs root; part of `make test` when root.
+test-netns: $(VPY)
+	$(VPY) -m pytest -q tests/netns_tier
 
 # The chaos suite (tests/chaos.py): ROUNDS rounds on a local cluster, each a job or HyDFS
 # appends under one fault, checked against the oracle; SEED replays (default: the clock).

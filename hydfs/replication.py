@@ -8,7 +8,9 @@ compares them with its own copies on the ring of live members:
   this node's copy lacks: the file itself, a newer merge generation, or pending appends
   (so appends made while a replica was down reach it);
 - a copy this node holds but is no longer a replica of is dropped once every current
-  replica holds everything it holds ("excess copies are removed", never the last one).
+  replica holds everything it holds ("excess copies are removed", never the last one),
+  or once every replica holds the name from an earlier create (this copy's create lost a
+  race that a partition let both sides win).
 
 Comparisons use only the summaries (summary.py): file id, generation and the id sets, so a
 plan is cheap and deterministic.
@@ -64,6 +66,11 @@ def _worth_pulling(mine: dict | None, theirs: dict) -> bool:
 
 
 def _safe_to_drop(name, mine, owners, manifests) -> bool:
+    """Every current replica holds all this copy holds; or every one holds the name from an
+    earlier create, so this copy's create lost (both sides of a partition created the name:
+    the earlier create is the file, README "Partitions"), and it would never be dropped."""
     if not owners:
         return False
-    return all(covers(manifests.get(vm, {}).get(name), mine) for vm in owners)
+    theirs = [manifests.get(vm, {}).get(name) for vm in owners]
+    return all(covers(t, mine) for t in theirs) or all(
+        t is not None and t["file_id"] < mine["file_id"] for t in theirs)

@@ -395,8 +395,9 @@ class HydfsService:
                 self.store.remove(name)
             done["dropped"] += 1
             self.metrics.dropped_copies.inc()
-            log.info("DROP %s: no longer a replica, and every replica holds its %d appends",
-                     name, len(held_ids(local[name])))
+            log.info("DROP %s: no longer a replica, and every replica holds its %d appends "
+                     "or an earlier create of the name (file %s lost to it)", name,
+                     len(held_ids(local[name])), local[name]["file_id"])
         self.last_resync = time.monotonic()
         return done
 

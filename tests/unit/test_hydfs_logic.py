@@ -105,3 +105,21 @@ def test_plan_pulls_what_a_replica_lacks_and_drops_only_covered_excess():
     manifests[owners[2]] = {name: full}
     assert plan(outsider, ring, 3, {name: full}, manifests).drops == [name]
     assert plan(outsider, ring, 3, {name: full}, {}).drops == []    # never the last copy blind
+
+
+def test_a_copy_of_a_create_that_lost_to_an_earlier_one_is_dropped():
+    """tests/netns_tier found it: both sides of a partition created one name; after healing
+    the replicas kept the earlier create, and copies of the later one on other nodes were
+    never dropped (nothing could ever cover them). A copy of a *newer* create than the
+    replicas' is dropped; one of an older create is not (the replicas would pull it)."""
+    ring = Ring.from_positions({"01": 100, "02": 200, "03": 300, "04": 400}, bits=11)
+    name = "twice"
+    owners = ring.replicas(name, 3)
+    outsider = next(vm for vm in ring.nodes_in_order() if vm not in owners)
+    earlier, later = summary(file_id="0001-a"), summary(file_id="0002-b", pending=[("b", 1)])
+    manifests = {vm: {name: earlier} for vm in owners}
+    assert plan(outsider, ring, 3, {name: later}, manifests).drops == [name]
+    assert plan(outsider, ring, 3, {name: earlier}, {vm: {name: later} for vm in owners}
+                ).drops == []
+    manifests[owners[0]] = {}                      # a replica without it yet: keep ours
+    assert plan(outsider, ring, 3, {name: later}, manifests).drops == []
