@@ -110,11 +110,12 @@ def _follow_on(notes: dict) -> str:
 
 
 def _report(reply: dict, as_json: bool) -> int:
+    errors = {"code": reply["code"]} if isinstance(reply.get("code"), str) else {}
     if reply.get("t") == ERROR:
-        return _fail(as_json, reply.get("error", "error"), EXIT_FAILED)
+        return _fail(as_json, reply.get("error", "error"), EXIT_FAILED, errors)
     if not reply.get("ok"):
         code = EXIT_USAGE if reply.get("usage") else EXIT_FAILED
-        return _fail(as_json, reply.get("error", "failed"), code)
+        return _fail(as_json, reply.get("error", "failed"), code, errors)
     if as_json:
         print(json.dumps(reply.get("doc", {"ok": True}), indent=2))
     elif reply.get("text"):
@@ -123,8 +124,9 @@ def _report(reply: dict, as_json: bool) -> int:
 
 
 def _fail(as_json: bool, reason: str, code: int, notes: dict | None = None) -> int:
-    """A failure: one line on stderr; with --json, its document (and the notes the node
-    sent before it failed, such as the id of the job it had started)."""
+    """A failure: one line on stderr; with --json, its document (with the error's code
+    when it has one, and the notes the node sent before it failed, such as the id of the
+    job it had started)."""
     if as_json:
         print(json.dumps(dict(notes or {}, ok=False, error=reason)))
     print(f"error: {reason}", file=sys.stderr)

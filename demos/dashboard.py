@@ -21,8 +21,17 @@ import time
 from bench.gen_traffic_signs import iter_lines
 from cluster import ctl, wire
 from cluster.config import load_config
+from hydfs.messages import FILE_EXISTS
 
 SRC, DEST = "dashboard_signs", "dashboard_by_category"
+
+
+class Refused(Exception):
+    """A command the node refused; `code` says why (hydfs/messages.py, cluster/errors.py)."""
+
+    def __init__(self, reason: str, code: str | None):
+        super().__init__(reason)
+        self.code = code
 APP2 = ("signs_by_category", "count", "Punched Telespar")
 
 
@@ -34,17 +43,17 @@ class Cluster:
         self.vm = self.config.introducer
 
     def ask(self, *argv: str, timeout: float = 60) -> dict:
-        """A command's JSON document on the introducer's node; RuntimeError if it failed."""
+        """A command's JSON document on the introducer's node; Refused if it failed."""
         reply = ctl.request(self.config.address(self.vm), self.key, list(argv), os.getcwd(),
                             True, None, timeout)
         if not reply.get("ok"):
-            raise RuntimeError(reply.get("error", str(reply)))
+            raise Refused(reply.get("error", str(reply)), reply.get("code"))
         return reply["doc"]
 
     def members(self) -> int:
         try:
             return len(self.ask("list_mem", timeout=5)["members"])
-        except (OSError, wire.ProtocolError, RuntimeError):
+        except (OSError, wire.ProtocolError, Refused):
             return 0
 
 
@@ -69,8 +78,8 @@ def main(argv=None) -> int:
         f.writelines(next(signs) + "\n" for _ in range(2001))
     try:
         cluster.ask("create", first, SRC)
-    except RuntimeError as exc:
-        if "exists" not in str(exc):
+    except Refused as exc:
+        if exc.code != FILE_EXISTS:
             raise
         print(f"{SRC} is in HyDFS already: the job follows it from its start")
     op1, op2, arg = APP2

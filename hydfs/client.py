@@ -3,6 +3,8 @@
 - Routing: a file's writes go to its primary (first replica on the ring of live members),
   falling over to the next replica if it is unreachable; reads go to the primary too, so a
   client keeps reading the replica it wrote to, as the seed describes.
+- Quorum: a write needs a majority of the configured nodes live (write_rules.has_quorum),
+  so of two sides of a partition only one writes.
 - Retries: while a failed node is not yet detected, writes cannot reach every replica; the
   client retries (same append id, so nothing doubles) until `write_deadline` has passed, then
   reports "not enough live replicas".
@@ -40,7 +42,7 @@ from hydfs import messages as m
 from hydfs import read_rules, write_rules
 from hydfs.cache import LruCache
 from hydfs.checked_read import as_bytes
-from hydfs.coordinator import too_small
+from hydfs.coordinator import no_quorum, too_small
 from hydfs.idset import IdSet
 from hydfs.names import BadName, check_name
 from hydfs.ring import ring_position
@@ -157,10 +159,14 @@ class HydfsClient:
 
     def _check_cluster_size(self, name: str) -> None:
         """With fewer live members than replicas no write can succeed, and waiting for
-        failure detection will not change that: say so at once."""
+        failure detection will not change that: say so at once. Nor can one on a node that
+        sees no majority of the configured nodes (the minority side of a partition)."""
         live = len(self.service.ring().nodes_in_order())
         if live < self.service.replicas:
             raise HydfsError(m.TOO_FEW_NODES, too_small(name, live, self.service.replicas))
+        configured = len(self.service.config.nodes)
+        if not write_rules.has_quorum(live, configured):
+            raise HydfsError(m.NO_QUORUM, no_quorum(name, live, configured))
 
     # -- create and append ------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ def _run(fn, *args):
     try:
         return fn(*args)
     except HydfsError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(str(exc), exc.code) from None
 
 
 def routes(client: HydfsClient) -> dict:

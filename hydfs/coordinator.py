@@ -63,6 +63,13 @@ def too_small(name: str, live: int, needed: int) -> str:
             f"a write needs {needed}")
 
 
+def no_quorum(name: str, live: int, configured: int) -> str:
+    """The reason a write fails on a node that sees no majority of the cluster."""
+    return (f"no write to {name} here: this node sees {live} of the {configured} configured "
+            f"nodes live, a write needs a majority ({configured // 2 + 1}); on the minority "
+            f"side of a partition nothing is written")
+
+
 def already_exists(name: str) -> HandlerError:
     return HandlerError(m.FILE_EXISTS, f"file {name} already exists in HyDFS")
 
@@ -93,6 +100,10 @@ class Coordinator:
             # Retryable, unlike the client's own check: this node's view may lag.
             raise HandlerError(m.NOT_ENOUGH_REPLICAS,
                                too_small(name, len(owners), self.service.replicas))
+        live, configured = len(self.service.ring().nodes_in_order()), \
+            len(self.service.config.nodes)
+        if not write_rules.has_quorum(live, configured):
+            raise HandlerError(m.NO_QUORUM, no_quorum(name, live, configured))
         return owners
 
     # -- create -----------------------------------------------------------------------------

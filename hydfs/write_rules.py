@@ -23,16 +23,21 @@ coordinator's copy (sent the append again and, if they still lack the file, the 
 coordinator's copy had not heard) fails it for good; any other failure fails this attempt,
 which the client retries under the same append id, so nothing doubles.
 
-Retrying. A write refused because a replica is unreachable (`not_enough_replicas`) or
-because the coordinator's view of the ring differs from the client's (`not_owner`) may
-succeed once failure detection catches up; every other refusal is final.
+Quorum. A node writes only while it sees a majority of the configured nodes live
+(`has_quorum`): in a partition, only the side with a majority writes, and its writes stand
+when the sides heal; the other side refuses them (`no_quorum`).
+
+Retrying. A write refused because a replica is unreachable (`not_enough_replicas`), because
+the coordinator's view of the ring differs from the client's (`not_owner`) or because the
+coordinator sees no majority yet (`no_quorum`) may succeed once failure detection (or a
+heal) catches up; every other refusal is final.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from hydfs.messages import FENCED, MISSING, NOT_ENOUGH_REPLICAS, NOT_OWNER
+from hydfs.messages import FENCED, MISSING, NO_QUORUM, NOT_ENOUGH_REPLICAS, NOT_OWNER
 
 CREATE = "create"
 ALREADY_CREATED = "already_created"
@@ -71,7 +76,14 @@ def append_acknowledged(owners: Collection[str], failed: Mapping[str, str],
     return sum(1 for vm in owners if vm not in failed or vm in caught_up)
 
 
-RETRYABLE = frozenset({NOT_ENOUGH_REPLICAS, NOT_OWNER})
+RETRYABLE = frozenset({NOT_ENOUGH_REPLICAS, NOT_OWNER, NO_QUORUM})
+
+
+def has_quorum(live: int, configured: int) -> bool:
+    """May a node that sees `live` members of the `configured` nodes write? Only with a
+    majority: of two sides of a partition at most one has one, so at most one side writes
+    and nothing either side acknowledged is undone when they heal (README "Partitions")."""
+    return live > configured // 2
 
 
 def worth_retrying(code: str) -> bool:

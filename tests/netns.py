@@ -5,9 +5,9 @@ addresses that are not 127.0.0.1. Needs root (`ip netns`); `make test-netns` run
 
 Layout, for a cluster with tag T (from the process id, so runs never share names):
 
-    bridge  T-b0   10.S.0.254/24 in the root namespace (the tests talk to nodes from here)
+    bridge  T-b0   10.S.254/24 in the root namespace (the tests talk to nodes from here)
     bridge  T-b1   no address: where a cut-off group is moved (they reach each other only)
-    node NN namespace T-nNN, its veth eth0 = 10.S.0.NN/24, peer T-vNN on a bridge
+    node NN namespace T-nNN, its veth eth0 = 10.S.NN/24, peer T-vNN on a bridge
 
 Nodes start as a user starts them: `python rainstorm.py node --vm NN --config ...`, run in
 their namespace with `ip netns exec` (and under `faketime` for a skewed wall clock).
@@ -27,6 +27,7 @@ from pathlib import Path
 from cluster.local_cluster import RAINSTORM, LocalCluster, wait_until
 
 PORT = 7000
+_made = 0                 # clusters made by this process
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -50,8 +51,10 @@ def netns_available() -> str | None:
 class NetnsCluster(LocalCluster):
     def __init__(self, root: Path, n: int = 10, membership: dict | None = None,
                  hydfs: dict | None = None, stream: dict | None = None, secret: str = ""):
-        self.tag = f"r{os.getpid() % 100000}"
-        self.subnet = f"10.{100 + os.getpid() % 150}.0"
+        global _made
+        _made += 1                # a namespace may outlive its close() briefly: new names
+        self.tag = f"r{os.getpid() % 1000}{_made % 100:02d}"
+        self.subnet = f"10.{100 + _made % 150}.{os.getpid() % 250}"
         self._links_made = False
         self.skew: dict[str, str] = {}          # vm -> faketime offset, e.g. "+40s"
         super().__init__(root, n, secret=secret, membership=membership, hydfs=hydfs,
@@ -101,7 +104,8 @@ class NetnsCluster(LocalCluster):
         super().close()
         if self._links_made:
             for vm in self.vms:
-                ip("netns", "del", self.ns(vm), check=False)   # its veth pair goes with it
+                ip("link", "del", self.veth(vm), check=False)
+                ip("netns", "del", self.ns(vm), check=False)
             for bridge in ("b0", "b1"):
                 ip("link", "del", f"{self.tag}-{bridge}", check=False)
 

@@ -201,11 +201,12 @@ def test_a_job_whose_two_workers_are_cut_off_and_healed_is_exact(cluster):
     assert summary["failures_recovered"] >= 1
 
 
-def test_a_create_of_one_name_on_both_sides_keeps_the_earlier_after_healing(cluster):
-    """Sides of 7 and 3 nodes each have enough live nodes to create a file; both create
-    `twice` with different content. After healing every replica holds the earlier create's
-    content (file ids order creates by their time) and the later one is gone: the README's
-    partition table says so."""
+def test_a_create_of_one_name_on_both_sides_only_the_majoritys_stands(cluster):
+    """Sides of 7 and 3 nodes: the 3 nodes have enough live nodes for a file's replicas but
+    no majority of the 10, so their create of `twice` is refused (`no_quorum`) while the
+    majority's succeeds; after healing every replica holds the majority's file, on both
+    sides. (Without the quorum rule both creates succeeded and copies of the losing one
+    stayed on their nodes for ever: tests/unit/test_hydfs_logic.py pins that too.)"""
     minority = ["08", "09", "10"]
     majority = [vm for vm in cluster.vms if vm not in minority]
     cluster.cut(minority)
@@ -214,22 +215,19 @@ def test_a_create_of_one_name_on_both_sides_keeps_the_earlier_after_healing(clus
     wait_until(lambda: cluster.ctl_in("09", "list_mem").stdout.count('"vm"') == 3,
                detection(cluster) + 10, what="the minority to see the majority failed")
     first, second = cluster.root / "first.txt", cluster.root / "second.txt"
-    first.write_text("created first, on the majority side\n")
-    second.write_text("created second, on the minority side\n")
-    cluster.query("02", "create", str(first), "twice", timeout=60)
+    first.write_text("created on the majority side\n")
+    second.write_text("created on the minority side\n")
     made = cluster.ctl_in("09", "create", str(second), "twice", timeout=60)
-    assert made.returncode == 0, made.stdout + made.stderr
+    assert made.returncode == 1 and '"no_quorum"' in made.stdout, made.stdout + made.stderr
+    cluster.query("02", "create", str(first), "twice", timeout=60)
     cluster.heal()
     cluster.wait_converged(cluster.vms, timeout=detection(cluster) + 30)
-
-    def contents():
-        got = {}
-        for vm in cluster.holders("twice"):
-            out = cluster.root / f"twice.{vm}"
-            cluster.query("01", "getfromreplica", vm, "twice", str(out), timeout=30)
-            got[vm] = out.read_text()
-        return got
-    settled = wait_until(lambda: (lambda c: len(c) == 3 and set(c.values()) == {
-        first.read_text()} and c)(contents()), 60, interval=1.0,
-        what="every replica to keep the earlier create")
-    assert len(settled) == 3
+    holders = cluster.holders("twice")
+    assert len(holders) == 3
+    for vm in holders:
+        out = cluster.root / f"twice.{vm}"
+        cluster.query("01", "getfromreplica", vm, "twice", str(out), timeout=30)
+        assert out.read_text() == first.read_text()
+    read = cluster.ctl_in("09", "get", "twice", str(cluster.root / "twice.read"))
+    assert read.returncode == 0 and (cluster.root / "twice.read").read_text() == \
+        first.read_text()

@@ -103,3 +103,13 @@ def test_what_a_read_does_once_every_replica_failed(codes, patience, now, step):
 def test_a_replica_without_the_readers_last_append_is_behind(must_hold, behind):
     held = IdSet.of([("c", 1), ("c", 2), ("c", 3)])
     assert r.is_behind(must_hold, held.__contains__) is behind
+
+
+@pytest.mark.parametrize("live, configured, writes", [
+    (10, 10, True), (6, 10, True), (5, 10, False), (2, 10, False), (3, 5, True), (2, 5, False),
+    (2, 3, True), (1, 3, False), (1, 1, True), (2, 4, False), (3, 4, True)])
+def test_only_a_side_with_a_majority_of_the_configured_nodes_writes(live, configured, writes):
+    """Two sides of a partition never both have a majority (tests/netns_tier)."""
+    assert w.has_quorum(live, configured) is writes
+    assert not (w.has_quorum(live, configured) and
+                w.has_quorum(configured - live, configured))
