@@ -17,8 +17,10 @@ is closed; an exception inside a handler is logged and reported to the client as
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
+import traceback
 
 from cluster import wire
 from cluster.connection import Connection, ConnectionClosed
@@ -137,11 +139,17 @@ class MessageServer:
             handler(conn, message)
         except HandlerError as exc:
             conn.send(error_reply(exc.code, str(exc)))
+            # A bulk payload the handler may not have read would be taken for the next
+            # request: after a refusal, such a connection is not used again.
+            return not message.get("bulk")
         except (wire.ProtocolError, OSError):
             raise
         except MALFORMED as exc:  # a field of the wrong type or shape (tests/fuzz.py)
-            reason = f"malformed {message['t']!r} message: {type(exc).__name__}: {exc}"
-            self.bad_input.reject("tcp", source, reason[:300])
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            reason = (f"malformed {message['t']!r} message: {type(exc).__name__}: {exc} "
+                      f"(at {os.path.basename(where.filename)}:{where.lineno}, in case "
+                      f"it is a bug)")
+            self.bad_input.reject("tcp", source, reason[:400])
             _try_send(conn, error_reply(BAD_REQUEST, reason[:300]))
             return False
         except Exception as exc:  # a bug in one handler must not take the node down

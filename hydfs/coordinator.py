@@ -43,6 +43,7 @@ from hydfs.fences import Fence
 from hydfs.fanout import Fanout
 from hydfs.idset import IdSet
 from hydfs.merge import plan_merge
+from hydfs.ring import Ring
 from hydfs.service import HydfsService
 from hydfs.store import CorruptReplica, Fenced, FileExists, LostCreateRace
 from hydfs.summary import held_ids
@@ -65,9 +66,10 @@ def too_small(name: str, live: int, needed: int) -> str:
 
 def no_quorum(name: str, live: int, configured: int) -> str:
     """The reason a write fails on a node that sees no majority of the cluster."""
-    return (f"no write to {name} here: this node sees {live} of the {configured} configured "
-            f"nodes live, a write needs a majority ({configured // 2 + 1}); on the minority "
-            f"side of a partition nothing is written")
+    return (f"no write to {name} here: this node sees {live} of the {configured} nodes of "
+            f"[nodes] live, and a write needs a majority ({configured // 2 + 1}), so that "
+            f"the minority side of a partition writes nothing; start more of them, or list "
+            f"in [nodes] only the nodes you run")
 
 
 def already_exists(name: str) -> HandlerError:
@@ -106,6 +108,15 @@ class Coordinator:
             raise HandlerError(m.NO_QUORUM, no_quorum(name, live, configured))
         return owners
 
+    def _home_or_refuse(self, name: str) -> None:
+        home = Ring(sorted(self.service.config.nodes), self.service.bits).replicas(
+            name, self.service.replicas)
+        live = self.service.ring().nodes_in_order()
+        if not write_rules.may_create(home, live):
+            raise HandlerError(m.HOME_UNREACHABLE, (
+                f"cannot create {name} now: every node that holds such a name when all are "
+                f"up ({', '.join(home)}) is down or cut off, and may hold it already"))
+
     # -- create -----------------------------------------------------------------------------
 
     def handle_create(self, conn, msg: dict) -> None:
@@ -114,6 +125,7 @@ class Coordinator:
         file_id = str(msg["file_id"])
         try:
             owners = self._owners_or_refuse(name)
+            self._home_or_refuse(name)
         except HandlerError:
             conn.discard_bulk(size)
             raise

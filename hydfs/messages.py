@@ -85,6 +85,8 @@ FILE_EXISTS = "file_exists"                # a create of a name that is taken
 NOT_OWNER = "not_owner"                    # this node is not a replica of the file (views differ)
 NOT_ENOUGH_REPLICAS = "not_enough_replicas"  # a write could not reach every replica (yet)
 TOO_FEW_NODES = "too_few_nodes"            # the cluster has fewer live nodes than replicas
+HOME_UNREACHABLE = "home_unreachable"      # a create of a name whose every home replica
+                                           # (on the ring of all [nodes]) is down or cut off
 NO_QUORUM = "no_quorum"                    # this node sees no majority of [nodes] live: on
                                            # the minority side of a partition, no writes
 BEHIND = "behind"                          # this replica lacks the reader's last append (yet)

@@ -79,6 +79,15 @@ def append_acknowledged(owners: Collection[str], failed: Mapping[str, str],
 RETRYABLE = frozenset({NOT_ENOUGH_REPLICAS, NOT_OWNER, NO_QUORUM})
 
 
+def may_create(home: Collection[str], live: Collection[str]) -> bool:
+    """May a name be created while only `live` nodes are up? Not if none of its `home`
+    replicas (its owners on the ring of every configured node) is: its copies may be
+    there, cut off, and a create here would lose to them when they come back (the earlier
+    create wins, README "Partitions"). Beyond `replicas - 1` failures HyDFS does not hold
+    anyway."""
+    return any(vm in live for vm in home)
+
+
 def has_quorum(live: int, configured: int) -> bool:
     """May a node that sees `live` members of the `configured` nodes write? Only with a
     majority: of two sides of a partition at most one has one, so at most one side writes

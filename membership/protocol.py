@@ -396,6 +396,8 @@ class MembershipProtocol:
         old = self.members.get(state.id)
         if not supersedes(state, old):
             return Output()
+        if old is None and state.status not in FINAL and self._superseded(state):
+            return Output()      # an older process at an address a newer one holds: a replay
         self.members[state.id] = state
         self._queue_gossip(state.to_wire())
         out = Output()
@@ -418,6 +420,14 @@ class MembershipProtocol:
             out.events.append(Event("join", state, why or "reported"))
             out.extend(self._supersede_older(now, state))
         return out
+
+    def _superseded(self, state: MemberState) -> bool:
+        """Is `state` about an id older than one known at its address? Its process was
+        replaced; once its tombstone is forgotten, only this tells a replay of its old
+        messages (authentic, but stale: tests/fuzz.py) from a newcomer."""
+        start = _start_ms(state.id)
+        return any(m.address == state.address and _start_ms(m.id) > start
+                   for m in (self.me, *self.members.values()))
 
     def _supersede_older(self, now: float, newcomer: MemberState) -> Output:
         """A new id at the address of a live older one: that older process is gone."""

@@ -206,8 +206,9 @@ class Frames:
             return [self.signed(self.dumps(self.message(TYPES)), self.any_key())]
         if kind == "hostile_names":
             return [self.signed(self.dumps(self.message(TYPES, hostile=True)), KEY)]
-        if kind == "lying_bulk":
-            msg = self.message([t for t in TYPES if t.startswith("hydfs.")], hostile=True)
+        if kind == "lying_bulk":                # valid names: the payload handling runs
+            msg = self.message([t for t in TYPES if t.startswith("hydfs.")])
+            msg["name"] = f"fuzz_lie_{r.randrange(100)}"
             msg["bulk"] = r.choice([10, 1 << 20, 1 << 40, -5, "12", 1 << 41])
             sent = r.choice([0, 3, 100, 5000])
             return [self.signed(self.dumps(msg), r.choice([KEY, None])), r.randbytes(sent)]
@@ -240,9 +241,14 @@ class Frames:
         return b"GET / HTTP/9.9\r\n\r\n"
 
 
-def send_tcp(address, pieces: list[bytes]) -> None:
+def send_tcp(address, pieces: list[bytes]) -> bool:
+    """Send `pieces` on a new connection; False if it could not even connect."""
     try:
-        with socket.create_connection(address, timeout=5) as sock:
+        sock = socket.create_connection(address, timeout=5)
+    except OSError:
+        return False
+    try:
+        with sock:
             for piece in pieces:
                 sock.sendall(piece)
             sock.shutdown(socket.SHUT_WR)
@@ -251,6 +257,7 @@ def send_tcp(address, pieces: list[bytes]) -> None:
                 pass
     except OSError:
         pass                          # refused mid-way: what a node may do to junk
+    return True
 
 
 def run(cluster: LocalCluster, vms: list, frames: int, seed: int, frames_of) -> dict:
@@ -268,10 +275,13 @@ def run(cluster: LocalCluster, vms: list, frames: int, seed: int, frames_of) -> 
                     counts[f"{port} {kind}"] = counts.get(f"{port} {kind}", 0) + 1
                     if port == "udp":
                         udp.sendto(frames_of.udp(kind)[:MAX_UDP], (host, base))
+                        sent = True
                     elif port == "tcp":
-                        send_tcp((host, base), frames_of.tcp(kind))
+                        sent = send_tcp((host, base), frames_of.tcp(kind))
                     else:
-                        send_tcp((host, base + HTTP_OFFSET), [frames_of.http(kind)])
+                        sent = send_tcp((host, base + HTTP_OFFSET), [frames_of.http(kind)])
+                    if not sent:
+                        counts["unsent"] = counts.get("unsent", 0) + 1
                     ahead = (i + 1) / PACE - (time.monotonic() - started)
                     if ahead > 0:
                         time.sleep(ahead)
@@ -282,7 +292,7 @@ def run(cluster: LocalCluster, vms: list, frames: int, seed: int, frames_of) -> 
 
 # -- the cluster around a run ----------------------------------------------------------------
 
-def prepare(cluster: LocalCluster) -> tuple[list, list, list, bytes, int]:
+def prepare(cluster: LocalCluster) -> tuple[list, list, list, bytes, tuple]:
     """A HyDFS file to check afterwards, and what the frames need: the members now, the
     records of a departed and of a failed member (a node left, another was killed -9, both
     restarted under new ids), and messages to replay (authentic, older than now)."""
@@ -310,18 +320,21 @@ def prepare(cluster: LocalCluster) -> tuple[list, list, list, bytes, int]:
                  {"t": "update", "from": now[1]["id"],
                   "g": [record(before[cluster.vms[-2]], "failed")]}]
     wait_until(lambda: cluster.query("01", "leader")["epoch"] > 0, 30, what="a leader")
-    return known, dead, captured, content, cluster.query("01", "leader")["epoch"]
+    leader = cluster.query("01", "leader")
+    return known, dead, captured, content, (leader["leader"], leader["epoch"])
 
 
 def check(cluster: LocalCluster, known: list, content: bytes, frames: int,
-          fuzzed: list, leader_epoch: int) -> list[str]:
+          fuzzed: list, leader_epoch: tuple) -> list[str]:
     """What is wrong with the cluster after a run (nothing, if it held); `fuzzed`: the
-    nodes that were sent `frames` frames a port; `leader_epoch`: the leader's before."""
+    nodes that were sent `frames` frames a port; `leader_epoch`: (leader, its epoch)
+    before."""
     problems = []
     ids = {m["id"] for m in known}
-    leaders = {cluster.query(vm, "leader", timeout=20)["epoch"] for vm in cluster.vms}
+    leaders = {(d["leader"], d["epoch"]) for d in
+               (cluster.query(vm, "leader", timeout=20) for vm in cluster.vms)}
     if leaders != {leader_epoch}:
-        problems.append(f"the leader changed: epochs {sorted(leaders)}, not {leader_epoch}")
+        problems.append(f"the leader changed: {sorted(leaders)}, not {leader_epoch}")
     for vm in cluster.vms:
         if cluster.procs[vm].poll() is not None:
             problems.append(f"vm{vm} exited")
@@ -343,9 +356,15 @@ def check(cluster: LocalCluster, known: list, content: bytes, frames: int,
         if "Traceback" in log:
             problems.append(f"vm{vm}: an exception escaped to the log: "
                             f"{log[log.index('Traceback'):][:600]}")
-        if log.count("\n") > frames:
-            problems.append(f"vm{vm}: {log.count(chr(10))} log lines for {frames} frames a port")
-    for replica in cluster.holders("fuzz_file"):
+        if log.count("\n") > max(frames // 10, 200):
+            problems.append(f"vm{vm}: {log.count(chr(10))} log lines for {frames} frames a "
+                            f"port: rejections are not rate-limited")
+        if "malformed" not in log:
+            problems.append(f"vm{vm}: no authentic malformed message reached a handler")
+    holders = cluster.holders("fuzz_file")
+    if len(holders) != 3:
+        problems.append(f"fuzz_file is held by {holders}, not 3 replicas")
+    for replica in holders:
         out = cluster.root / f"fuzz_file.{replica}"
         cluster.query("01", "getfromreplica", replica, "fuzz_file", str(out), timeout=60)
         if out.read_bytes() != content:

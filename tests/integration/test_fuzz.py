@@ -23,6 +23,6 @@ def test_ten_thousand_fuzzed_frames_leave_every_node_up_and_correct(local_cluste
     per_port = FRAMES // (3 * len(targets))
     counts = fuzz.run(cluster, targets, per_port, seed,
                       fuzz.Frames(seed, known, dead, captured))
-    assert sum(counts.values()) == 3 * len(targets) * per_port
+    assert counts.get("unsent", 0) <= per_port // 100, counts      # frames really went
     assert {k.split()[1] for k in counts if k.startswith("udp")} == set(fuzz.UDP_KINDS)
     assert fuzz.check(cluster, known, content, per_port, targets, leader_epoch) == []

@@ -113,3 +113,11 @@ def test_only_a_side_with_a_majority_of_the_configured_nodes_writes(live, config
     assert w.has_quorum(live, configured) is writes
     assert not (w.has_quorum(live, configured) and
                 w.has_quorum(configured - live, configured))
+
+
+def test_a_name_may_not_be_created_while_every_home_replica_is_gone():
+    """The review of the quorum rule found it: a name whose three home replicas were cut off
+    read as missing on the majority side, was created there (the leader's claims file, for
+    one), and that create lost to the cut-off copies at healing, with its appends."""
+    assert w.may_create(["04", "06", "09"], ["01", "02", "04"])
+    assert not w.may_create(["04", "06", "09"], ["01", "02", "03", "05", "07", "08", "10"])

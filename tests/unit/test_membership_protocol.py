@@ -333,3 +333,23 @@ def test_a_suspicion_at_a_higher_incarnation_restarts_the_timer():
     net.now += 1.0                                     # past the first timer, not the second
     out = node.tick(net.now)
     assert not [e for e in out.events if e.kind == "fail"]
+
+
+def test_a_replayed_message_of_a_replaced_process_is_not_believed_after_its_tombstone_goes():
+    """tests/fuzz.py's review found it: authentic messages carry no freshness, so once the
+    tombstone of a restarted node's old id expired (tombstone_ttl), a replay of that old id's
+    ping re-admitted it as a member beside its successor at the same address."""
+    from cluster import wire
+    net = start_cluster(10, seed=3)
+    old = net.node("05").me
+    net.restart("05")
+    net.run_until(lambda: all(v.get("05") == ALIVE and len(v) == 10
+                              for v in net.views_of_running().values()), 10)
+    net.run_for(FAST.tombstone_ttl + 5)
+    assert old.id not in net.node("02").members          # its tombstone is gone
+    ghost = old.with_status(ALIVE, old.incarnation + 1)
+    replay = {"t": "ping", "seq": 1, "from": old.id, "m": ghost.to_wire(), "g": [ghost.to_wire()]}
+    net._deliver_output(address("02"), net.node("02").step(net.now, wire.decode(
+        wire.encode(replay))))
+    assert old.id not in net.node("02").members
+    assert set(net.view("02")) == {f"{i:02d}" for i in range(1, 11)}
