@@ -16,7 +16,7 @@ import pytest
 from bench import reference_apps
 from bench.gen_traffic_signs import write_csv
 from cluster.local_cluster import LocalCluster, children_of, wait_until
-from membership.suspicion import detection_bound
+from tests.bounds import detection
 from tests.integration.test_following import APP2, Source, expected
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -39,11 +39,6 @@ def cluster(tmp_path_factory):
     finally:
         cluster.close()
 
-
-def detection(cluster) -> float:
-    m = cluster.membership
-    return detection_bound(m["protocol_period"], m["ping_timeout"], m["suspicion"] == "on",
-                           m["suspicion_timeout"])
 
 
 def leader_seen_by(cluster, vms) -> dict:

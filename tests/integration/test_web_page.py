@@ -22,7 +22,7 @@ import pytest
 
 from bench.gen_traffic_signs import iter_lines
 from cluster.local_cluster import LocalCluster, wait_until
-from membership.suspicion import detection_bound
+from tests.bounds import detection
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -92,11 +92,6 @@ def page(cluster, browser) -> Rendered:
     assert rendered.ready, "the page did not finish drawing"
     return rendered
 
-
-def detection(cluster) -> float:
-    m = cluster.membership
-    return detection_bound(m["protocol_period"], m["ping_timeout"], m["suspicion"] == "on",
-                           m["suspicion_timeout"])
 
 
 def test_the_page_shows_the_cluster_and_a_job_and_follows_a_failure(cluster, browser,

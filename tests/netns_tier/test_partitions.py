@@ -8,6 +8,7 @@ otherwise, saying why.
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import json
 import shutil
@@ -19,7 +20,7 @@ import pytest
 from bench import reference_apps
 from bench.gen_traffic_signs import iter_lines
 from cluster.local_cluster import CommandFailed, wait_until
-from membership.suspicion import detection_bound
+from tests.bounds import detection
 from tests.netns import NetnsCluster, netns_available
 
 WHY_NOT = netns_available()
@@ -29,9 +30,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300),
 MINORITY = ["09", "10"]
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    cluster = NetnsCluster(tmp_path / "netns", 10)
+@contextlib.contextmanager
+def running(cluster: NetnsCluster):
     try:
         cluster.build()
         cluster.start_all()
@@ -40,10 +40,11 @@ def cluster(tmp_path):
         cluster.close()
 
 
-def detection(cluster) -> float:
-    m = cluster.membership
-    return detection_bound(m["protocol_period"], m["ping_timeout"], m["suspicion"] == "on",
-                           m["suspicion_timeout"])
+@pytest.fixture
+def cluster(tmp_path):
+    with running(NetnsCluster(tmp_path / "netns", 10)) as cluster:
+        yield cluster
+
 
 
 def test_ten_nodes_with_their_own_addresses_join_and_agree(cluster):
@@ -138,12 +139,8 @@ def skewed(tmp_path):
         pytest.skip("no faketime (Debian package faketime; .ci/run installs it)")
     cluster = NetnsCluster(tmp_path / "skewed", 10)
     cluster.skew = {"04": "+40", "05": "+40", "07": "-40", "08": "-40"}
-    try:
-        cluster.build()
-        cluster.start_all()
+    with running(cluster):
         yield cluster
-    finally:
-        cluster.close()
 
 
 def test_nodes_40_s_ahead_and_behind_keep_each_clients_order_and_fail_nobody(skewed):
