@@ -299,7 +299,7 @@ class StreamWorker:
         timeout = float(msg.get("timeout", hm.MAX_WATCH))
         if not 0 <= timeout <= hm.MAX_WATCH:
             raise HandlerError(BAD_REQUEST, f"timeout must be 0 .. {hm.MAX_WATCH:g} s")
-        held = self.client.watch(str(msg["name"]), hm.id_set(msg, "known"), timeout)
+        held = _hydfs(self.client.watch, str(msg["name"]), hm.id_set(msg, "known"), timeout)
         conn.send({"t": OK, "held": held.to_wire() if held is not None else None})
 
 
