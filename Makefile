@@ -27,7 +27,7 @@ help:
 	@echo "make data              traffic-signs CSV files in datasets/"
 	@echo "make chaos             real clusters under a seeded nemesis, every round checked"
 	@echo "make fuzz              100,000 fuzzed frames per node and port (UDP, TCP, HTTP) of 4 nodes, then"
-	@echo "                       every node checked (about 30 min; FRAMES=, SEED= to change or replay)"
+	@echo "                       every node checked (about 12 min; FRAMES=, SEED= to change or replay)"
 	@echo "                       (ROUNDS=20, SEED=first round's seed; one line per round)"
 	@echo "make bench-latency     latency of two following jobs while a client appends 1k/10k/50k lines/s"
 	@echo "                       (BENCH_ARGS='--seconds 5 --rates 1000,10000' for a quick run)"
