@@ -5,9 +5,9 @@ addresses that are not 127.0.0.1. Needs root (`ip netns`); `make test-netns` run
 
 Layout, for a cluster with tag T (from the process id, so runs never share names):
 
-    bridge  T-b0   10.S.254/24 in the root namespace (the tests talk to nodes from here)
+    bridge  T-b0   198.S.254/24 in the root namespace (the tests talk to nodes from here)
     bridge  T-b1   no address: where a cut-off group is moved (they reach each other only)
-    node NN namespace T-nNN, its veth eth0 = 10.S.NN/24, peer T-vNN on a bridge
+    node NN namespace T-nNN, its veth eth0 = 198.S.NN/24, peer T-vNN on a bridge
 
 Nodes start as a user starts them: `python rainstorm.py node --vm NN --config ...`, run in
 their namespace with `ip netns exec` (and under `faketime` for a skewed wall clock).
@@ -54,7 +54,9 @@ class NetnsCluster(LocalCluster):
         global _made
         _made += 1                # a namespace may outlive its close() briefly: new names
         self.tag = f"r{os.getpid() % 1000}{_made % 100:02d}"
-        self.subnet = f"10.{100 + _made % 150}.{os.getpid() % 250}"
+        # 198.18.0.0/15 is set aside for benchmarking networks (RFC 2544): no real route
+        # of the machine's is shadowed by the bridge's address.
+        self.subnet = f"198.{18 + _made % 2}.{(os.getpid() + _made // 2) % 250}"
         self._links_made = False
         self.skew: dict[str, str] = {}          # vm -> faketime offset, e.g. "+40s"
         super().__init__(root, n, secret=secret, membership=membership, hydfs=hydfs,
