@@ -28,6 +28,7 @@ them. Every failure is a `HydfsError` with an error code (messages.py) and a one
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import socket
 import threading
@@ -101,6 +102,7 @@ class HydfsClient:
         self._file_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._last_ts = 0.0
+        self._fence_rounds = itertools.count(int(time.time() * 1000))   # next() is atomic
         self.metrics = service.metrics
         self.metrics.watch(lambda: (self.cache, self._cache_lock), service.store)
 
@@ -246,10 +248,13 @@ class HydfsClient:
         """Fence `name` against writer `key`'s epochs below `epoch` (fences.py); the sealed
         set: the ids of its appends from lower epochs that stand. HydfsError `fenced` if a
         higher epoch fenced it already."""
-        tries = iter(range(1, 1 << 30))   # every try a higher round (fences.py)
+        # Every try a higher round (fences.py), across calls too: a second fence at one
+        # epoch (a leader taking a job over on demand after its take-over fenced it) must
+        # not start below the rounds the first one used, or it is refused as `fenced`
+        # (chaos seed 9114: the first had taken many tries while a replica caught up).
         reply = self._write(name, lambda vm: self.peers.call(
             vm, {"t": m.FENCE, "name": name, "key": key, "epoch": epoch,
-                 "round": next(tries)}, timeout=120))
+                 "round": next(self._fence_rounds)}, timeout=120))
         self._invalidate(name)
         return IdSet(reply["sealed"])
 

@@ -28,6 +28,7 @@ from hydfs.summary import covers, held_ids
 class Plan:
     pulls: list = field(default_factory=list)     # (file name, peer vm to pull from)
     drops: list = field(default_factory=list)     # file names this node may delete
+    lost: list = field(default_factory=list)      # ... of them, copies of a create that lost
 
 
 def plan(me: str, ring: Ring, replicas: int, local: dict[str, dict],
@@ -44,6 +45,8 @@ def plan(me: str, ring: Ring, replicas: int, local: dict[str, dict],
                 result.pulls.append((name, source))
         elif mine is not None and _safe_to_drop(name, mine, owners, manifests):
             result.drops.append(name)
+            if not all(covers(manifests.get(vm, {}).get(name), mine) for vm in owners):
+                result.lost.append(name)
     return result
 
 

@@ -395,9 +395,13 @@ class HydfsService:
                 self.store.remove(name)
             done["dropped"] += 1
             self.metrics.dropped_copies.inc()
-            log.info("DROP %s: no longer a replica, and every replica holds its %d appends "
-                     "or an earlier create of the name (file %s lost to it)", name,
-                     len(held_ids(local[name])), local[name]["file_id"])
+            if name in plan.lost:
+                log.warning("DROP %s: every replica holds an earlier create of the name; "
+                            "this copy (file %s, %d appends) lost to it", name,
+                            local[name]["file_id"], len(held_ids(local[name])))
+            else:
+                log.info("DROP %s: no longer a replica, and every replica holds its %d "
+                         "appends", name, len(held_ids(local[name])))
         self.last_resync = time.monotonic()
         return done
 

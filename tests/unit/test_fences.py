@@ -173,3 +173,30 @@ def test_an_older_try_of_a_fence_is_refused_once_a_later_one_began(tmp_path):
         store.begin_fence("f", K, 2, rnd=1)
     with pytest.raises(Fenced):
         store.seal_fence("f", K, 2, ids((1, 1)), rnd=1)
+
+
+def test_a_second_fence_at_one_epoch_tries_higher_rounds_than_the_first():
+    """Chaos seed 9114 (make test, under load): a leader's take-over fenced a job's record
+    at its epoch in many tries while a replica caught up; its on-demand take-over of the same
+    job then fenced again starting at round 1, was refused as `fenced` ('a newer leader
+    fenced...') and the caller gave up. Rounds now rise across a client's fence calls."""
+    from types import SimpleNamespace
+
+    from cluster.metrics import Registry
+    from hydfs.client import HydfsClient
+    from hydfs.metrics import HydfsMetrics
+    rounds = []
+
+    def call(vm, message, timeout=None):
+        rounds.append(message["round"])
+        return {"sealed": {}}
+    service = SimpleNamespace(
+        peers=SimpleNamespace(call=call), metrics=HydfsMetrics(Registry()), store=None,
+        membership=SimpleNamespace(me=lambda: SimpleNamespace(id="c")))
+    client = HydfsClient(service, 0, 5)
+    client._write = lambda name, attempt: [attempt("01") for _ in range(5)][-1]
+    client._invalidate = lambda name: None
+    client.fence("f", "leader", 7)
+    first = list(rounds)
+    client.fence("f", "leader", 7)
+    assert min(rounds[len(first):]) > max(first)

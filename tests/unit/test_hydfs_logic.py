@@ -118,7 +118,8 @@ def test_a_copy_of_a_create_that_lost_to_an_earlier_one_is_dropped():
     outsider = next(vm for vm in ring.nodes_in_order() if vm not in owners)
     earlier, later = summary(file_id="0001-a"), summary(file_id="0002-b", pending=[("b", 1)])
     manifests = {vm: {name: earlier} for vm in owners}
-    assert plan(outsider, ring, 3, {name: later}, manifests).drops == [name]
+    lost = plan(outsider, ring, 3, {name: later}, manifests)
+    assert lost.drops == [name] and lost.lost == [name]
     assert plan(outsider, ring, 3, {name: earlier}, {vm: {name: later} for vm in owners}
                 ).drops == []
     manifests[owners[0]] = {}                      # a replica without it yet: keep ours
