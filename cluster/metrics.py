@@ -98,7 +98,7 @@ class Histogram(Metric):
         key = self._key(labels)
         with self._lock:
             counts, total = self._values.get(key) or ([0] * (len(self.buckets) + 1), 0.0)
-            counts[_bucket_of(self.buckets, value)] += 1
+            counts[bucket_of(self.buckets, value)] += 1
             self._values[key] = (counts, total + value)
 
     def set_counts(self, counts: list, total: float, **labels) -> None:
@@ -125,7 +125,9 @@ class Histogram(Metric):
         return out
 
 
-def _bucket_of(buckets: tuple, value: float) -> int:
+def bucket_of(buckets: tuple, value: float) -> int:
+    """Which of `buckets` (upper bounds, ascending) `value` counts in; len(buckets) past
+    the top one."""
     for i, bound in enumerate(buckets):
         if value <= bound:
             return i

@@ -19,7 +19,7 @@ takes a counter that fell for a reset.
 
 from __future__ import annotations
 
-from cluster.metrics import TIME_BUCKETS, Counter, Gauge, Histogram, Registry
+from cluster.metrics import TIME_BUCKETS, Counter, Gauge, Histogram, Registry, bucket_of
 from stream.job_states import ENDED, STATES
 from stream.scheduler import STAGE_NAMES
 
@@ -39,12 +39,7 @@ class BatchLatency:
         self.sum = 0.0
 
     def observe(self, seconds: float) -> None:
-        for i, bound in enumerate(TIME_BUCKETS):
-            if seconds <= bound:
-                break
-        else:
-            i = len(TIME_BUCKETS)
-        self.counts[i] += 1
+        self.counts[bucket_of(TIME_BUCKETS, seconds)] += 1
         self.sum += seconds
 
     def to_report(self) -> dict:
