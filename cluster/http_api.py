@@ -23,11 +23,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 from cluster.commands import CommandError
+from cluster.logs import Occasional
 
 log = logging.getLogger("node")
 
 TIMEOUT = 5.0              # seconds a client may take to send its request
-LOG_EVERY = 100            # refusals: the first, then one in this many, are logged
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class HttpApi:
     def __init__(self, host: str, port: int, routes: dict):
         """`routes`: path -> fn() -> doc, or "prefix/" -> fn(rest) -> doc ("/" is a path)."""
         self.routes = routes
-        self.refused = 0
+        self.refused = Occasional()          # logged: the first, then one in a hundred
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -99,6 +99,6 @@ class HttpApi:
             return 500, {"ok": False, "error": f"internal error: {exc}"}
 
     def note_refusal(self, client: str, what: str) -> None:
-        self.refused += 1
-        if self.refused == 1 or self.refused % LOG_EVERY == 0:
-            log.warning("HTTP from %s: %s (%d refused so far)", client, what, self.refused)
+        n = self.refused.due()
+        if n is not None:
+            log.warning("HTTP from %s: %s (%d refused so far)", client, what, n)

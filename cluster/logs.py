@@ -7,6 +7,7 @@ network is logged through `BadInputLog`, which keeps a flood of junk from fillin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -41,6 +42,22 @@ def setup_logging(log_path: str, vm: str, console_level: int = logging.WARNING) 
         handler.setFormatter(formatter)
         handler.addFilter(_VmFilter(vm))
         root.addHandler(handler)
+
+
+class Occasional:
+    """Counts something that may happen very often (a refusal, a failing collector) and
+    says which ones to log: the first `first`, then every `every`-th, so a flood writes a
+    few lines that carry the running count."""
+
+    def __init__(self, first: int = 1, every: int = 100):
+        self.first, self.every = first, every
+        self._count = itertools.count(1)      # next() is atomic: callers on many threads
+        self.total = 0
+
+    def due(self) -> int | None:
+        """Count one; its number if it is to be logged, else None."""
+        n = self.total = next(self._count)
+        return n if n <= self.first or n % self.every == 0 else None
 
 
 class BadInputLog:

@@ -19,6 +19,8 @@ import math
 import re
 import threading
 
+from cluster.logs import Occasional
+
 log = logging.getLogger("node")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -139,7 +141,7 @@ class Registry:
         self._metrics: dict[str, Metric] = {}
         self._collectors: list = []
         self._lock = threading.Lock()
-        self.collector_errors = 0
+        self.collector_errors = Occasional()
 
     def counter(self, name, help_text, labels=()) -> Counter:
         return self._add(Counter(name, help_text, labels))
@@ -168,10 +170,9 @@ class Registry:
             try:
                 found.extend(collector())
             except Exception:        # one broken collector must not hide every metric
-                self.collector_errors += 1
-                if self.collector_errors == 1 or self.collector_errors % 100 == 0:
-                    log.exception("metrics collector %r failed (%d so far)", collector,
-                                  self.collector_errors)
+                n = self.collector_errors.due()
+                if n is not None:
+                    log.exception("metrics collector %r failed (%d so far)", collector, n)
         return found
 
     def render(self) -> str:

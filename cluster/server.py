@@ -25,7 +25,7 @@ import traceback
 from cluster import wire
 from cluster.connection import Connection, ConnectionClosed
 from cluster.errors import BAD_REQUEST, INTERNAL, PROTOCOL_ERROR, UNKNOWN_MESSAGE, HandlerError
-from cluster.logs import BadInputLog
+from cluster.logs import BadInputLog, Occasional
 from cluster.messages import MessageType, error_reply
 
 log = logging.getLogger("server")
@@ -52,7 +52,7 @@ class MessageServer:
         self._active = 0
         self._active_lock = threading.Lock()
         self.bad_input = BadInputLog(log)
-        self._internal_errors = 0
+        self._internal_errors = Occasional(first=5)
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-accept", daemon=True)
 
     def add_routes(self, routes: dict[MessageType, object]) -> None:
@@ -153,10 +153,10 @@ class MessageServer:
             _try_send(conn, error_reply(BAD_REQUEST, reason[:300]))
             return False
         except Exception as exc:  # a bug in one handler must not take the node down
-            self._internal_errors += 1
-            if self._internal_errors <= 5 or self._internal_errors % 100 == 0:
+            n = self._internal_errors.due()
+            if n is not None:
                 log.exception("handler for %r failed (%d internal errors so far)",
-                              message["t"], self._internal_errors)
+                              message["t"], n)
             _try_send(conn, error_reply(INTERNAL, f"internal error: {exc}"))
             return False
         return True

@@ -166,4 +166,4 @@ def test_a_broken_collector_leaves_the_other_metrics_served():
     r.counter("rainstorm_fine_total", "fine").inc()
     r.collect(lambda: 1 / 0)
     assert pt.value(pt.parse(r.render()), "rainstorm_fine_total") == 1
-    assert r.collector_errors == 1
+    assert r.collector_errors.total == 1
