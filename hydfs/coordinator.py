@@ -43,7 +43,6 @@ from hydfs.fences import Fence
 from hydfs.fanout import Fanout
 from hydfs.idset import IdSet
 from hydfs.merge import plan_merge
-from hydfs.ring import Ring
 from hydfs.service import HydfsService
 from hydfs.store import CorruptReplica, Fenced, FileExists, LostCreateRace
 from hydfs.summary import held_ids
@@ -94,7 +93,8 @@ class Coordinator:
             return self._locks.setdefault(name, threading.Lock())
 
     def _owners_or_refuse(self, name: str) -> list[str]:
-        owners = self.service.owners(name)
+        ring = self.service.ring()                  # one view of the members for all checks
+        owners = ring.replicas(name, self.service.replicas)
         if self.service.vm not in owners:
             raise HandlerError(m.NOT_OWNER,
                                f"not_owner: node {self.service.vm} is not a replica of {name}")
@@ -102,15 +102,13 @@ class Coordinator:
             # Retryable, unlike the client's own check: this node's view may lag.
             raise HandlerError(m.NOT_ENOUGH_REPLICAS,
                                too_small(name, len(owners), self.service.replicas))
-        live, configured = len(self.service.ring().nodes_in_order()), \
-            len(self.service.config.nodes)
+        live, configured = len(ring.nodes_in_order()), len(self.service.config.nodes)
         if not write_rules.has_quorum(live, configured):
             raise HandlerError(m.NO_QUORUM, no_quorum(name, live, configured))
         return owners
 
     def _home_or_refuse(self, name: str) -> None:
-        home = Ring(sorted(self.service.config.nodes), self.service.bits).replicas(
-            name, self.service.replicas)
+        home = self.service.home_ring.replicas(name, self.service.replicas)
         live = self.service.ring().nodes_in_order()
         if not write_rules.may_create(home, live):
             raise HandlerError(m.HOME_UNREACHABLE, (

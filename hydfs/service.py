@@ -56,6 +56,7 @@ class HydfsService:
         self.membership = membership
         self.replicas = config.hydfs.replicas
         self.bits = config.hydfs.ring_bits
+        self.home_ring = Ring(sorted(config.nodes), self.bits)   # every node up: names' homes
         self.store = ReplicaStore(os.path.join(config.node_data_dir(vm), "hydfs"))
         self.metrics = HydfsMetrics(metrics or Registry())
         self.peers = Peers(config)
