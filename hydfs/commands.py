@@ -156,6 +156,6 @@ def _vm(text: str, service) -> str:
 
 
 def _size(service, name: str) -> int | None:
-    """Bytes of this node's copy (base and pending), None if it went meanwhile."""
+    """The size of this node's copy of the file, None if it went meanwhile."""
     st = service.store.get_state(name)
-    return None if st is None else st.base_size + st.pending_size
+    return None if st is None else st.size

@@ -90,8 +90,8 @@ class HydfsMetrics:
                     stored += st.base_size + st.pending_size
             held = Gauge("rainstorm_hydfs_stored_files", "files this node holds a copy of")
             held.set(files)
-            held_bytes = Gauge("rainstorm_hydfs_stored_bytes",
-                               "bytes of the copies this node holds (base and pending)")
+            held_bytes = Gauge("rainstorm_hydfs_stored_bytes",   # on disk: logs' framing too
+                               "bytes of the copies this node holds (base and pending log)")
             held_bytes.set(stored)
             return [evicted, size, held, held_bytes]
         self._registry.collect(collect)
