@@ -113,6 +113,18 @@ class LocalCluster:
 
     # -- processes --------------------------------------------------------------------------
 
+    def __enter__(self) -> "LocalCluster":
+        """`with LocalCluster(...) as cluster:` starts every node, and stops them after."""
+        try:
+            self.start_all()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def start(self, vm: str, wait: bool = True) -> subprocess.Popen:
         role = ["introducer"] if vm == "01" else ["node", "--vm", vm]
         out = open(self.root / f"vm{vm}.out", "ab")

@@ -394,10 +394,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(f"fuzz: {args.frames} frames per node and port, {args.nodes} nodes, seed {args.seed}"
           f" (replay: --seed {args.seed})", flush=True)
-    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rainstorm-fuzz-")), args.nodes,
-                           secret=SECRET)
-    try:
-        cluster.start_all()
+    with LocalCluster(Path(tempfile.mkdtemp(prefix="rainstorm-fuzz-")), args.nodes,
+                      secret=SECRET) as cluster:
         known, dead, captured, content, leader_epoch = prepare(cluster)
         started = time.monotonic()
         counts = run(cluster, cluster.vms, args.frames, args.seed,
@@ -406,8 +404,6 @@ def main(argv=None) -> int:
               ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), flush=True)
         time.sleep(2)
         problems = check(cluster, known, content, args.frames, cluster.vms, leader_epoch)
-    finally:
-        cluster.close()
     for problem in problems:
         print("FAIL", problem)
     print("fuzz: OK, every node up and correct" if not problems else

@@ -93,6 +93,15 @@ class NetnsCluster(LocalCluster):
             ip("-n", ns, "link", "set", "eth0", "up")
             ip("-n", ns, "link", "set", "lo", "up")
 
+    def __enter__(self) -> "NetnsCluster":
+        """The network first, then every node (LocalCluster's `with`)."""
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return super().__enter__()
+
     def cut(self, vms: list[str]) -> None:
         """Partition: `vms` reach each other and nobody else (nor the root namespace)."""
         for vm in vms:

@@ -10,6 +10,7 @@ import pytest
 
 from cluster import wire
 from cluster.local_cluster import wait_until
+from tests import fuzz
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -51,16 +52,6 @@ def tcp_junk(rng: random.Random) -> list[bytes]:
     ]
 
 
-def send_tcp(address, data: bytes) -> None:
-    with socket.create_connection(address, timeout=5) as sock:
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(65536)
-        except OSError:
-            pass
-
-
 def test_junk_on_every_port_is_rejected_and_logged_and_the_cluster_stays_correct(local_cluster):
     cluster = local_cluster(5, secret=SECRET)
     # A line that never ends: refused once it passes the size limit, not buffered forever.
@@ -78,7 +69,7 @@ def test_junk_on_every_port_is_rejected_and_logged_and_the_cluster_stays_correct
         for datagram in udp_junk(rng):
             udp.sendto(datagram, cluster.address(vm))
         for data in tcp_junk(rng):
-            send_tcp(cluster.address(vm), data)
+            assert fuzz.send_tcp(cluster.address(vm), [data]), f"vm{vm} refused a connection"
     udp.close()
     for vm in cluster.vms:
         assert cluster.procs[vm].poll() is None, f"node {vm} died"

@@ -28,16 +28,12 @@ RATE = 2000                       # lines/s in all: the job runs about 6 s
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(tmp_path_factory.mktemp("failover"), 10)
-    try:
-        cluster.start_all()
+    with LocalCluster(tmp_path_factory.mktemp("failover"), 10) as cluster:
         path = cluster.root / "signs.csv"
         write_csv(LINES, path, seed=7)
         cluster.query("02", "create", str(path), "signs", timeout=60)
         cluster.lines = path.read_text().splitlines()
         yield cluster
-    finally:
-        cluster.close()
 
 
 

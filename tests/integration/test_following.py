@@ -25,13 +25,9 @@ WINDOW_MB = 0.25
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(tmp_path_factory.mktemp("following"), 10,
-                           stream={"source_window_mb": WINDOW_MB})
-    try:
-        cluster.start_all()
+    with LocalCluster(tmp_path_factory.mktemp("following"), 10,
+                      stream={"source_window_mb": WINDOW_MB}) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 class Source:

@@ -19,12 +19,8 @@ OFFSET = 1000
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(tmp_path_factory.mktemp("http"), 4)
-    try:
-        cluster.start_all()
+    with LocalCluster(tmp_path_factory.mktemp("http"), 4) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def get(cluster, vm: str, path: str, headers=None) -> tuple[int, dict]:

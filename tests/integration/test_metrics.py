@@ -20,12 +20,8 @@ VMS = 5
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(tmp_path_factory.mktemp("metrics"), VMS)
-    try:
-        cluster.start_all()
+    with LocalCluster(tmp_path_factory.mktemp("metrics"), VMS) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def scrape(cluster, vm: str) -> dict:

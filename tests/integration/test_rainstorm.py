@@ -23,16 +23,12 @@ APP2 = ("signs_by_category", "count", "Punched Telespar")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(tmp_path_factory.mktemp("rainstorm"), 10)
-    try:
-        cluster.start_all()
+    with LocalCluster(tmp_path_factory.mktemp("rainstorm"), 10) as cluster:
         for n in (1000, 5000, 10000):
             path = cluster.root / f"TrafficSigns_{n}"
             write_csv(n, str(path))
             cluster.query("01", "create", str(path), f"TrafficSigns_{n}", timeout=60)
         yield cluster
-    finally:
-        cluster.close()
 
 
 def rows_of(cluster, dest: str) -> collections.Counter:
@@ -199,14 +195,10 @@ def test_an_operator_that_always_crashes_fails_the_job_clearly(cluster):
 
 def test_a_job_on_a_cluster_with_a_secret_is_exact(tmp_path):
     """With a secret, tasks, nodes and HyDFS authenticate every message and payload."""
-    cluster = LocalCluster(tmp_path, 5, secret="s3cret")
-    try:
-        cluster.start_all()
+    with LocalCluster(tmp_path, 5, secret="s3cret") as cluster:
         path = cluster.root / "TrafficSigns_2000"
         write_csv(2000, str(path))
         cluster.query("01", "create", str(path), "TrafficSigns_2000", timeout=60)
         doc = run(cluster, APP2, "TrafficSigns_2000", "out_secret")
         assert rows_of(cluster, "out_secret") == expected(APP2, 2000)
         assert doc["records_out"] == sum(expected(APP2, 2000).values())
-    finally:
-        cluster.close()

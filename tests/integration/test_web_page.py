@@ -46,12 +46,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(tmp_path_factory.mktemp("web"), 10)
-    try:
-        cluster.start_all()
+    with LocalCluster(tmp_path_factory.mktemp("web"), 10) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def chromium(browser: str, url: str, *args: str) -> str:

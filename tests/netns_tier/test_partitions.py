@@ -8,7 +8,6 @@ otherwise, saying why.
 from __future__ import annotations
 
 import collections
-import contextlib
 import http.client
 import json
 import shutil
@@ -30,19 +29,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300),
 MINORITY = ["09", "10"]
 
 
-@contextlib.contextmanager
-def running(cluster: NetnsCluster):
-    try:
-        cluster.build()
-        cluster.start_all()
-        yield cluster
-    finally:
-        cluster.close()
-
-
 @pytest.fixture
 def cluster(tmp_path):
-    with running(NetnsCluster(tmp_path / "netns", 10)) as cluster:
+    with NetnsCluster(tmp_path / "netns", 10) as cluster:
         yield cluster
 
 
@@ -139,7 +128,7 @@ def skewed(tmp_path):
         pytest.skip("no faketime (Debian package faketime; .ci/run installs it)")
     cluster = NetnsCluster(tmp_path / "skewed", 10)
     cluster.skew = {"04": "+40", "05": "+40", "07": "-40", "08": "-40"}
-    with running(cluster):
+    with cluster:
         yield cluster
 
 
