@@ -3,7 +3,7 @@
 The membership shell (service.py) calls `sent`, `received` and `events` where datagrams and
 protocol events pass; members by state are read from the protocol at scrape time. The
 `timeline` keeps the last TIMELINE events (joins, suspicions, refutations, failures,
-leaves) with their wall-clock time: the web page draws it, and shows failed members from it.
+leaves) with their wall-clock time, for the web page to draw.
 """
 
 from __future__ import annotations
