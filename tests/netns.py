@@ -10,7 +10,7 @@ Layout, for a cluster with tag T (from the process id, so runs never share names
     node NN namespace T-nNN, its veth eth0 = 198.S.NN/24, peer T-vNN on a bridge
 
 Nodes start as a user starts them: `python rainstorm.py node --vm NN --config ...`, run in
-their namespace with `ip netns exec` (and under `faketime` for a skewed wall clock).
+their namespace with `ip netns exec` (and with libfaketime for a skewed wall clock).
 `cut(vms)` moves those nodes' links to T-b1 (a partition: each side works on), `heal()`
 moves them back. A client inside a cut-off side runs `rainstorm.py ctl` in that side's
 namespace (`ctl_in`), as a user on that machine would.
@@ -18,6 +18,7 @@ namespace (`ctl_in`), as a user on that machine would.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -27,6 +28,8 @@ from pathlib import Path
 from cluster.local_cluster import RAINSTORM, LocalCluster, wait_until
 
 PORT = 7000
+# libfaketime (Debian package faketime), which skews a process's wall clock; None if absent.
+FAKETIME_LIB = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
 _made = 0                 # clusters made by this process
 
 
@@ -58,7 +61,7 @@ class NetnsCluster(LocalCluster):
         # of the machine's is shadowed by the bridge's address.
         self.subnet = f"198.{18 + _made % 2}.{(os.getpid() + _made // 2) % 250}"
         self._links_made = False
-        self.skew: dict[str, str] = {}          # vm -> faketime offset, e.g. "+40s"
+        self.skew: dict[str, str] = {}          # vm -> wall clock offset in s, e.g. "+40"
         super().__init__(root, n, secret=secret, membership=membership, hydfs=hydfs,
                          stream=stream)
         self.ports = {vm: PORT for vm in self.vms}
@@ -93,14 +96,10 @@ class NetnsCluster(LocalCluster):
             ip("-n", ns, "link", "set", "eth0", "up")
             ip("-n", ns, "link", "set", "lo", "up")
 
-    def __enter__(self) -> "NetnsCluster":
-        """The network first, then every node (LocalCluster's `with`)."""
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return super().__enter__()
+    def start_all(self) -> None:
+        """The network first, then every node (as `with` does)."""
+        self.build()
+        super().start_all()
 
     def cut(self, vms: list[str]) -> None:
         """Partition: `vms` reach each other and nobody else (nor the root namespace)."""
@@ -135,8 +134,10 @@ class NetnsCluster(LocalCluster):
         """`argv` of rainstorm.py, run in node `vm`'s namespace (and clock)."""
         prefix = ["ip", "netns", "exec", self.ns(vm)]
         if vm in self.skew:
-            prefix += ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f",
-                       self.skew[vm]]
+            # libfaketime preloaded directly: the `faketime` wrapper's semaphore clashes
+            # when several wrapped processes start at once ("sem_open: File exists").
+            prefix += ["env", f"LD_PRELOAD={FAKETIME_LIB}", f"FAKETIME={self.skew[vm]}",
+                       "FAKETIME_DONT_FAKE_MONOTONIC=1"]
         return prefix + [sys.executable, str(RAINSTORM), *argv]
 
     def start(self, vm: str, wait: bool = True) -> subprocess.Popen:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import http.client
 import json
-import shutil
 import threading
 import time
 
@@ -20,7 +19,7 @@ from bench import reference_apps
 from bench.gen_traffic_signs import iter_lines
 from cluster.local_cluster import CommandFailed, wait_until
 from tests.bounds import detection
-from tests.netns import NetnsCluster, netns_available
+from tests.netns import FAKETIME_LIB, NetnsCluster, netns_available
 
 WHY_NOT = netns_available()
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300),
@@ -124,8 +123,8 @@ def test_a_cut_off_minority_heals_and_every_acknowledged_append_is_there_once(cl
 
 @pytest.fixture
 def skewed(tmp_path):
-    if shutil.which("faketime") is None:
-        pytest.skip("no faketime (Debian package faketime; .ci/run installs it)")
+    if FAKETIME_LIB is None:
+        pytest.skip("no libfaketime (Debian package faketime; .ci/run installs it)")
     cluster = NetnsCluster(tmp_path / "skewed", 10)
     cluster.skew = {"04": "+40", "05": "+40", "07": "-40", "08": "-40"}
     with cluster:
