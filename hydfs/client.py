@@ -425,6 +425,26 @@ class HydfsClient:
         start = min(offset, v.size)
         return v.size, self._local_chunks(name, snap, v, start, min(length, v.size - start))
 
+    def local_base_view(self, name: str, ids: IdSet, create: bool) -> dict | None:
+        """Where this node's own copy holds the view of `ids` (and the create's content if
+        `create`) wholly in its base file, for a process on this machine that reads it
+        itself (store.py `where_in_base`); None if it does not (no copy here, not a
+        replica, or some of the view's appends pending here)."""
+        checked_name(name)
+        store = self.service.store
+        if store.get_state(name) is None or self.service.vm not in self.owners(name):
+            return None
+        try:
+            snap = store.snapshot(name)
+        except NoSuchFile:
+            return None
+        try:
+            return store.where_in_base(snap, store.view(snap, ids, create))
+        except LacksAppends:
+            return None
+        finally:
+            snap.close()
+
     def _local_chunks(self, name: str, snap, v, start: int, length: int):
         store = self.service.store
         try:

@@ -282,6 +282,23 @@ class ReplicaStore:
                     yield from piece_spans(f, offset, size, crcs, False, lo, hi, window)
             pos += part.size
 
+    @staticmethod
+    def where_in_base(snap: Snapshot, v: View) -> dict | None:
+        """Where view `v` of the snapshot lies in its base file, if wholly there, for a
+        reader that reads the file itself: {"path", "inode", "base_size", "crcs", "parts"
+        ([lo, size] stretches of the base, in view order), "size"}; None if some of it is
+        in the pending log. Below `base_size` the base's bytes never change while the file
+        keeps its inode (a merge in place only appends; one that reorders writes a new
+        base), so the reader checks the inode and every block's CRC, as this store does
+        (stream/local_view.py)."""
+        base = snap.pieces[0] if snap.pieces and snap.pieces[0].per_block else None
+        if base is None or any(part.record is not None for part in v.parts):
+            return None
+        return {"path": os.path.abspath(base.file.name),
+                "inode": os.fstat(base.file.fileno()).st_ino, "base_size": base.size,
+                "crcs": list(base.crcs), "parts": [[p.lo, p.size] for p in v.parts],
+                "size": v.size}
+
     # -- watching for new appends ---------------------------------------------------------------
 
     def _note_change(self, name: str) -> None:

@@ -112,6 +112,7 @@ class JobSetup:
             job.id, task, spec.num_tasks, spec.src, spec.dest,
             self.config.stream.batch_interval, self.config.stream.state_flush_interval,
             operator, arg, ctx.cwd, next_stateful=task.stage == 1 and op2.kind == AGGREGATE,
+            next_reads_values=task.stage != 1 or op2.reads_values,
             partition=partitions[task.index] if source else None,
             block_bytes=block_bytes_for(size, spec.num_tasks),
             source_rate=spec.source_rate / spec.num_tasks, lease=self.lease,

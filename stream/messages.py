@@ -15,6 +15,8 @@ Task process -> its own node (node_link.py, served by worker.py):
     stream.hydfs_read {name, offset, length}       -> ok {size} + bytes
     stream.hydfs_fence {name, key, epoch}          -> ok {sealed}   (hydfs/fences.py)
     stream.hydfs_read_view {name, ids, create, offset, length} -> ok {size} + bytes
+    stream.hydfs_local_view {name, ids, create}    -> ok {local: where the node's copy holds
+                                                  the view in its base, or null} (local_view.py)
     stream.hydfs_settled {name}                    -> ok {ids}   (appends on enough replicas)
     stream.hydfs_watch {name, known, timeout}      -> ok {held: ids, or null at timeout}
     stream.lease {job, task, epoch}                -> ok {stop: why, or null}
@@ -23,6 +25,7 @@ Task or worker -> leader (leader.py):
     stream.task_exit {job, task, vm, code}         -> ok
 Between tasks, and leader -> task inbox (one-way, no reply; task.py):
     stream.block {job, from, to, id, enc, epoch, ...} + payload   upstream -> downstream
+                                                  (enc: "lines" from a source; tuple_codec.py)
     stream.ack {job, from, to, ids, epoch}                        downstream -> upstream
     stream.schedule {job, tasks: [[stage, index, address, epoch]], stopping?,
                      leader_epoch, leader}        leader -> every task
@@ -60,6 +63,8 @@ HYDFS_WATCH = STREAM.add("stream.hydfs_watch", ("name", "known"),
 
 LEADER = STREAM.add("stream.leader", ("epoch", "vm"),
                     "a new leader's announcement; the task attempts the node runs")
+HYDFS_LOCAL_VIEW = STREAM.add("stream.hydfs_local_view", ("name", "ids"),
+                              "where the node's own copy holds a view in its base file")
 
 # Error codes (cluster/errors.py has those every node uses; HyDFS's pass through as they are).
 TASK_START_FAILED = "task_start_failed"    # the task process exited or hung before READY

@@ -59,6 +59,13 @@ class NodeLink:
             data = b"".join(conn.recv_bulk_chunks(wire.bulk_length(reply)))
         return int(reply["size"]), data
 
+    def local_view(self, name: str, ids: IdSet, create: bool) -> dict | None:
+        """Where the node's own copy holds the view wholly in its base file, for reading it
+        directly (local_view.py); None if it does not."""
+        return self.peers.call(self.node, {"t": m.HYDFS_LOCAL_VIEW, "name": name,
+                                           "ids": ids.to_wire(), "create": create},
+                               timeout=TIMEOUT).get("local")
+
     def settled(self, name: str) -> IdSet:
         """The appends of `name` on enough replicas to be read even after a failure."""
         reply = self.peers.call(self.node, {"t": m.HYDFS_SETTLED, "name": name},

@@ -2,8 +2,11 @@
 (pure).
 
 Blocks arriving are kept (delivery.py says which) and processed together every
-`batch_interval` (`state_flush_interval` for an aggregate). What one batch does depends on
-the task:
+`batch_interval` (`state_flush_interval` for an aggregate), or sooner once the inbox is
+empty (`idle`), but then at most IDLE_FLUSHES_PER_INTERVAL times per interval: a job
+that trickles waits a fifth of an interval per stage, not a whole one, and a busy one
+batches as before, its inbox seldom empty, and every commit's I/O gathering the next
+batch (group commit). What one batch does depends on the task:
 
 - a *stateless* task (transform, filter) not in the last stage forwards each block's output
   to the next stage (whole, or split by key when that stage aggregates) and logs nothing
@@ -31,13 +34,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from hydfs.fences import writer_of
 from hydfs.idset import IdSet
 from stream import delivery
 from stream import messages as m
-from stream import task_log
+from stream import task_log, tuple_codec
 from stream.effects import AppendDest
 from stream.partition import route_block, split_by_key
 from stream.scheduler import TaskId
@@ -47,6 +49,7 @@ from stream.task_log import Recovered
 from stream.task_spec import TaskSpec
 
 COUNTERS = ("in", "out", "dropped", "errors")
+IDLE_FLUSHES_PER_INTERVAL = 5    # an idle task flushes at most this often per interval
 
 
 def csv_rows(keys: list, values: list) -> bytes:
@@ -76,6 +79,7 @@ class OperatorCore(TaskCore):
         self.sample: list[str] = []
         self.interval = spec.state_flush_interval if operator.stateful else spec.batch_interval
         self._next_batch = now + self.interval
+        self._last_flush = now
         self._dest_done = _sealed_seqs(dest_sealed, spec.writer_key)
 
     # -- a replacement's redo ---------------------------------------------------------------
@@ -134,13 +138,7 @@ class OperatorCore(TaskCore):
 
     def on_tick(self, now: float) -> None:
         if now >= self._next_batch:
-            self._next_batch = now + self.interval
-            if self.pending:
-                self._process_batch(now)
-            if self.newly_done:
-                self.log({"done": task_log.ids_of(self.newly_done).to_wire()})
-                self.newly_done = []
-            self.flush_acks()
+            self._flush(now)
         for bid, when in list(self.sent_at.items()):
             if now - when < self.spec.resend_after:
                 continue
@@ -154,8 +152,29 @@ class OperatorCore(TaskCore):
                 self.sent_at[bid] = min(self.heard.get(to.index, self.started)
                                         for to in waiting)
 
+    def on_idle(self, now: float) -> None:
+        if self._idle_flush_at() <= now:
+            self._flush(now)
+
+    def _idle_flush_at(self) -> float:
+        """When an idle inbox may flush the batch early: never without work, and at most
+        every interval / IDLE_FLUSHES_PER_INTERVAL."""
+        if not (self.pending or self.newly_done or self._acks):
+            return float("inf")
+        return self._last_flush + self.interval / IDLE_FLUSHES_PER_INTERVAL
+
+    def _flush(self, now: float) -> None:
+        """The batch: process what arrived, log what finished, ack it."""
+        self._next_batch, self._last_flush = now + self.interval, now
+        if self.pending:
+            self._process_batch(now)
+        if self.newly_done:
+            self.log({"done": task_log.ids_of(self.newly_done).to_wire()})
+            self.newly_done = []
+        self.flush_acks()
+
     def own_deadline(self, now: float) -> float:
-        deadline = self._next_batch
+        deadline = min(self._next_batch, self._idle_flush_at())
         if self.sent_at:
             deadline = min(deadline, min(self.sent_at.values()) + self.spec.resend_after)
         return max(deadline, now)
@@ -213,12 +232,13 @@ class OperatorCore(TaskCore):
             values = block_lines(payload)
             first, src = message["first_line"], self.spec.src
             return [f"{src}:{first + i}" for i in range(len(values))], values
-        keys, values = json.loads(payload)
-        return keys, values
+        return tuple_codec.decode(message, payload)
 
     def _route(self, bid: str, keys: list, values: list) -> dict:
         if self.final:
             return {"dest": [keys, values]} if keys else {}
+        if not self.spec.next_reads_values:       # e.g. count: its values go unread
+            values = [""] * len(keys)
         n = self.spec.num_tasks
         if self.spec.next_stateful:
             return {str(i): [k, v] for i, (k, v) in enumerate(split_by_key(keys, values, n)) if k}
@@ -232,9 +252,9 @@ class OperatorCore(TaskCore):
         self.sent[bid] = {}
         for dest, (keys, values) in outs.items():
             to = TaskId(2, int(dest))
-            message = {"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
-                       "to": to.to_wire(), "id": bid, "enc": "json"}
-            payload = json.dumps([keys, values], separators=(",", ":")).encode()
+            how, payload = tuple_codec.encode(keys, values)
+            message = dict({"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
+                            "to": to.to_wire(), "id": bid}, **how)
             self.sent[bid][to] = (message, payload)
         self._resend(now, bid, self.sent[bid])
 

@@ -125,6 +125,7 @@ class Operator:
         self.name = name                        # the OP as the user gave it
         self.kind = kind                        # TRANSFORM, FILTER or AGGREGATE
         self.stateful = kind == AGGREGATE       # does apply need the state dict?
+        self.reads_values = True                # False: apply looks at the keys only
         self.description = f"{name} ({origin} {kind})"   # e.g. "grep (shipped filter)"
 
     def apply_lines(self, data: bytes, first_line: int, src: str) -> Result | None:
@@ -157,6 +158,7 @@ class ShippedOperator(Operator):
     def __init__(self, name: str, arg: str) -> None:
         self._module = importlib.import_module(f"stream.ops.{name}")
         super().__init__(name, self._module.KIND, "shipped")
+        self.reads_values = getattr(self._module, "READS_VALUES", True)
         self._arg = arg
 
     def _apply(self, keys, values, state):

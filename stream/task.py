@@ -16,7 +16,8 @@ Start-up fences before it reads (hydfs/fences.py), so that what it reads cannot 
 its back: first the task's log, then it is read and replayed (task_log.py); the last stage
 then fences DEST, whose sealed set says which commits earlier attempts appended.
 
-A source reads its partition as a range of the job's snapshot of SRC (`read_view`); the
+A source reads its partition as a range of the job's snapshot of SRC (`read_view`), from
+its node's own copy directly when the node has one (local_view.py); the
 follower also reads the batches its core logged, asks for SRC's settled appends when the
 core says a poll is due, and runs a `Watcher` thread that waits at a replica of SRC for
 news and wakes the loop with a NEWS item in the inbox.
@@ -42,6 +43,7 @@ from hydfs.messages import FENCED
 from stream import messages as m
 from stream import task_log
 from stream.effects import AppendDest, AppendLog, Lead, Report, Route, Send, Stop
+from stream.local_view import LocalView, Unusable
 from stream.metrics import BatchLatency
 from stream.node_link import NodeLink
 from stream.operator_core import OperatorCore
@@ -169,6 +171,8 @@ class TaskRunner:
         self._read_at = spec.partition.offset if spec.partition else 0
         self._view = spec.view_ids     # the job's snapshot of SRC: what the partition is of
         self._batch_at = 0             # where in the batch being read
+        self._local: LocalView | None = None   # the node's copy of SRC, read directly
+        self._local_asked = False
         self._watcher: Watcher | None = None
         self.reporter = Reporter(link)
         self.latency = BatchLatency()
@@ -188,6 +192,8 @@ class TaskRunner:
         finally:
             if self._watcher is not None:
                 self._watcher.stop()
+            if self._local is not None:
+                self._local.close()
             if self.operator is not None:
                 self.operator.close()
         return self.reason
@@ -243,10 +249,18 @@ class TaskRunner:
                 self._execute(core.step(now, *item), now)
                 if core.stopped:
                     break
+                self._idle_if_empty(core)
+            self._idle_if_empty(core)
         if time.monotonic() - self._last_asked > self.spec.lease / 3:
             self._lease_ping()
         now = time.monotonic()
         self._execute(core.tick(now), now)
+
+    def _idle_if_empty(self, core: TaskCore) -> None:
+        """Nothing more in the inbox: the core may flush its batch before its tick."""
+        if self.inbox.items.empty():
+            now = time.monotonic()
+            self._execute(core.idle(now), now)
 
     def _read_source(self) -> tuple[bytes, bool]:
         """The next piece of the partition, a range of the job's snapshot of SRC."""
@@ -255,13 +269,39 @@ class TaskRunner:
         length = self.core.read_size(min(READ_PIECE, end - self._read_at))
         data = b""
         if length:
-            _, data = self._ask(lambda: self.link.read_view(
-                self.spec.src, self._view, True, self._read_at, length))
+            data = self._read_directly(self._read_at, length)
+            if data is None:
+                _, data = self._ask(lambda: self.link.read_view(
+                    self.spec.src, self._view, True, self._read_at, length))
             if len(data) != length:
                 raise RuntimeError(f"{self.spec.src}: the snapshot's range is short "
                                    f"({len(data)} of {length} bytes)")
         self._read_at += length
         return data, self._read_at >= end
+
+    def _read_directly(self, offset: int, length: int) -> bytes | None:
+        """Bytes of the partition from the node's own copy of SRC, read here
+        (local_view.py); None when there is none, or it failed: read through the node."""
+        if not self._local_asked:
+            self._local_asked = True
+            try:
+                where = self._ask(lambda: self.link.local_view(self.spec.src, self._view, True))
+                self._local = LocalView(where) if where else None
+                if self._local is not None:
+                    log.info("%s reads %s from its node's copy", self.spec.name, self.spec.src)
+            except (Unreachable, RemoteError, Unusable) as exc:
+                log.warning("%s: reading %s through the node: %s", self.spec.name,
+                            self.spec.src, exc)
+        if self._local is None:
+            return None
+        try:
+            return self._local.read(offset, length)
+        except Unusable as exc:
+            log.warning("%s: reading %s through the node from now on: %s", self.spec.name,
+                        self.spec.src, exc)
+            self._local.close()
+            self._local = None
+            return None
 
     def _read_batch(self, batch: IdSet) -> tuple[bytes, bool]:
         """The next piece of a following source's batch of SRC's appends."""

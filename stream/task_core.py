@@ -2,7 +2,8 @@
 
 Theory of operation. A task is one source or operator task of one job. Its core is a state
 machine without I/O, in the style of etcd's raft: the shell (task.py) hands it each message
-from its inbox (`step(now, message, payload)`) and the passing of time (`tick(now)`), and
+from its inbox (`step(now, message, payload)`), the passing of time (`tick(now)`) and an
+empty inbox (`idle(now)`), and
 executes the effects it returns (effects.py) in order. The source's and the operators'
 own rules are in source_core.py and operator_core.py; this base holds what they share:
 
@@ -132,6 +133,13 @@ class TaskCore:
             self.report(**self.report_extras())
         return self._take()
 
+    def idle(self, now: float) -> list:
+        """The inbox is empty: what waits for the next batch boundary may go sooner."""
+        if self.stopped:
+            return []
+        self.on_idle(now)
+        return self._take()
+
     def contact(self, now: float) -> None:
         """The node or the leader answered: renew the lease."""
         self._last_contact = now
@@ -148,6 +156,9 @@ class TaskCore:
 
     def on_tick(self, now: float) -> None:
         """A batch boundary, resends."""
+
+    def on_idle(self, now: float) -> None:
+        """The inbox is empty (operator_core.py flushes its batch early)."""
 
     def on_moved(self, now: float, moved: list[TaskId]) -> None:
         """Resend what the moved tasks may not have received."""

@@ -35,6 +35,7 @@ class TaskSpec:
     arg: str = ""
     cwd: str = "."
     next_stateful: bool = False  # is the next stage an aggregate (split by key)?
+    next_reads_values: bool = True   # does the next stage's operator look at values?
     partition: Partition | None = None
     block_bytes: int = 1 << 20
     source_rate: float = 0.0     # lines per second per source task; 0: as fast as possible
@@ -75,7 +76,7 @@ class TaskSpec:
                 "src": self.src, "dest": self.dest, "batch_interval": self.batch_interval,
                 "state_flush_interval": self.state_flush_interval,
                 "operator": self.operator, "arg": self.arg, "cwd": self.cwd,
-                "next_stateful": self.next_stateful,
+                "next_stateful": self.next_stateful, "next_reads_values": self.next_reads_values,
                 "partition": self.partition.to_wire() if self.partition else None,
                 "block_bytes": self.block_bytes, "source_rate": self.source_rate,
                 "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after,
@@ -90,6 +91,7 @@ class TaskSpec:
                    bool(d.get("next_stateful")))
         if d.get("partition"):
             spec.partition = Partition.from_wire(d["partition"])
+        spec.next_reads_values = bool(d.get("next_reads_values", True))
         spec.block_bytes = int(d.get("block_bytes", spec.block_bytes))
         spec.source_rate = float(d.get("source_rate", 0.0))
         spec.epoch = int(d.get("epoch", 1))

@@ -39,6 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 30.0
 SPARE_PROCESSES = 2        # warm task processes kept ready per node
 MAX_APPEND = 1 << 30
+STOP_GRACE = 5.0           # seconds a task process has to exit once told to stop
 TELL_RETRIES = (0.5, 1.0, 2.0)
 
 
@@ -67,6 +68,7 @@ class StreamWorker:
                 m.HYDFS_CREATE: self.handle_hydfs_create, m.HYDFS_READ: self.handle_hydfs_read,
                 m.HYDFS_FENCE: self.handle_hydfs_fence, m.LEASE: self.handle_lease,
                 m.HYDFS_READ_VIEW: self.handle_hydfs_read_view,
+                m.HYDFS_LOCAL_VIEW: self.handle_hydfs_local_view,
                 m.HYDFS_SETTLED: self.handle_hydfs_settled, m.HYDFS_WATCH: self.handle_hydfs_watch}
 
     def on_membership(self, events) -> None:
@@ -160,8 +162,8 @@ class StreamWorker:
             replaced.kill()
         threading.Thread(target=self._watch, args=(key, proc, epoch), daemon=True).start()
         self.starts.inc()
-        log.info("TASK %s/%s started on vm%s at %s", spec["job"], spec["task"], self.vm,
-                 line.split()[1])
+        log.info("TASK %s/%s started on vm%s at %s (pid %d)", spec["job"], spec["task"],
+                 self.vm, line.split()[1], proc.pid)
         conn.send({"t": OK, "address": line.split()[1]})
 
     # Spare task processes: started when a job ends, while the node is idle, they have the
@@ -202,13 +204,37 @@ class StreamWorker:
                                "epoch": epoch, "vm": self.vm, "code": code})
 
     def handle_stop_job(self, conn, msg: dict) -> None:
+        """Stop the job's task processes: each is told (SIGTERM) at once and the answer
+        goes back without waiting for them to exit, which a thread here sees to (a kill
+        after STOP_GRACE seconds), before it starts spares for the next job. By the time
+        a job ends its tasks have stopped on their own (their final report is in): what
+        is left is the interpreter's exit, which the job's end need not wait for."""
         self._check_leader(msg)
         with self._lock:
             keys = [k for k in self._procs if k[0] == msg.get("job")]
-        for key in keys:
-            self._stop_proc(key)
+            procs = [self._forget(key) for key in keys]
+        for proc in procs:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
         conn.send({"t": OK, "stopped": len(keys)})
+        threading.Thread(target=self._reap_then_top_up, args=(procs,), daemon=True,
+                         name="reap").start()
+
+    def _reap_then_top_up(self, procs: list) -> None:
+        for proc in procs:
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         self._top_up_spares()              # while the node is idle, ready for the next job
+
+    def _forget(self, key) -> subprocess.Popen | None:
+        """Take a task out of the tables (the caller holds the lock); its process."""
+        self._epochs.pop(key, None)
+        self._inboxes.pop(key, None)
+        return self._procs.pop(key, None)
 
     def handle_lease(self, conn, msg: dict) -> None:
         """A task attempt asks whether to go on: not if this node no longer runs it."""
@@ -221,15 +247,13 @@ class StreamWorker:
 
     def _stop_proc(self, key, kill: bool = False) -> None:
         with self._lock:
-            proc = self._procs.pop(key, None)
-            self._epochs.pop(key, None)
-            self._inboxes.pop(key, None)
+            proc = self._forget(key)
         if proc is not None and kill:
             proc.kill()
         elif proc is not None and proc.poll() is None:
             proc.terminate()
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=STOP_GRACE)
             except subprocess.TimeoutExpired:
                 proc.kill()
 
@@ -290,6 +314,12 @@ class StreamWorker:
             conn.send_bulk_chunks({"t": OK, "size": size}, length, chunks)
         except HydfsError as exc:
             raise OSError(f"read of {name} failed midway: {exc}") from None
+
+    def handle_hydfs_local_view(self, conn, msg: dict) -> None:
+        """For a task of this node that reads a view itself, from this node's copy."""
+        local = _hydfs(self.client.local_base_view, str(msg["name"]), hm.id_set(msg, "ids"),
+                       hm.flag(msg, "create"))
+        conn.send({"t": OK, "local": local})
 
     def handle_hydfs_settled(self, conn, msg: dict) -> None:
         ids = _hydfs(self.client.settled, str(msg["name"]))

@@ -2,7 +2,10 @@
 
 Each shipped operator is a module here named as users name it (`grep`, `signs_select`,
 `signs_by_category`, `count`) that defines `KIND` and `apply(keys, values, arg, state) -> Result`,
-working on a whole batch at once; `stream.operators.load_operator` imports it by name.
+working on a whole batch at once; `stream.operators.load_operator` imports it by name. It
+may also define `apply_lines(data, first_line, src, arg) -> Result` for a raw block of a
+source's lines (the first stage), and `READS_VALUES = False` if it never looks at values
+(then the stage before it sends keys only).
 
 Record rule (the oracle's, bench/reference_apps.py): a line is a record when `csv.reader` with
 `strict=True` reads it, after stripping a trailing CR/LF, as exactly NUM_FIELDS fields; any other
@@ -59,3 +62,4 @@ def _csv_fields(lines: list[str], pick) -> list:
         return [None]
     half = len(lines) // 2
     return _csv_fields(lines[:half], pick) + _csv_fields(lines[half:], pick)
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 from stream.operators import AGGREGATE, Result
 
 KIND = AGGREGATE
+READS_VALUES = False      # so the stage before sends it keys only (operator_core.py)
 
 
 def apply(keys: list[str], values: list[str], arg: str, state: dict) -> Result:

@@ -8,7 +8,7 @@ import pytest
 from hydfs.fences import writer_client
 from hydfs.idset import IdSet
 from stream import delivery as d
-from stream import task_log
+from stream import task_log, tuple_codec
 from stream.effects import AppendDest, AppendLog, Report, Route, Send, Stop
 from stream.job_core import (MAX_TASK_RESTARTS, Done, Fail, JobCore, Say, SendSchedule,
                              StartTask, StopAttempt)
@@ -359,3 +359,54 @@ def test_the_leader_keeps_only_the_newest_ended_jobs_in_memory():
     jobs.append(Job("run", spec, created=0.0))              # running: never forgotten
     assert old_ended_jobs(jobs, 5) == ["j0", "j1", "j2"]
     assert old_ended_jobs(jobs, 10) == []
+
+
+# -- batching, and what goes between operator stages (session 7, issue 14) --------------------
+
+def test_an_idle_operator_flushes_its_batch_before_the_tick_but_not_more_often():
+    """A trickle waits a fifth of an interval per stage, not a whole one: a 10k-line job
+    took 0.4 s of 0.1 s ticks at three stages."""
+    core = OperatorCore(spec(2), task_log.recover(b""), 0.0, load_operator("grep", "a"))
+    core.step(0.0, schedule((1, 0, "op1:1", 1)))
+    core.step(0.001, *block("0:0", ["a1"]))
+    assert not of(core.idle(0.005), AppendDest)           # flushed at 0.0: too soon
+    assert core.own_deadline(0.005) == pytest.approx(0.02)
+    assert of(core.idle(0.021), AppendDest)               # 0.1 / 5 later: flushed now
+    core.step(0.022, *block("0:1", ["a2"]))
+    assert not of(core.idle(0.03), AppendDest)
+    assert of(core.idle(0.042), AppendDest)
+    assert core.idle(0.1) == []                           # nothing waits: nothing to do
+
+
+def test_a_stage_sends_keys_only_to_an_operator_that_does_not_read_values():
+    core = OperatorCore(spec(1, next_stateful=True, next_reads_values=False),
+                        task_log.recover(b""), 0.0, load_operator("grep", "a"))
+    core.step(0.0, schedule((2, 0, "op2:1", 1)))
+    message, payload = block("0:0", ["a1", "b", "a2"])
+    core.step(0.001, dict(message, **{"from": [0, 0], "to": [1, 0]}), payload)
+    (send,) = of(core.tick(0.2), Send)
+    assert tuple_codec.decode(send.message, send.payload) == (["src:1", "src:3"], ["", ""])
+    assert not load_operator("count", "").reads_values
+    assert load_operator("grep", "a").reads_values
+
+
+@pytest.mark.parametrize("keys, values, enc", [
+    ([], [], "text"),
+    (["src:1", "k,2"], ['a,"b"', ""], "text"),
+    (["k"], ["two\nlines"], "json"),               # a newline of its own: JSON
+    (["k\n"], ["v"], "json"),
+    (["é"], ["\r\x00\u2028"], "text"),
+])
+def test_tuples_between_stages_round_trip_as_text_or_json(keys, values, enc):
+    how, payload = tuple_codec.encode(keys, values)
+    assert how["enc"] == enc
+    assert tuple_codec.decode(how, payload) == (keys, values)
+
+
+@pytest.mark.parametrize("how, payload", [
+    ({"enc": "text", "n": 2}, b"a\nb\nc\n"), ({"enc": "text", "n": 1}, b"a\nb"),
+    ({"enc": "text"}, b"a\nb\n"), ({"enc": "yaml"}, b""), ({"enc": "json"}, b'[["a"], []]'),
+])
+def test_a_malformed_block_of_tuples_is_refused(how, payload):
+    with pytest.raises(ValueError):
+        tuple_codec.decode(how, payload)
