@@ -30,6 +30,14 @@ venv up once with
 
 (or `make bench-peers-venv`); without it the bench runs the loop only and says so.
 
+Scaling (bench/stream_scaling.py): App 2 at 1M lines with NUM_TASKS 1, 3, 6, 9, and both apps
+at 1M and 10M lines (`--big`) against the loop on both, with each run's largest node and
+task process RSS.
+
+Targets (issue 14, printed at the end with met / not met): at 1M lines both apps within
+0.7x the loop's time and 0.75x Bytewax-2p's; a 10k-line job within 0.15x of the 1M-line
+job; 10M / 1M within 11x; no job slower with more tasks.
+
 Recovery: App 2 on 100k lines with `--rate 20000` (so the job runs about 5 s) on a fresh
 cluster per run (after one small warm-up job, as for the throughput runs): once without a
 failure, then with a kill -9, 1.5 s after the call, of two workers that run no source task
@@ -47,7 +55,8 @@ that are not its own use under 10 % of the machine, and it records how much they
 each run ("others' CPU"), since another user's job slows every figure.
 
     python bench/stream_bench.py [--sizes 10k,100k,1m] [--reps 3] [--quick]
-                                 [--parts throughput,recovery] [--peers auto|none]
+                                 [--parts throughput,scaling,recovery] [--peers auto|none]
+                                 [--big 10m] [--task-counts 1,3,6,9]
 
 Output: markdown tables on stdout and in `--out`.md, raw numbers in `--out`.json (default
 bench/results/stream; `--quick`, which runs 10k and 100k once, writes nothing unless `--out`
@@ -75,13 +84,14 @@ from bench.harness import log  # noqa: E402
 from bench.report import code_version, write_report  # noqa: E402
 from bench.stream_measure import QuietGate  # noqa: E402
 from bench.stream_recovery import Recovery  # noqa: E402
+from bench.stream_scaling import TASK_COUNTS, Scaling  # noqa: E402
 from bench.stream_render import render  # noqa: E402
 from bench.stream_setup import APPS, MEMBERSHIP, TASKS, Oracle, parse_size  # noqa: E402
 from bench.stream_throughput import Throughput  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "stream"
 MEASURED = ("stream", "hydfs", "cluster")     # a change here marks the code version "+changes"
-RUNNERS = {"throughput": Throughput, "recovery": Recovery}     # in the order they run
+RUNNERS = {"throughput": Throughput, "scaling": Scaling, "recovery": Recovery}   # in order
 PARTS = tuple(RUNNERS)
 
 
@@ -94,6 +104,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peers", choices=("auto", "none"), default="auto",
                    help="auto: Bytewax and PySpark too if their venv exists (default)")
     p.add_argument("--peers-venv", type=Path, default=peers.DEFAULT_VENV)
+    p.add_argument("--big", type=parse_size, default=10_000_000,
+                   help="scaling: the large file's lines (default 10m; 0 skips it)")
+    p.add_argument("--task-counts", default=",".join(map(str, TASK_COUNTS)),
+                   help="scaling: NUM_TASKS values for App 2 at 1M lines")
     p.add_argument("--rate", type=float, default=20000, help="recovery job's lines/s")
     p.add_argument("--recovery-lines", type=parse_size, default=100_000)
     p.add_argument("--kill-after", type=float, default=1.5)
@@ -111,7 +125,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.sizes = [n for n in args.sizes if n <= 100_000] or [10_000, 100_000]
         args.reps = 1
+        args.big = 0
     args.parts = [x for x in args.parts.split(",") if x]
+    args.task_counts = [int(x) for x in args.task_counts.split(",") if x]
     if set(args.parts) - set(PARTS):
         p.error(f"unknown parts {sorted(set(args.parts) - set(PARTS))}")
     if args.reps < 1:
@@ -167,7 +183,7 @@ def main(argv=None) -> int:
     if args.out and not args.quick and set(args.parts) != set(PARTS):
         results = merged_with_earlier(results, args.out.with_suffix(".json"))
     write_report(render(results), results, args.out, log)
-    failed = [r for part in ("throughput", "recovery") if part in results
+    failed = [r for part in ("throughput", "scaling", "recovery") if part in results
               for r in results[part]["runs"] if not r["ok"]]
     if failed:
         log(f"{len(failed)} runs gave a wrong output")

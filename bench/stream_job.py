@@ -15,7 +15,8 @@ from collections import Counter
 
 from bench import reference_apps
 from bench.harness import log
-from bench.stream_measure import OthersMeter, QuietGate, cluster_times, cpu_breakdown, settle
+from bench.stream_measure import (OthersMeter, PeakRss, QuietGate, cluster_times, cpu_breakdown,
+                                  settle)
 from bench.stream_setup import APPS, LEADER, TASKS, Oracle, data_file, size_label
 from cluster.local_cluster import LocalCluster
 
@@ -29,8 +30,10 @@ APP2_ROW = re.compile(r"^[^\[][^,]*,\d+$")       # an output row the leader prin
 class JobRun:
     """Runs one job through the leader's REPL, recording its output lines with their times."""
 
-    def __init__(self, cluster: LocalCluster, app: int, src: str, dest: str, rate: float = 0):
+    def __init__(self, cluster: LocalCluster, app: int, src: str, dest: str, rate: float = 0,
+                 tasks: int = TASKS):
         self.cluster, self.app, self.src, self.dest, self.rate = cluster, app, src, dest, rate
+        self.tasks = tasks
         self.lines: list[tuple[float, str]] = []      # (monotonic s, progress/output line)
         self.job = ""
 
@@ -42,7 +45,7 @@ class JobRun:
 
     def run(self) -> dict:
         op1, op2, arg = APPS[self.app]
-        argv = ["RainStorm", op1, op2, self.src, self.dest, str(TASKS), "--op1-args", arg]
+        argv = ["RainStorm", op1, op2, self.src, self.dest, str(self.tasks), "--op1-args", arg]
         if self.rate:
             argv += ["--rate", str(self.rate)]
         self.started = time.monotonic()
@@ -96,18 +99,23 @@ def placement(cluster: LocalCluster, job: str, vms=None) -> dict:
 
 
 def rainstorm_run(cluster: LocalCluster, app: int, n: int, rep: int, src: str,
-                  expected: Counter, gate: QuietGate) -> dict:
-    """One measured run of App `app` on SRC (n lines): times, phases, CPU, verdict."""
-    job = JobRun(cluster, app, src, f"out_{size_label(n)}_app{app}_r{rep}")
+                  expected: Counter, gate: QuietGate, tasks: int = TASKS) -> dict:
+    """One measured run of App `app` on SRC (n lines) with `tasks` per stage: times,
+    phases, CPU, the largest RSS of a node and of a task process, verdict."""
+    job = JobRun(cluster, app, src, f"out_{size_label(n)}_app{app}_t{tasks}_r{rep}",
+                 tasks=tasks)
     gate.wait(cluster)
     before = cluster_times(cluster)
     others = OthersMeter(cluster).start()
+    peaks = PeakRss(cluster)
     doc = job.run()
     after = cluster_times(cluster)
     others = others.stop()
+    peak = peaks.stop()
     settle_s = settle(cluster)
     ok, verdict = job.check(expected)
-    rec = {"engine": "rainstorm", "app": app, "n": n, "rep": rep, "seconds": doc["seconds"],
+    rec = {"engine": "rainstorm", "app": app, "n": n, "rep": rep, "tasks": tasks,
+           "seconds": doc["seconds"], "peak_rss_mb": peak,
            "wall_s": round(job.wall, 3), "ok": ok, "verdict": verdict, "job": job.job,
            "records_in": doc["records_in"], "records_out": doc["records_out"],
            "dropped": doc["dropped"], "failures_recovered": doc["failures_recovered"],

@@ -5,21 +5,25 @@ All from /proc: `cluster_times` samples each node's own CPU time and its task pr
 `idle_cpu` watch the idle cluster. `OthersMeter` measures the share of the machine that
 processes outside this benchmark used over a run, and `QuietGate` waits (a bounded time)
 before each run until that share is low, since another user's job slows every figure.
+`PeakRss` samples the largest node and task process while a job runs.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import threading
 import time
 
 from bench import peers
 from bench.harness import log
 from bench.stream_setup import LEADER
 from cluster.local_cluster import LocalCluster
+from cluster.local_cluster import process_table as rss_table
 from stream.scheduler import STAGE_NAMES
 
 CLK_TCK = peers.CLK_TCK
+MB = 1 << 20
 
 
 def process_table() -> dict:
@@ -160,3 +164,43 @@ class QuietGate:
         if waited > 2:
             log(f"waited {waited:.0f} s for other processes to quieten down")
         return waited
+
+
+class PeakRss(threading.Thread):
+    """The largest RSS of any one node process and of any one of their descendants (task
+    processes), sampled every `every` seconds from /proc while a job runs: {"node": MB,
+    "task": MB}. A bound on one process's memory is what a job of any size must keep."""
+
+    def __init__(self, cluster: LocalCluster, every: float = 0.2):
+        super().__init__(daemon=True, name="peak-rss")
+        self.cluster, self.every = cluster, every
+        self.peak = {"node": 0.0, "task": 0.0}
+        self._stopped = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            self._sample()
+            if self._stopped.wait(self.every):
+                return
+
+    def _sample(self) -> None:
+        table = rss_table()
+        children = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        for proc in self.cluster.procs.values():
+            if proc.pid not in table:
+                continue
+            self.peak["node"] = max(self.peak["node"], table[proc.pid][1] / MB)
+            todo = list(children.get(proc.pid, []))
+            while todo:
+                pid = todo.pop()
+                self.peak["task"] = max(self.peak["task"], table[pid][1] / MB)
+                todo += children.get(pid, [])
+
+    def stop(self) -> dict:
+        self._stopped.set()
+        self.join(5)
+        self._sample()
+        return {k: round(v, 1) for k, v in self.peak.items()}

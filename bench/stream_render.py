@@ -188,6 +188,92 @@ def render_recovery(r: dict) -> str:
                  "others' CPU"], rows))
 
 
+def render_scaling(r: dict) -> str:
+    runs = [x for x in r["runs"] if x["engine"] == "rainstorm"]
+    rows = []
+    for x in sorted((x for x in runs if x["app"] == 2 and x["n"] == r["base"]),
+                    key=lambda x: (x["tasks"], x["rep"])):
+        rows.append([x["tasks"], x["rep"] + 1, "OK" if x["ok"] else "WRONG",
+                     f"{x['seconds']:.2f}", f"{x['peak_rss_mb']['node']:.0f}",
+                     f"{x['peak_rss_mb']['task']:.0f}", f"{x['others_cpu']:.0%}"])
+    out = [f"### App 2 at {size_label(r['base'])} lines by NUM_TASKS\n\n" + md_table(
+        ["tasks per stage", "run", "output", "job s", "largest node RSS MB",
+         "largest task RSS MB", "others' CPU"], rows)]
+    if r.get("big"):
+        rows = []
+        for app in APPS:
+            for n in (r["base"], r["big"]):
+                rs = [x for x in runs if x["app"] == app and x["n"] == n and x["tasks"] == 3]
+                loop = [x for x in r["runs"] if x["engine"] != "rainstorm"
+                        and x["app"] == app and x["n"] == n]
+                if not rs or not loop:
+                    continue
+                x = min(rs, key=lambda x: x["seconds"])
+                rows.append([app, size_label(n), "OK" if x["ok"] else "WRONG",
+                             f"{x['seconds']:.2f}", f"{loop[0]['seconds']:.2f}",
+                             f"{x['seconds'] / loop[0]['seconds']:.2f}x",
+                             f"{x['peak_rss_mb']['node']:.0f}",
+                             f"{x['peak_rss_mb']['task']:.0f}"])
+        out.append(f"### {size_label(r['base'])} and {size_label(r['big'])} lines (3 tasks "
+                   "per stage)\n\n" + md_table(
+                       ["app", "lines", "output", "RainStorm s", "python-loop s", "RS / loop",
+                        "largest node RSS MB", "largest task RSS MB"], rows))
+    return "\n\n".join(out)
+
+
+def targets(results: dict) -> list[tuple[str, str, bool]]:
+    """Issue 14's targets, from whatever parts ran: (what, the figures, met)."""
+    out = []
+    if "throughput" in results:
+        s = summarize(results["throughput"]["runs"])
+        for app in APPS:
+            rs = s.get(("rainstorm", app, 1_000_000))
+            for peer, bound in (("python-loop", 0.7), ("bytewax-p2", 0.75)):
+                p = s.get((peer, app, 1_000_000))
+                if rs and p:
+                    ratio = rs["median"] / p["median"]
+                    out.append((f"App {app} at 1M lines <= {bound}x {peer}",
+                                f"{rs['median']:.2f} s / {p['median']:.2f} s = {ratio:.2f}x",
+                                ratio <= bound))
+            small = s.get(("rainstorm", app, 10_000))
+            if rs and small:
+                ratio = small["median"] / rs["median"]
+                out.append((f"App {app}: a 10k-line job <= 0.15x the 1M-line job",
+                            f"{small['median']:.2f} s / {rs['median']:.2f} s = {ratio:.2f}x",
+                            ratio <= 0.15))
+    if "scaling" in results:
+        r = results["scaling"]
+        runs = [x for x in r["runs"] if x["engine"] == "rainstorm"]
+        by_tasks = {}
+        for x in runs:
+            if x["app"] == 2 and x["n"] == r["base"]:
+                by_tasks.setdefault(x["tasks"], []).append(x["seconds"])
+        medians = [(t, statistics.median(v)) for t, v in sorted(by_tasks.items())]
+        if len(medians) > 1:
+            slower = [f"{a}->{b}" for (a, ta), (b, tb) in zip(medians, medians[1:]) if tb > ta]
+            out.append(("App 2 at 1M: never slower with more tasks",
+                        " / ".join(f"{t}: {m:.2f} s" for t, m in medians), not slower))
+        if r.get("big"):
+            for app in APPS:
+                small = [x["seconds"] for x in runs if x["app"] == app and x["n"] == r["base"]
+                         and x["tasks"] == 3]
+                big = [x for x in runs if x["app"] == app and x["n"] == r["big"]]
+                if small and big:
+                    ratio = big[0]["seconds"] / min(small)
+                    out.append((f"App {app}: {size_label(r['big'])} / 1M <= 11x",
+                                f"{big[0]['seconds']:.2f} s / {min(small):.2f} s = "
+                                f"{ratio:.1f}x; largest task {big[0]['peak_rss_mb']['task']:.0f}"
+                                f" MB, node {big[0]['peak_rss_mb']['node']:.0f} MB",
+                                ratio <= 11))
+    return out
+
+
+def render_targets(results: dict) -> str:
+    rows = [[what, figures, "met" if met else "NOT met"] for what, figures, met in
+            targets(results)]
+    return md_table(["target", "this run", ""], rows) if rows else ""
+
+
 def render(results: dict) -> str:
     meta = results["meta"]
     out = [f"# RainStorm stream benchmark\n\n{meta['date']}, code {meta['code']}, Python "
@@ -207,6 +293,11 @@ def render(results: dict) -> str:
         out.append("## Throughput\n\n" + ran("throughput") +
                    render_throughput(results["throughput"],
                                      results["throughput"].get("reps", meta["reps"])) + "\n")
+    if "scaling" in results:
+        out.append("## Scaling\n\n" + ran("scaling") + render_scaling(results["scaling"]) +
+                   "\n")
+    if targets(results):
+        out.append("## Targets\n\n" + render_targets(results) + "\n")
     if "recovery" in results:
         out.append("## Recovery from kill -9 of two workers\n\n" + ran("recovery") +
                    render_recovery(results["recovery"]) + "\n")

@@ -41,6 +41,10 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock, key)
 
+    def buffered(self) -> int:
+        """Bytes received and not yet read (a connection between requests has none)."""
+        return self._decoder.buffered()
+
     def set_max_line(self, max_line: int) -> None:
         self._decoder.max_line = max_line
 

@@ -4,7 +4,14 @@ Every subsystem talks to other nodes through `Peers`: HyDFS replicas and coordin
 stream leader and workers, task processes reaching their node. A target is a node's name
 (``"03"``, looked up in the config) or an address (``"host:port"``, e.g. a task's inbox).
 
-- `call(target, message)`: one request on a new connection, its reply (a dict).
+- `call(target, message)`: one request, its reply (a dict). Connections are kept for the
+  next call to the same address (at most POOLED per address, reused within REUSE_WITHIN
+  seconds, far below the server's idle timeout): a request costs a round trip, not a TCP
+  handshake and a server thread's start. A kept connection the server closed is seen
+  before it is used (it polls readable), so a request is never sent on a dead one; one
+  whose call failed, timed out or was refused is never kept.
+- `call_bulk(target, message, data)`: the same with a small payload after the message
+  (an append's bytes).
 - `open(target)`: a `Connection` for a longer exchange (bulk payloads streamed, several
   messages); `exchange(target, conn, message)` is one request/reply on it.
 - `tell(target, message)`: a one-way message (task inboxes answer nothing).
@@ -20,11 +27,15 @@ What can go wrong is one of three things, each a `CodedError` (errors.py):
 
 from __future__ import annotations
 
+import select
 import socket
+import threading
+import time
+from contextlib import contextmanager
 
 from cluster import wire
 from cluster.config import Config
-from cluster.connection import Connection
+from cluster.connection import Connection, ConnectionClosed
 from cluster.errors import INTERNAL, SLOW, UNREACHABLE, CodedError
 from cluster.messages import ERROR
 
@@ -32,6 +43,9 @@ CONNECT_TIMEOUT = 2.0      # a live node accepts at once (even a paused one: the
                            # does); longer means the host is gone or cut off
 REPLY_TIMEOUT = 30.0       # a request's default patience for its reply
 TELL_TIMEOUT = 5.0
+CLOSED_UNDER_US = (ConnectionResetError, BrokenPipeError, ConnectionClosed)
+POOLED = 4                 # idle connections kept per address
+REUSE_WITHIN = 30.0        # seconds an idle connection is kept (servers: 600)
 
 
 class Unreachable(CodedError):
@@ -66,6 +80,8 @@ class Peers:
         self.config = config
         self.key = wire.secret_key(config.secret)
         self.connect_timeout = connect_timeout
+        self._idle: dict[tuple[str, int], list[tuple[Connection, float]]] = {}
+        self._idle_lock = threading.Lock()
 
     @classmethod
     def by_address(cls, secret: str, connect_timeout: float = CONNECT_TIMEOUT) -> "Peers":
@@ -90,8 +106,102 @@ class Peers:
         return conn
 
     def call(self, target, message: dict, timeout: float | None = REPLY_TIMEOUT) -> dict:
-        with self.open(target, timeout) as conn:
-            return self.exchange(target, conn, message)
+        return self._pooled(target, timeout, lambda conn: self.exchange(target, conn, message))
+
+    def call_bulk(self, target, message: dict, data: bytes,
+                  timeout: float | None = REPLY_TIMEOUT) -> dict:
+        """`call` with `data` sent as the message's bulk payload."""
+        def request(conn):
+            try:
+                conn.send_bulk_bytes(message, data)
+            except OSError as exc:
+                raise Unreachable(f"node {_label(target)}: {exc}") from None
+            return self.reply_to(target, conn)
+        return self._pooled(target, timeout, request)
+
+    def _pooled(self, target, timeout: float | None, request) -> dict:
+        """`request(conn)` on a kept connection, or a new one; the connection is kept
+        again if it answered OK with nothing after (a bulk reply is not a call's), else
+        closed. A kept connection that the server closed just before (its FIN not here
+        yet when it was checked) fails at once, reset or at its end, before the server
+        read the request: then it is sent once more on a new connection."""
+        conn, reused = self._take(target, timeout)
+        try:
+            reply = request(conn)
+        except Unreachable as exc:
+            conn.close()
+            if not (reused and isinstance(exc.__context__, CLOSED_UNDER_US)):
+                raise
+            conn, reused = self.open(target, timeout), False
+            try:
+                reply = request(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        if reply.get("bulk"):
+            conn.close()
+        else:
+            self.give_back(target, conn)
+        return reply
+
+    @contextmanager
+    def pooled(self, target, timeout: float | None = REPLY_TIMEOUT):
+        """A kept or new connection for one request whose reply the block reads whole
+        (e.g. a payload, then its reply): kept again if the block ends normally, closed
+        if it raises."""
+        conn = self.take(target, timeout)
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        self.give_back(target, conn)
+
+    def take(self, target, timeout: float | None = REPLY_TIMEOUT) -> Connection:
+        """A kept connection to `target`, or a new one; `give_back` it after a request
+        whose reply was read whole, or close it."""
+        return self._take(target, timeout)[0]
+
+    def give_back(self, target, conn: Connection) -> None:
+        """Keep `conn` for the next request to `target`, unless unread bytes wait on it."""
+        if conn.buffered():
+            conn.close()
+        else:
+            self._give_back(self.address_of(target), conn)
+
+    def _take(self, target, timeout: float | None) -> tuple[Connection, bool]:
+        """(a connection to `target`, whether it is a kept one)."""
+        address = self.address_of(target)
+        now = time.monotonic()
+        while True:
+            with self._idle_lock:
+                idle = self._idle.get(address)
+                conn, since = idle.pop() if idle else (None, 0.0)
+            if conn is None:
+                return self.open(target, timeout), False
+            if now - since < REUSE_WITHIN and not _closed_by_peer(conn):
+                conn.sock.settimeout(timeout)
+                return conn, True
+            conn.close()
+
+    def _give_back(self, address: tuple[str, int], conn: Connection) -> None:
+        with self._idle_lock:
+            idle = self._idle.setdefault(address, [])
+            if len(idle) < POOLED:
+                idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close the kept connections."""
+        with self._idle_lock:
+            kept, self._idle = self._idle, {}
+        for idle in kept.values():
+            for conn, _ in idle:
+                conn.close()
 
     @staticmethod
     def exchange(target, conn: Connection, message: dict) -> dict:
@@ -118,6 +228,15 @@ class Peers:
             return True
         except (Unreachable, OSError):
             return False
+
+
+def _closed_by_peer(conn: Connection) -> bool:
+    """Has the server closed (or written to) an idle connection? Either way it is not
+    reused: an idle connection has nothing to read unless its end is gone."""
+    try:
+        return bool(select.select([conn.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def _label(target) -> str:

@@ -220,7 +220,7 @@ class HydfsClient:
                       "ts": self._timestamp()}
 
             def attempt(vm):
-                with self.peers.open(vm) as conn:
+                with self.peers.pooled(vm) as conn:
                     try:
                         send(conn, header)
                     except (OSError, wire.ProtocolError) as exc:

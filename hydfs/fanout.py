@@ -10,7 +10,8 @@ A replica that fails at any point (cannot connect, stops reading, answers an err
 out and is recorded in `failed` with its reason and in `codes` with its error code
 (`unreachable`, or the code it answered with); the others carry on, and the caller decides what a partial fan-out means
 (a create rolls back; an append catches up replicas that answered `missing`). Leaving the `with` block closes every
-connection: a replica cut off mid-payload sees a truncated payload and stores nothing.
+connection still open: a replica cut off mid-payload sees a truncated payload and stores
+nothing. A replica that answered OK keeps its connection for the next write (rpc.py).
 
 A replica that was paused (SIGSTOP) takes the payload into its kernel buffers and never
 answers; `finish` stops waiting for it once the group declares it failed (`alive`), rather
@@ -37,12 +38,13 @@ class Fanout:
         self.alive = alive                      # is this replica still a live member?
         self.failed: dict[str, str] = {}        # vm -> why it dropped out
         self.codes: dict[str, str] = {}         # vm -> the error code of that
+        self._peers = peers
         self._conns = {}
         self._writers = {}
         try:
             for vm in vms:
                 try:
-                    conn = self._conns[vm] = peers.open(vm)
+                    conn = self._conns[vm] = peers.take(vm)
                     self._writers[vm] = conn.bulk_writer(header, length)
                 except Unreachable as exc:
                     self._drop(vm, exc)
@@ -68,6 +70,8 @@ class Fanout:
             try:
                 writer.close()
                 check_reply(self._reply(vm))
+                self._writers.pop(vm)
+                self._peers.give_back(vm, self._conns.pop(vm))     # for the next write
             except (RemoteError, Unreachable) as exc:
                 self._drop(vm, exc)
             except (OSError, wire.ProtocolError) as exc:

@@ -25,13 +25,9 @@ class NodeLink:
         self.peers = Peers.by_address(secret, CONNECT_TIMEOUT)
 
     def append(self, name: str, data: bytes, append_id: tuple[str, int] | None = None) -> dict:
-        with self.peers.open(self.node, TIMEOUT) as conn:
-            try:
-                conn.send_bulk_bytes({"t": m.HYDFS_APPEND, "name": name,
-                                      "id": list(append_id) if append_id else None}, data)
-            except OSError as exc:
-                raise Unreachable(f"node {self.node[0]}:{self.node[1]}: {exc}") from None
-            return self.peers.reply_to(self.node, conn)
+        return self.peers.call_bulk(self.node, {"t": m.HYDFS_APPEND, "name": name,
+                                                "id": list(append_id) if append_id else None},
+                                    data, TIMEOUT)
 
     def create(self, name: str, data: bytes = b"") -> None:
         with self.peers.open(self.node, TIMEOUT) as conn:

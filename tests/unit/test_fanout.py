@@ -40,6 +40,13 @@ class FakePeers:
         self.threads.append(thread)
         return Connection(ours, self.key)
 
+    def take(self, vm: str) -> Connection:
+        return self.open(vm)
+
+    def give_back(self, vm: str, conn: Connection) -> None:
+        self.given_back = getattr(self, "given_back", []) + [vm]
+        conn.close()
+
     def _replica(self, vm: str, conn: Connection) -> None:
         with conn:
             header = conn.recv()

@@ -1,0 +1,78 @@
+"""The scaling part of the stream benchmark: more tasks, and ten times the lines.
+
+On one fresh ten-node cluster, after the warm-up job:
+
+- App 2 on the 1M-line file with NUM_TASKS 1, 3, 6 and 9 (`--task-counts`): more tasks
+  must never make a job slower;
+- both apps on the 1M-line file and on the `--big` one (10M lines by default, 2 GB; 0 skips
+  it), and the single-process loop on both: the time must grow no more than linearly
+  (10M / 1M <= 11x), and no process may grow with the input: each run reports the largest
+  RSS of a node process and of a task process.
+
+Every output is checked against the oracle, as in the throughput part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import peers
+from bench.harness import log, running_cluster, timed
+from bench.stream_job import first_job, rainstorm_run
+from bench.stream_measure import OthersMeter, QuietGate, settle
+from bench.stream_setup import APPS, LEADER, MEMBERSHIP, NODES, Oracle, data_file, size_label
+
+BASE_LINES = 1_000_000
+TASK_COUNTS = (1, 3, 6, 9)
+
+
+class Scaling:
+    def __init__(self, args, workdir: Path, oracle: Oracle, gate: QuietGate):
+        self.args, self.workdir, self.oracle, self.gate = args, workdir, oracle, gate
+
+    def run(self) -> dict:
+        runs, files = [], {}
+        sizes = [BASE_LINES] + ([self.args.big] if self.args.big else [])
+        with running_cluster(self.workdir / "scaling", NODES, MEMBERSHIP,
+                             attempts=3) as cluster:
+            first_job(cluster, self.oracle)
+            for n in sizes:
+                path, _ = data_file(n)
+                create_s, _ = timed(cluster.query, LEADER, "create", str(path),
+                                    f"TrafficSigns_{n}", timeout=1800)
+                files[n] = path
+                log(f"{size_label(n)}: created in HyDFS in {create_s:.2f} s")
+                settle(cluster, timeout=10)
+            base = files[BASE_LINES]
+            for tasks in self.args.task_counts:
+                for rep in range(self.args.reps):
+                    runs.append(rainstorm_run(cluster, 2, BASE_LINES, rep,
+                                              f"TrafficSigns_{BASE_LINES}",
+                                              self.oracle.rows(base, 2), self.gate, tasks))
+            for n in sizes[1:]:
+                for app in APPS:
+                    expected = self.oracle.rows(files[n], app)
+                    runs.append(rainstorm_run(cluster, app, n, 0, f"TrafficSigns_{n}",
+                                              expected, self.gate))
+                    runs.append(self._loop(cluster, app, n, files[n]))
+                    runs.append(self._loop(cluster, app, BASE_LINES, base))
+                    if app == 1:             # App 2 at 1M, 3 tasks: the task-count runs
+                        runs.append(rainstorm_run(cluster, 1, BASE_LINES, 0,
+                                                  f"TrafficSigns_{BASE_LINES}",
+                                                  self.oracle.rows(base, 1), self.gate))
+        return {"runs": runs, "task_counts": list(self.args.task_counts),
+                "big": self.args.big, "base": BASE_LINES, "reps": self.args.reps}
+
+    def _loop(self, cluster, app: int, n: int, path: Path) -> dict:
+        out = self.workdir / "peers" / f"loop-app{app}-{n}"
+        self.gate.wait(cluster)
+        others = OthersMeter(cluster).start()
+        r = peers.run_peer(peers.PLAIN, app, path, path.parent, out, APPS[app][2],
+                           self.args.peers_venv)
+        r["others_cpu"] = others.stop(r.get("cpu_s", 0.0))
+        ok, verdict = (False, f"exit status {r['rc']}") if r["rc"] else \
+            peers.check_output(peers.PLAIN, app, out, self.oracle.rows(path, app), None)
+        rec = {"engine": peers.PLAIN.name, "app": app, "n": n, "rep": 0,
+               "seconds": round(r.pop("wall_s"), 3), "ok": ok, "verdict": verdict, **r}
+        log(f"loop app{app} {size_label(n)}: {rec['seconds']:.2f} s, {verdict}")
+        return rec
