@@ -44,7 +44,7 @@ class HydfsConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    batch_interval: float = 0.1       # seconds between flushes of tuples, acks and log writes
+    batch_interval: float = 0.1       # at most this long between flushes (sooner when idle)
     state_flush_interval: float = 0.1
     source_window_mb: float = 64.0    # unacknowledged bytes a source task keeps in flight
 

@@ -14,8 +14,9 @@ drop without counting it.
 
 Speed (the engine's hot loop): `pick_fields` answers for a whole batch. A line holding none of
 the characters csv treats specially (quote, CR, LF, NUL) and within csv's field size limit reads
-exactly as `line.split(",")`, so only the other lines go through `csv.reader`, in one call per
-batch. A malformed quoted line
+exactly as `line.split(",")`; one with exactly two quotes that enclose one whole field reads as
+its three pieces split at the quotes (most quoted lines of the traffic-signs data); only the
+other lines go through `csv.reader`, in one call per batch. A malformed quoted line
 either raises or swallows the line after it (fewer records than lines); either way the batch is
 halved and retried, so one bad line costs a few re-reads and never spoils its neighbours.
 """
@@ -41,12 +42,37 @@ def pick_fields(lines: list[str], indexes: tuple[int, ...]) -> list[tuple[str, .
     """For each line, its record's fields at `indexes` (two or more), or None if unparsable."""
     pick = itemgetter(*indexes)
     limit = csv.field_size_limit()
-    plain = [len(v) <= limit and '"' not in v and "\r" not in v and "\n" not in v
-             and "\0" not in v for v in lines]     # csv takes NUL as text only since 3.11
-    next_quoted = iter(_csv_fields([v for v, p in zip(lines, plain) if not p], pick)).__next__
+    joined = "\n".join(lines)         # one scan for what makes a line special to csv
+    if len(joined) <= limit and "\r" not in joined and "\0" not in joined:
+        kinds = [v.count('"') for v in lines]     # 0: plain, 2: maybe one quoted field
+    else:
+        kinds = [v.count('"') if len(v) <= limit and "\r" not in v and "\0" not in v
+                 else -1 for v in lines]          # csv takes NUL as text only since 3.11
+    one = [_one_quoted(v, indexes) if k == 2 else MISSING for v, k in zip(lines, kinds)]
+    rest = [v for v, k, o in zip(lines, kinds, one) if k and o is MISSING]
+    next_quoted = iter(_csv_fields(rest, pick)).__next__
     cut = max(indexes) + 1      # split no further than the last field picked
-    return [(pick(v.split(",", cut)) if v.count(",") == NUM_FIELDS - 1 else None) if p
-            else next_quoted() for v, p in zip(lines, plain)]
+    return [(pick(v.split(",", cut)) if v.count(",") == NUM_FIELDS - 1 else None) if not k
+            else (o if o is not MISSING else next_quoted())
+            for v, k, o in zip(lines, kinds, one)]
+
+
+MISSING = object()
+
+
+def _one_quoted(line: str, indexes: tuple[int, ...]):
+    """The fields at `indexes` of a line with exactly two quotes, when they enclose one
+    field (at a field's start, a delimiter or the end after it): read as csv reads it,
+    without csv. None if it is not NUM_FIELDS fields; MISSING when csv must decide."""
+    pre, mid, post = line.split('"')
+    if pre and pre[-1] != "," or post and post[0] != ",":
+        return MISSING
+    before = pre.count(",")                  # fields before the quoted one
+    if before + 1 + post.count(",") != NUM_FIELDS:
+        return None
+    head, tail = pre.split(","), post.split(",")
+    return tuple(head[i] if i < before else mid if i == before else tail[i - before]
+                 for i in indexes)
 
 
 def _csv_fields(lines: list[str], pick) -> list:

@@ -109,6 +109,29 @@ def test_pick_fields_matches_the_oracle_on_random_near_csv_lines():
     assert 0 < expected.count(None) < len(cases)
 
 
+@pytest.mark.parametrize("indexes", [(0, 19), (5, 6), (6, 8), (2, 3), (8, 9, 16)])
+def test_lines_with_one_quoted_field_are_read_as_csv_reads_them(indexes):
+    """The two-quote fast path (stream/ops, most quoted traffic-signs lines): the same
+    fields as csv, or None, wherever the quotes fall, and csv decides the odd cases."""
+    rng = random.Random(sum(indexes))
+    inside = ["x,y", "", " a ", "a,b,c", "é,\u2028"]
+    cases = []
+    for _ in range(3000):
+        fields = [rng.choice(["p", "", "q r"]) for _ in range(rng.choice([19, 20, 20, 21]))]
+        at = rng.randrange(len(fields))
+        fields[at] = '"' + rng.choice(inside) + '"'
+        line = ",".join(fields)
+        if rng.random() < 0.3:              # a quote off a field's edge, or text after it
+            i = line.index('"')
+            j = rng.choice([i, line.index('"', i + 1) + 1])
+            line = line[:j] + rng.choice([" ", "z", ""]) + line[j:]
+        cases.append(line)
+    expected = [None if unparsable(v) else tuple(ref.parse(v)[i] for i in indexes)
+                for v in cases]
+    assert pick_fields(cases, indexes) == expected
+    assert 0 < expected.count(None) < len(cases)
+
+
 # --- shipped operators against the oracle --------------------------------------------------
 
 def test_grep_passes_matching_tuples_unchanged_header_included(lines):
