@@ -157,18 +157,24 @@ class OperatorCore(TaskCore):
             self._flush(now)
 
     def _idle_flush_at(self) -> float:
-        """When an idle inbox may flush the batch early: never without work, and at most
-        every interval / IDLE_FLUSHES_PER_INTERVAL."""
-        if not (self.pending or self.newly_done or self._acks):
-            return float("inf")
-        return self._last_flush + self.interval / IDLE_FLUSHES_PER_INTERVAL
+        """When an idle inbox may flush early: blocks to process at most every interval /
+        IDLE_FLUSHES_PER_INTERVAL; only acks (and the done marks before them) at once,
+        since nothing waits to join them."""
+        if self.pending:
+            return self._last_flush + self.interval / IDLE_FLUSHES_PER_INTERVAL
+        if self._acks or (self.newly_done and not self.final):
+            return self._last_flush
+        return float("inf")
 
     def _flush(self, now: float) -> None:
-        """The batch: process what arrived, log what finished, ack it."""
+        """The batch: process what arrived, log what finished, ack it. The last stage
+        logs no done marks of its own: a commit's blocks are finished once its rows are in
+        DEST, which DEST's fence tells a replacement (`start`), and they ride along in
+        the next commit's record."""
         self._next_batch, self._last_flush = now + self.interval, now
         if self.pending:
             self._process_batch(now)
-        if self.newly_done:
+        if self.newly_done and not self.final:
             self.log({"done": task_log.ids_of(self.newly_done).to_wire()})
             self.newly_done = []
         self.flush_acks()

@@ -465,6 +465,8 @@ class World:
             self.execute(a, core.feed_batch(self.now, data, last))
         elif isinstance(core, SourceCore) and core.poll_due(self.now):
             self.execute(a, core.offer(self.now, IdSet(self.settled.to_wire())))
+        if a.alive and self.rng.random() < 0.5:      # its inbox may be empty now
+            self.execute(a, core.idle(self.now))
         if a.alive:
             self.execute(a, core.tick(self.now))
         if a.alive:
@@ -478,6 +480,8 @@ class World:
             self.at(a.frozen_until, "message", address, message, payload)
             return
         self.execute(a, a.core.step(self.now, message, payload))
+        if a.alive and a.core is not None and self.rng.random() < 0.3:   # the last in it
+            self.execute(a, a.core.idle(self.now))
 
     def execute(self, a: Attempt, effects: list) -> None:
         spec = a.spec
