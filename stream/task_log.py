@@ -27,6 +27,9 @@ output. A *stateful* or *final* task logs "blocks", "state" and "out" before it 
 anything (write-ahead), because its output depends on state that later input changes; a
 replacement resends the logged output instead of recomputing it, and the final stage
 appends a commit's rows to DEST again unless DEST's fence shows an earlier attempt did.
+The final stage writes no "done" record of its own: a commit's blocks are finished once its
+rows are in DEST (the replacement finishes every logged commit), and their done marks go in
+the next commit's record.
 
 Each attempt appends under its own client id, and fences the log before it reads it
 (hydfs/fences.py), so nothing an earlier attempt still tries to append lands after that.
