@@ -49,6 +49,7 @@ class StartTask:
     task: TaskId
     vm: str
     epoch: int
+    first: bool = False      # no attempt of the task ever ran: nothing to fence or replay
 
 
 @dataclass(frozen=True)
@@ -284,11 +285,12 @@ class JobCore:
             vm = moves.get(task, st.vm)
             if st.epoch and vm != st.vm:
                 self._effects.append(Say(f"task {task} moves from vm{st.vm} to vm{vm}"))
-            if st.epoch:
+            first = not st.epoch             # (a taken-over job's record holds its epochs)
+            if not first:
                 st.replacements += 1
             st.vm, st.phase, st.address = vm, STARTING, None
             st.epoch = max(st.epoch, self.epoch_floor) + 1
-            self._effects.append(StartTask(task, vm, st.epoch))
+            self._effects.append(StartTask(task, vm, st.epoch, first))
 
     def _down(self, task: TaskId, why: str) -> None:
         """The attempt of `task` is gone: start another, unless it is a source that has

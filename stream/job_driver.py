@@ -249,7 +249,7 @@ class JobDriver:
 
     def _start(self, job: Job, effect: StartTask) -> None:
         spec = job.templates[effect.task]
-        spec.epoch, spec.leader_epoch = effect.epoch, job.epoch
+        spec.epoch, spec.leader_epoch, spec.first = effect.epoch, job.epoch, effect.first
         wire_spec = spec.to_wire()
         order = self._order(job, {"t": m.START_TASK, "spec": wire_spec})
 

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from cluster.commands import CommandError, Context
+from cluster.rpc import RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError, checked_name
 from hydfs.messages import FILE_EXISTS, NO_SUCH_FILE
 from stream import task_log
@@ -21,12 +22,15 @@ from stream.job import Job
 from stream.job_core import JobCore
 from stream.job_spec import JobSpec
 from stream.operators import AGGREGATE, OperatorError, load_operator
-from stream.scheduler import TaskId
-from stream.source_plan import block_bytes_for, plan_partitions
+from stream.scheduler import STAGES, TaskId
+from stream import messages as m
+from stream.source_plan import Partition, block_bytes_for, plan_partitions
 from stream.succession import attempt_floor
 from stream.task_spec import TaskSpec
 
 log = logging.getLogger("stream")
+
+PLAN_TIMEOUT = 600.0      # cutting a large SRC reads all of it
 
 
 class JobSetup:
@@ -81,27 +85,49 @@ class JobSetup:
         """Partitions, the tasks' logs, their specs and first placement on `workers`
         (`logs_made`: an earlier leader may have made the logs, empty)."""
         spec = job.spec
-        try:
-            size, chunks = self.client.read_view(spec.src, view, True, 0, 1 << 62)
-            partitions = plan_partitions(chunks if size else [b""], size, spec.num_tasks,
-                                         follow=spec.follow)
-        except HydfsError as exc:
-            raise CommandError(str(exc)) from None
-        log.info("JOB %s partitions planned at %.3f s", job.id, time.monotonic() - job.started)
+        tasks = [TaskId(stage, i) for stage in range(STAGES) for i in range(spec.num_tasks)]
+        with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+            # the tasks' (empty) logs, made while the partitions are cut
+            logs = [pool.submit(create_empty, self.client, task_log.log_name(job.id, str(t)),
+                                logs_made) for t in tasks]
+            size, partitions = self.partitions(spec, view)
+            log.info("JOB %s partitions planned at %.3f s", job.id,
+                     time.monotonic() - job.started)
+            for made in logs:
+                made.result()
         if not workers:
             raise CommandError("no live worker to run the job")
         job.core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
                            source_hosts=self.client.owners(spec.src), silence=self.lease,
                            following=spec.follow, epoch_floor=attempt_floor(job.epoch))
-        with ThreadPoolExecutor(max_workers=8) as pool:   # the tasks' (empty) logs
-            list(pool.map(lambda t: create_empty(self.client, task_log.log_name(job.id, str(t)),
-                                            logs_made), job.core.tasks))
         for task in job.core.tasks:
             job.templates[task] = self._task_spec(ctx, job, task, op2, partitions, size, view)
         placed = {st.vm for st in job.core.tasks.values()}
         ctx.emit(f"job {job.id}: {spec.op1} -> {spec.op2} over {spec.src} ({size} bytes"
                  f"{', following its appends' if spec.follow else ''}) into {spec.dest}, "
                  f"{spec.num_tasks} tasks per stage on {len(placed)} workers")
+
+    def partitions(self, spec: JobSpec, view) -> tuple[int, list]:
+        """(SRC's snapshot size, its partitions). Cutting them reads the whole snapshot to
+        count lines, so a replica of SRC that holds the snapshot cuts them from its own
+        copy (`stream.plan_partitions`, worker.py), and only a leader that finds none
+        reads SRC itself, across the network if it holds no copy."""
+        here = self.client.service.vm
+        for vm in sorted(self.client.owners(spec.src), key=lambda vm: vm != here):
+            if vm == here:
+                break                           # a replica itself: read it here
+            try:
+                reply = self.client.peers.call(vm, {
+                    "t": m.PLAN_PARTITIONS, "name": spec.src, "ids": view.to_wire(),
+                    "count": spec.num_tasks, "follow": spec.follow}, PLAN_TIMEOUT)
+                return int(reply["size"]), [Partition.from_wire(p) for p in reply["partitions"]]
+            except (Unreachable, RemoteError, KeyError, TypeError, ValueError) as exc:
+                log.info("partitions of %s not cut at vm%s (%s): trying elsewhere",
+                         spec.src, vm, exc)
+        try:
+            return cut_partitions(self.client, spec.src, view, spec.num_tasks, spec.follow)
+        except HydfsError as exc:
+            raise CommandError(str(exc)) from None
 
     def _task_spec(self, ctx, job: Job, task: TaskId, op2, partitions, size: int,
                    view) -> TaskSpec:
@@ -119,6 +145,14 @@ class JobSetup:
             resend_after=self.resend_after, view=view.to_wire() if source else None,
             follow=spec.follow and source,
             window_bytes=int(self.config.stream.source_window_mb * (1 << 20)))
+
+
+def cut_partitions(client: HydfsClient, name: str, view, count: int,
+                   follow: bool) -> tuple[int, list]:
+    """(size, partitions) of the view of `name`, read through `client` (its own copy
+    if it holds one); HydfsError if it cannot be read."""
+    size, chunks = client.read_view(name, view, True, 0, 1 << 62)
+    return size, plan_partitions(chunks if size else [b""], size, count, follow=follow)
 
 
 def create_empty(client: HydfsClient, name: str, may_exist: bool) -> None:

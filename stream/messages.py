@@ -20,6 +20,8 @@ Task process -> its own node (node_link.py, served by worker.py):
     stream.hydfs_settled {name}                    -> ok {ids}   (appends on enough replicas)
     stream.hydfs_watch {name, known, timeout}      -> ok {held: ids, or null at timeout}
     stream.lease {job, task, epoch}                -> ok {stop: why, or null}
+Leader -> a worker holding SRC (job_setup.py, served by worker.py):
+    stream.plan_partitions {name, ids, count, follow} -> ok {size, partitions}
 Task or worker -> leader (leader.py):
     stream.report {job, task, stats, ...}          -> ok {stop, leader_epoch, leader}
     stream.task_exit {job, task, vm, code}         -> ok
@@ -65,6 +67,8 @@ LEADER = STREAM.add("stream.leader", ("epoch", "vm"),
                     "a new leader's announcement; the task attempts the node runs")
 HYDFS_LOCAL_VIEW = STREAM.add("stream.hydfs_local_view", ("name", "ids"),
                               "where the node's own copy holds a view in its base file")
+PLAN_PARTITIONS = STREAM.add("stream.plan_partitions", ("name", "ids", "count"),
+                             "cut a view of SRC into a job's partitions, from this copy")
 
 # Error codes (cluster/errors.py has those every node uses; HyDFS's pass through as they are).
 TASK_START_FAILED = "task_start_failed"    # the task process exited or hung before READY

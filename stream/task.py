@@ -14,7 +14,9 @@ executes the core's effects (effects.py) in the order given, each done before th
 
 Start-up fences before it reads (hydfs/fences.py), so that what it reads cannot grow behind
 its back: first the task's log, then it is read and replayed (task_log.py); the last stage
-then fences DEST, whose sealed set says which commits earlier attempts appended.
+then fences DEST, whose sealed set says which commits earlier attempts appended. A task's
+first attempt (`spec.first`: the leader never started one before) skips all three: its log
+is empty and no earlier attempt can write; a later attempt's fence shuts it out.
 
 A source reads its partition as a range of the job's snapshot of SRC (`read_view`), from
 its node's own copy directly when the node has one (local_view.py); the
@@ -199,13 +201,16 @@ class TaskRunner:
         return self.reason
 
     def _start(self) -> TaskCore:
-        sealed = self._fence(self.log_file)
-        recovered = task_log.recover(self._read_log(sealed))
+        if self.spec.first:        # no attempt before it: nothing to fence, nothing to redo
+            recovered, dest_sealed = task_log.recover(b""), IdSet()
+        else:
+            recovered = task_log.recover(self._read_log(self._fence(self.log_file)))
+            dest_sealed = self._fence(self.spec.dest) if self.spec.final else None
         now = time.monotonic()
         if self.spec.task.stage == 0:
             return SourceCore(self.spec, recovered, now)
-        sealed = self._fence(self.spec.dest) if self.spec.final else None
-        return OperatorCore(self.spec, recovered, now, self.operator, sealed)
+        return OperatorCore(self.spec, recovered, now, self.operator,
+                            dest_sealed if self.spec.final else None)
 
     def _read_log(self, sealed) -> bytes:
         """The log, as its fence sealed it: a replica that answers with other records (one

@@ -47,6 +47,8 @@ class TaskSpec:
     stopping: bool = False       # the job is stopping: read nothing new
     window_bytes: int = DEFAULT_WINDOW
     leader_epoch: int = 0        # of the leader that started this attempt (succession.py)
+    first: bool = False          # the task's first attempt: its log is empty, no attempt
+                                 # before it can write, so it fences and reads nothing
 
     @property
     def name(self) -> str:
@@ -81,7 +83,8 @@ class TaskSpec:
                 "block_bytes": self.block_bytes, "source_rate": self.source_rate,
                 "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after,
                 "view": self.view, "follow": self.follow, "stopping": self.stopping,
-                "window_bytes": self.window_bytes, "leader_epoch": self.leader_epoch}
+                "window_bytes": self.window_bytes, "leader_epoch": self.leader_epoch,
+                "first": self.first}
 
     @classmethod
     def from_wire(cls, d: dict) -> "TaskSpec":
@@ -102,4 +105,5 @@ class TaskSpec:
         spec.stopping = bool(d.get("stopping"))
         spec.window_bytes = int(d.get("window_bytes", DEFAULT_WINDOW))
         spec.leader_epoch = int(d.get("leader_epoch", 0))
+        spec.first = bool(d.get("first"))
         return spec

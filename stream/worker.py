@@ -30,6 +30,7 @@ from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
 from hydfs import messages as hm
 from stream import messages as m
+from stream.job_setup import cut_partitions
 from stream.metrics import worker_metrics
 from stream.succession import Claim
 
@@ -39,6 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 30.0
 SPARE_PROCESSES = 2        # warm task processes kept ready per node
 MAX_APPEND = 1 << 30
+MAX_PARTITIONS = 4096     # a plan_partitions count beyond this is a bad request
 STOP_GRACE = 5.0           # seconds a task process has to exit once told to stop
 TELL_RETRIES = (0.5, 1.0, 2.0)
 
@@ -69,6 +71,7 @@ class StreamWorker:
                 m.HYDFS_FENCE: self.handle_hydfs_fence, m.LEASE: self.handle_lease,
                 m.HYDFS_READ_VIEW: self.handle_hydfs_read_view,
                 m.HYDFS_LOCAL_VIEW: self.handle_hydfs_local_view,
+                m.PLAN_PARTITIONS: self.handle_plan_partitions,
                 m.HYDFS_SETTLED: self.handle_hydfs_settled, m.HYDFS_WATCH: self.handle_hydfs_watch}
 
     def on_membership(self, events) -> None:
@@ -320,6 +323,19 @@ class StreamWorker:
         local = _hydfs(self.client.local_base_view, str(msg["name"]), hm.id_set(msg, "ids"),
                        hm.flag(msg, "create"))
         conn.send({"t": OK, "local": local})
+
+    def handle_plan_partitions(self, conn, msg: dict) -> None:
+        """The leader's job setup: cut a view of SRC into partitions from this node's copy
+        (it holds one: only SRC's replicas are asked), so the file is not sent across."""
+        count = int(msg["count"])
+        if not 1 <= count <= MAX_PARTITIONS:
+            raise HandlerError(BAD_REQUEST, f"count must be 1 .. {MAX_PARTITIONS}")
+        started = time.monotonic()
+        size, partitions = _hydfs(cut_partitions, self.client, str(msg["name"]),
+                                  hm.id_set(msg, "ids"), count, bool(msg.get("follow")))
+        log.info("PLAN %s: %d partitions of %d bytes cut here in %.3f s", msg["name"],
+                 count, size, time.monotonic() - started)
+        conn.send({"t": OK, "size": size, "partitions": [p.to_wire() for p in partitions]})
 
     def handle_hydfs_settled(self, conn, msg: dict) -> None:
         ids = _hydfs(self.client.settled, str(msg["name"]))

@@ -409,7 +409,7 @@ class World:
             self.leader(self.core.start_failed(self.now, effect.task, effect.epoch, "refused"))
             return
         spec = TaskSpec(**self.templates[effect.task], epoch=effect.epoch,
-                        leader_epoch=self.leader_epoch)
+                        leader_epoch=self.leader_epoch, first=effect.first)
         attempt = Attempt(spec, effect.vm)
         self.attempts[attempt.address] = attempt
         self.say(f"start {attempt.address} on vm{effect.vm}")
@@ -419,16 +419,21 @@ class World:
     # -- attempts ---------------------------------------------------------------------------
 
     def begin(self, a: Attempt) -> None:
-        """As task.py starts: fence the log, read it, fence DEST (last stage), build."""
+        """As task.py starts: fence the log, read it, fence DEST (last stage), build; a
+        first attempt does none of it."""
         spec = a.spec
         log_file = task_log.log_name(JOB, spec.name)
         try:
-            self.hydfs.fence(log_file, spec.writer_key, spec.epoch)
-            recovered = task_log.recover(self.hydfs.read(log_file))
+            if not spec.first:
+                self.hydfs.fence(log_file, spec.writer_key, spec.epoch)
+            recovered = task_log.recover(b"" if spec.first else self.hydfs.read(log_file))
+            if spec.first and self.hydfs.read(log_file):
+                raise AssertionError(f"{a.address}: a first attempt found a log")
             if spec.task.stage == 0:
                 a.core = SourceCore(spec, recovered, self.now)
             else:
-                sealed = self.hydfs.fence(DEST, spec.writer_key, spec.epoch) \
+                sealed = (IdSet() if spec.first else
+                          self.hydfs.fence(DEST, spec.writer_key, spec.epoch)) \
                     if spec.final else None
                 operator = load_operator(spec.operator, spec.arg)
                 a.core = OperatorCore(spec, recovered, self.now, operator, sealed)

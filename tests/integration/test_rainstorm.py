@@ -61,6 +61,21 @@ def test_classic_apps_give_exactly_the_reference_output(cluster, app, n):
     assert doc["failures_recovered"] == 0
 
 
+def test_a_replica_of_src_cuts_the_partitions_so_src_never_crosses_to_the_leader(cluster):
+    """Regression (issue 14): the leader read all of SRC to count its lines, across the
+    network when it held no copy (196 MB for a 1M-line file, before any task started)."""
+    since = time.time() - 1
+    holders = cluster.holders("TrafficSigns_5000")
+    run(cluster, APP2, "TrafficSigns_5000", "out_plan_5000")
+    assert rows_of(cluster, "out_plan_5000") == expected(APP2, 5000)
+    cut = [vm for _, vm, _ in cluster.log_events(cluster.vms, r"^PLAN TrafficSigns_5000: ",
+                                                 since)]
+    if "01" in holders:           # the leader holds a copy: it cuts them from that
+        assert cut == []
+    else:
+        assert len(cut) == 1 and cut[0] in holders, (cut, holders)
+
+
 class JobThread(threading.Thread):
     """Runs one job in the background; `result` is its summary, `error` what it raised."""
 
