@@ -157,13 +157,11 @@ class OperatorCore(TaskCore):
             self._flush(now)
 
     def _idle_flush_at(self) -> float:
-        """When an idle inbox may flush early: blocks to process at most every interval /
-        IDLE_FLUSHES_PER_INTERVAL; only acks (and the done marks before them) at once,
-        since nothing waits to join them."""
-        if self.pending:
+        """When an idle inbox may flush early: at most every interval /
+        IDLE_FLUSHES_PER_INTERVAL, so that a task with many small inputs (acks one by one,
+        from many downstream tasks) still logs a bounded number of records per second."""
+        if self.pending or self._acks or (self.newly_done and not self.final):
             return self._last_flush + self.interval / IDLE_FLUSHES_PER_INTERVAL
-        if self._acks or (self.newly_done and not self.final):
-            return self._last_flush
         return float("inf")
 
     def _flush(self, now: float) -> None:
