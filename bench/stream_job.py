@@ -99,10 +99,12 @@ def placement(cluster: LocalCluster, job: str, vms=None) -> dict:
 
 
 def rainstorm_run(cluster: LocalCluster, app: int, n: int, rep: int, src: str,
-                  expected: Counter, gate: QuietGate, tasks: int = TASKS) -> dict:
+                  expected: Counter, gate: QuietGate, tasks: int = TASKS,
+                  tag: str = "") -> dict:
     """One measured run of App `app` on SRC (n lines) with `tasks` per stage: times,
-    phases, CPU, the largest RSS of a node and of a task process, verdict."""
-    job = JobRun(cluster, app, src, f"out_{size_label(n)}_app{app}_t{tasks}_r{rep}",
+    phases, CPU, the largest RSS of a node and of a task process, verdict. `tag` tells
+    apart the DEST of runs that are alike otherwise."""
+    job = JobRun(cluster, app, src, f"out_{size_label(n)}_app{app}_t{tasks}_r{rep}{tag}",
                  tasks=tasks)
     gate.wait(cluster)
     before = cluster_times(cluster)

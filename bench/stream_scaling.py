@@ -57,7 +57,8 @@ class Scaling:
                     runs.append(self._loop(cluster, app, BASE_LINES, base))
                     big = dict(rainstorm_run(cluster, app, BASE_LINES, 0,   # the same state
                                              f"TrafficSigns_{BASE_LINES}",
-                                             self.oracle.rows(base, app), self.gate),
+                                             self.oracle.rows(base, app), self.gate,
+                                             tag="_after_big"),
                                after_big=True)
                     runs.append(big)
         return {"runs": runs, "task_counts": list(self.args.task_counts),
