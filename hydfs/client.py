@@ -410,20 +410,27 @@ class HydfsClient:
     def _local_view(self, name: str, ids: IdSet, create: bool, offset: int, length: int):
         """read_view's answer from this node's own copy, if it is a replica holding every
         id of `ids` (no network at all); else None."""
-        store = self.service.store
-        if store.get_state(name) is None or self.service.vm not in self.owners(name):
+        snap = self._own_replica_snapshot(name)
+        if snap is None:
             return None
         try:
-            snap = store.snapshot(name)
-        except NoSuchFile:
-            return None
-        try:
-            v = store.view(snap, ids, create)
+            v = self.service.store.view(snap, ids, create)
         except LacksAppends:
             snap.close()
             return None
         start = min(offset, v.size)
         return v.size, self._local_chunks(name, snap, v, start, min(length, v.size - start))
+
+    def _own_replica_snapshot(self, name: str):
+        """A snapshot of this node's copy of `name` if it is one of its replicas (the
+        caller closes it); None if it holds none or is not a replica."""
+        store = self.service.store
+        if store.get_state(name) is None or self.service.vm not in self.owners(name):
+            return None
+        try:
+            return store.snapshot(name)
+        except NoSuchFile:
+            return None
 
     def local_base_view(self, name: str, ids: IdSet, create: bool) -> dict | None:
         """Where this node's own copy holds the view of `ids` (and the create's content if
@@ -431,13 +438,10 @@ class HydfsClient:
         itself (store.py `where_in_base`); None if it does not (no copy here, not a
         replica, or some of the view's appends pending here)."""
         checked_name(name)
+        snap = self._own_replica_snapshot(name)
+        if snap is None:
+            return None
         store = self.service.store
-        if store.get_state(name) is None or self.service.vm not in self.owners(name):
-            return None
-        try:
-            snap = store.snapshot(name)
-        except NoSuchFile:
-            return None
         try:
             return store.where_in_base(snap, store.view(snap, ids, create))
         except LacksAppends:
