@@ -43,11 +43,12 @@ def pick_fields(lines: list[str], indexes: tuple[int, ...]) -> list[tuple[str, .
     pick = itemgetter(*indexes)
     limit = csv.field_size_limit()
     joined = "\n".join(lines)         # one scan for what makes a line special to csv
-    if len(joined) <= limit and "\r" not in joined and "\0" not in joined:
+    if max(map(len, lines), default=0) <= limit and joined.count("\n") == len(lines) - 1 \
+            and "\r" not in joined and "\0" not in joined:
         kinds = [v.count('"') for v in lines]     # 0: plain, 2: maybe one quoted field
-    else:
-        kinds = [v.count('"') if len(v) <= limit and "\r" not in v and "\0" not in v
-                 else -1 for v in lines]          # csv takes NUL as text only since 3.11
+    else:                                         # -1: csv decides
+        kinds = [v.count('"') if len(v) <= limit and "\r" not in v and "\n" not in v
+                 and "\0" not in v else -1 for v in lines]   # csv: NUL is text since 3.11
     one = [_one_quoted(v, indexes) if k == 2 else MISSING for v, k in zip(lines, kinds)]
     rest = [v for v, k, o in zip(lines, kinds, one) if k and o is MISSING]
     next_quoted = iter(_csv_fields(rest, pick)).__next__

@@ -3,6 +3,7 @@ user Python operators, executable operators, and the errors bad operator specs g
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import textwrap
@@ -107,6 +108,17 @@ def test_pick_fields_matches_the_oracle_on_random_near_csv_lines():
                 for v in cases]
     assert pick_fields(cases, (0, 19)) == expected
     assert 0 < expected.count(None) < len(cases)
+
+
+def test_a_value_with_a_newline_inside_is_unparsable_as_for_the_oracle():
+    """Regression (review of issue 14's fast path): a value holding a newline (a tuple from
+    an upstream operator) with 19 commas and no quote was split as a record, in a block
+    short enough for the block-wide check, and in a long one, whose check dropped the
+    newline test; csv, and the oracle, refuse it."""
+    line = ",".join(["a"] * 10) + ",\n" + ",".join(["b"] * 10)
+    assert line.count(",") == ref.NUM_FIELDS - 1 and unparsable(line)
+    assert pick_fields([line], (0, 19)) == [None]
+    assert pick_fields(["x" * (csv.field_size_limit() + 1), line], (0, 19)) == [None, None]
 
 
 @pytest.mark.parametrize("indexes", [(0, 19), (5, 6), (6, 8), (2, 3), (8, 9, 16)])
