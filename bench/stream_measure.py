@@ -40,21 +40,32 @@ def cluster_times(cluster: LocalCluster) -> dict:
     second counts reaped children (cutime) and the live descendants (running tasks, warm
     spare task processes), so a task's CPU is counted whether or not it has been reaped."""
     table = process_table()
-    children = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
+    children = children_of(table)
     out = {}
     for vm, proc in cluster.procs.items():
         if proc.poll() is not None or proc.pid not in table:
             continue
         _, own, reaped = table[proc.pid]
-        live, todo = 0.0, list(children.get(proc.pid, []))
-        while todo:
-            pid = todo.pop()
-            live += table[pid][1] + table[pid][2]
-            todo += children.get(pid, [])
+        live = sum(table[pid][1] + table[pid][2] for pid in descendants(children, proc.pid))
         out[vm] = (own, reaped + live)
     return out
+
+
+def children_of(table: dict) -> dict:
+    """ppid -> its child pids, of a table pid -> (ppid, ...)."""
+    children = {}
+    for pid, row in table.items():
+        children.setdefault(row[0], []).append(pid)
+    return children
+
+
+def descendants(children: dict, pid: int):
+    """Every descendant of `pid` (children_of's map), its task processes for a node."""
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        yield child
+        todo += children.get(child, [])
 
 
 def settle(cluster: LocalCluster, below: float = 0.3, timeout: float = 5.0) -> float:
@@ -186,18 +197,13 @@ class PeakRss(threading.Thread):
 
     def _sample(self) -> None:
         table = rss_table()
-        children = {}
-        for pid, (ppid, _) in table.items():
-            children.setdefault(ppid, []).append(pid)
+        children = children_of(table)
         for proc in self.cluster.procs.values():
             if proc.pid not in table:
                 continue
             self.peak["node"] = max(self.peak["node"], table[proc.pid][1] / MB)
-            todo = list(children.get(proc.pid, []))
-            while todo:
-                pid = todo.pop()
+            for pid in descendants(children, proc.pid):
                 self.peak["task"] = max(self.peak["task"], table[pid][1] / MB)
-                todo += children.get(pid, [])
 
     def stop(self) -> dict:
         self._stopped.set()

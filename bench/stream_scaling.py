@@ -22,7 +22,8 @@ from pathlib import Path
 from bench import peers
 from bench.harness import log, running_cluster, timed
 from bench.stream_job import first_job, rainstorm_run
-from bench.stream_measure import OthersMeter, QuietGate, settle
+from bench.stream_measure import QuietGate, settle
+from bench.stream_throughput import peer_run
 from bench.stream_setup import APPS, LEADER, MEMBERSHIP, NODES, Oracle, data_file, size_label
 
 BASE_LINES = 1_000_000
@@ -55,12 +56,11 @@ class Scaling:
                                               expected, self.gate))
                     runs.append(self._loop(cluster, app, n, files[n]))
                     runs.append(self._loop(cluster, app, BASE_LINES, base))
-                    big = dict(rainstorm_run(cluster, app, BASE_LINES, 0,   # the same state
-                                             f"TrafficSigns_{BASE_LINES}",
-                                             self.oracle.rows(base, app), self.gate,
-                                             tag="_after_big"),
-                               after_big=True)
-                    runs.append(big)
+                    runs.append(dict(rainstorm_run(cluster, app, BASE_LINES, 0,  # same state
+                                                   f"TrafficSigns_{BASE_LINES}",
+                                                   self.oracle.rows(base, app), self.gate,
+                                                   tag="_after_big"),
+                                     after_big=True))
         return {"runs": runs, "task_counts": list(self.args.task_counts),
                 "big": self.args.big, "base": BASE_LINES, "reps": self.args.reps}
 
@@ -76,15 +76,5 @@ class Scaling:
         return path
 
     def _loop(self, cluster, app: int, n: int, path: Path) -> dict:
-        out = self.workdir / "peers" / f"loop-app{app}-{n}"
-        self.gate.wait(cluster)
-        others = OthersMeter(cluster).start()
-        r = peers.run_peer(peers.PLAIN, app, path, path.parent, out, APPS[app][2],
-                           self.args.peers_venv)
-        r["others_cpu"] = others.stop(r.get("cpu_s", 0.0))
-        ok, verdict = (False, f"exit status {r['rc']}") if r["rc"] else \
-            peers.check_output(peers.PLAIN, app, out, self.oracle.rows(path, app), None)
-        rec = {"engine": peers.PLAIN.name, "app": app, "n": n, "rep": 0,
-               "seconds": round(r.pop("wall_s"), 3), "ok": ok, "verdict": verdict, **r}
-        log(f"loop app{app} {size_label(n)}: {rec['seconds']:.2f} s, {verdict}")
-        return rec
+        return peer_run(cluster, self.gate, self.oracle, self.workdir, self.args.peers_venv,
+                        peers.PLAIN, app, n, 0, path)

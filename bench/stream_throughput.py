@@ -65,17 +65,26 @@ class Throughput:
 
     def _peer_run(self, cluster, peer: peers.Peer, app: int, n: int, rep: int,
                   path: Path) -> dict:
-        out = self.workdir / "peers" / f"{peer.name}-app{app}-{n}"
-        in_dir = spark_dir(path) if peer.engine == "spark" else path.parent
-        self.gate.wait(cluster)
-        others = OthersMeter(cluster).start()
-        r = peers.run_peer(peer, app, path, in_dir, out, APPS[app][2], self.args.peers_venv)
-        r["others_cpu"] = others.stop(r.get("cpu_s", 0.0))
-        ok, verdict = (False, f"exit status {r['rc']}: {r.get('error', '')[-300:]}") if r["rc"] \
-            else peers.check_output(peer, app, out, self.oracle.rows(path, app),
-                                    self.oracle.counts(path) if app == 2 else None)
-        shutil.rmtree(out, ignore_errors=True)
-        rec = {"engine": peer.name, "app": app, "n": n, "rep": rep,
-               "seconds": round(r.pop("wall_s"), 3), "ok": ok, "verdict": verdict, **r}
-        log(f"{peer.name} app{app} {size_label(n)} rep {rep}: {rec['seconds']:.2f} s, {verdict}")
-        return rec
+        return peer_run(cluster, self.gate, self.oracle, self.workdir, self.args.peers_venv,
+                        peer, app, n, rep, path)
+
+
+def peer_run(cluster, gate: QuietGate, oracle: Oracle, workdir: Path, venv: Path,
+             peer: peers.Peer, app: int, n: int, rep: int, path: Path) -> dict:
+    """One checked run of a peer engine on `path` behind the quiet gate (its output, in
+    `workdir`, removed after)."""
+    out = workdir / "peers" / f"{peer.name}-app{app}-{n}"
+    in_dir = spark_dir(path) if peer.engine == "spark" else path.parent
+    gate.wait(cluster)
+    others = OthersMeter(cluster).start()
+    r = peers.run_peer(peer, app, path, in_dir, out, APPS[app][2], venv)
+    r["others_cpu"] = others.stop(r.get("cpu_s", 0.0))
+    ok, verdict = (False, f"exit status {r['rc']}: {r.get('error', '')[-300:]}") if r["rc"] \
+        else peers.check_output(peer, app, out, oracle.rows(path, app),
+                                oracle.counts(path) if app == 2 and peer.micro_batch
+                                else None)
+    shutil.rmtree(out, ignore_errors=True)
+    rec = {"engine": peer.name, "app": app, "n": n, "rep": rep,
+           "seconds": round(r.pop("wall_s"), 3), "ok": ok, "verdict": verdict, **r}
+    log(f"{peer.name} app{app} {size_label(n)} rep {rep}: {rec['seconds']:.2f} s, {verdict}")
+    return rec

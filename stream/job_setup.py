@@ -17,13 +17,13 @@ from cluster.commands import CommandError, Context
 from cluster.rpc import RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError, checked_name
 from hydfs.messages import FILE_EXISTS, NO_SUCH_FILE
+from stream import messages as m
 from stream import task_log
 from stream.job import Job
 from stream.job_core import JobCore
 from stream.job_spec import JobSpec
 from stream.operators import AGGREGATE, OperatorError, load_operator
 from stream.scheduler import STAGES, TaskId
-from stream import messages as m
 from stream.source_plan import Partition, block_bytes_for, plan_partitions
 from stream.succession import attempt_floor
 from stream.task_spec import TaskSpec
@@ -112,18 +112,18 @@ class JobSetup:
         count lines, so a replica of SRC that holds the snapshot cuts them from its own
         copy (`stream.plan_partitions`, worker.py), and only a leader that finds none
         reads SRC itself, across the network if it holds no copy."""
-        here = self.client.service.vm
-        for vm in sorted(self.client.owners(spec.src), key=lambda vm: vm != here):
-            if vm == here:
-                break                           # a replica itself: read it here
-            try:
-                reply = self.client.peers.call(vm, {
-                    "t": m.PLAN_PARTITIONS, "name": spec.src, "ids": view.to_wire(),
-                    "count": spec.num_tasks, "follow": spec.follow}, PLAN_TIMEOUT)
-                return int(reply["size"]), [Partition.from_wire(p) for p in reply["partitions"]]
-            except (Unreachable, RemoteError, KeyError, TypeError, ValueError) as exc:
-                log.info("partitions of %s not cut at vm%s (%s): trying elsewhere",
-                         spec.src, vm, exc)
+        owners = self.client.owners(spec.src)
+        if self.client.service.vm not in owners:      # a replica reads its own copy here
+            for vm in owners:
+                try:
+                    reply = self.client.peers.call(vm, {
+                        "t": m.PLAN_PARTITIONS, "name": spec.src, "ids": view.to_wire(),
+                        "count": spec.num_tasks, "follow": spec.follow}, PLAN_TIMEOUT)
+                    return int(reply["size"]), [Partition.from_wire(p)
+                                                for p in reply["partitions"]]
+                except (Unreachable, RemoteError, KeyError, TypeError, ValueError) as exc:
+                    log.info("partitions of %s not cut at vm%s (%s): trying elsewhere",
+                             spec.src, vm, exc)
         try:
             return cut_partitions(self.client, spec.src, view, spec.num_tasks, spec.follow)
         except HydfsError as exc:

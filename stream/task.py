@@ -201,16 +201,16 @@ class TaskRunner:
         return self.reason
 
     def _start(self) -> TaskCore:
+        final = self.spec.final
         if self.spec.first:        # no attempt before it: nothing to fence, nothing to redo
-            recovered, dest_sealed = task_log.recover(b""), IdSet()
+            recovered, dest_sealed = task_log.recover(b""), IdSet() if final else None
         else:
             recovered = task_log.recover(self._read_log(self._fence(self.log_file)))
-            dest_sealed = self._fence(self.spec.dest) if self.spec.final else None
+            dest_sealed = self._fence(self.spec.dest) if final else None
         now = time.monotonic()
         if self.spec.task.stage == 0:
             return SourceCore(self.spec, recovered, now)
-        return OperatorCore(self.spec, recovered, now, self.operator,
-                            dest_sealed if self.spec.final else None)
+        return OperatorCore(self.spec, recovered, now, self.operator, dest_sealed)
 
     def _read_log(self, sealed) -> bytes:
         """The log, as its fence sealed it: a replica that answers with other records (one

@@ -217,7 +217,7 @@ class StreamWorker:
             keys = [k for k in self._procs if k[0] == msg.get("job")]
             procs = [self._forget(key) for key in keys]
         for proc in procs:
-            if proc is not None and proc.poll() is None:
+            if proc.poll() is None:
                 proc.terminate()
         conn.send({"t": OK, "stopped": len(keys)})
         threading.Thread(target=self._reap_then_top_up, args=(procs,), daemon=True,
@@ -225,12 +225,7 @@ class StreamWorker:
 
     def _reap_then_top_up(self, procs: list) -> None:
         for proc in procs:
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _reap(proc)
         self._top_up_spares()              # while the node is idle, ready for the next job
 
     def _forget(self, key) -> subprocess.Popen | None:
@@ -255,10 +250,7 @@ class StreamWorker:
             proc.kill()
         elif proc is not None and proc.poll() is None:
             proc.terminate()
-            try:
-                proc.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _reap(proc)
 
     def stop(self) -> None:
         with self._lock:
@@ -347,6 +339,14 @@ class StreamWorker:
             raise HandlerError(BAD_REQUEST, f"timeout must be 0 .. {hm.MAX_WATCH:g} s")
         held = _hydfs(self.client.watch, str(msg["name"]), hm.id_set(msg, "known"), timeout)
         conn.send({"t": OK, "held": held.to_wire() if held is not None else None})
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait for a task process told to stop; kill it after STOP_GRACE seconds."""
+    try:
+        proc.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _hydfs(fn, *args):
