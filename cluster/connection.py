@@ -20,6 +20,10 @@ from cluster import wire
 from cluster.chunks import drain
 
 CHUNK = 1 << 20
+# A read for message lines. recv allocates its whole buffer before it blocks, so every idle
+# connection's thread (pooled ones wait for their next request) held a 1 MiB allocation
+# with CHUNK, and each message cost a 1 MiB malloc. A bulk payload's rest is read by CHUNK.
+LINE_READ = 1 << 16
 
 
 class ConnectionClosed(wire.ProtocolError):
@@ -81,7 +85,7 @@ class Connection:
         return self.recv()
 
     def _fill(self, what: str) -> None:
-        data = self.sock.recv(CHUNK)
+        data = self.sock.recv(LINE_READ)
         if not data:
             raise ConnectionClosed(f"connection closed while reading {what}")
         self._decoder.feed(data)

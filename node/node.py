@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from cluster import ctl, wire
 from cluster.commands import CommandRegistry, Context, Result
 from cluster.config import Config
+from cluster.heap import start_trimming
 from cluster.http_api import HttpApi, Response
 from cluster.metrics import CONTENT_TYPE, Registry
 from cluster.logs import setup_logging
@@ -172,6 +173,7 @@ class Node:
         self.server.start()
         self.membership.start()
         self.hydfs.start()
+        self.coordinator.start()
         self.leadership.start()
         log.info("START node %s at %s (introducer %s, leader %s, config %s)", self.vm,
                  self.membership.address, self.config.introducer, self.config.leader,
@@ -186,6 +188,7 @@ class Node:
             log.info("STOP leaving the group and exiting")
         self.leadership.stop()
         self.worker.stop()
+        self.coordinator.stop()
         self.hydfs.stop()
         self.membership.stop()
         self.server.stop()
@@ -213,6 +216,7 @@ def write_deadline(config: Config) -> float:
 def run_node(config: Config, vm: str) -> int:
     """The `introducer` and `node` commands: run until SIGTERM/SIGINT; exit status."""
     setup_logging(config.node_log_path(vm), vm)
+    start_trimming()
     try:
         node = Node(config, vm)
     except OSError as exc:

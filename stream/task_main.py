@@ -21,6 +21,7 @@ import threading
 import time
 
 from cluster import wire
+from cluster.heap import start_trimming
 from stream.node_link import NodeLink
 from stream.operators import load_operator
 from stream.task import TaskRunner
@@ -37,6 +38,7 @@ def main() -> int:
     setup = json.loads(line)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"%(asctime)s task {setup['spec']['job']}/%(message)s")
+    start_trimming()
     spec = TaskSpec.from_wire(setup["spec"])
     secret = setup.get("secret", "")
     inbox = Inbox(setup["node"][0], wire.secret_key(secret))

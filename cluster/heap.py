@@ -1,0 +1,50 @@
+"""Giving freed memory back to the system, for processes that run for days.
+
+A node moves large transient buffers all the time (bulk chunks, appends of hundreds of
+KiB, views read in windows) on many threads. glibc's malloc keeps what such buffers free
+inside its arenas; the small long-lived objects allocated between them keep the arenas from
+shrinking at their top, so the freed pages stay resident. Measured on a following job at
+10,000 lines/s, the nodes' RSS grew by several MB a minute while the Python objects they
+held grew by a few hundred KB; `malloc_trim(0)` gave most of the difference back.
+(Fixing glibc's mmap threshold instead, so large buffers are mapped apart, did not.)
+
+`start_trimming` runs `malloc_trim(0)` every `TRIM_EVERY` seconds on a daemon thread; a
+trim of a node's heap takes about a millisecond. Where the C library is not glibc it does
+nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+import time
+
+TRIM_EVERY = 20.0     # seconds
+ARENAS = 2            # malloc arenas for all threads (glibc's default: 8 per core)
+M_ARENA_MAX = -8      # mallopt's parameter number (malloc.h)
+
+
+def _libc(function: str):
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), function)
+    except (OSError, AttributeError):
+        return None
+
+
+def start_trimming(every: float = TRIM_EVERY) -> bool:
+    """Share ARENAS malloc arenas among this process's threads (call it before starting
+    any), and trim the heap every `every` seconds from now on; False if it cannot."""
+    mallopt, trim = _libc("mallopt"), _libc("malloc_trim")
+    if mallopt is None or trim is None:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    mallopt(M_ARENA_MAX, ARENAS)
+
+    def loop():
+        while True:
+            time.sleep(every)
+            trim(0)
+    threading.Thread(target=loop, name="heap-trim", daemon=True).start()
+    return True
