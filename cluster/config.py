@@ -40,6 +40,7 @@ class HydfsConfig:
     replicas: int = 3
     ring_bits: int = 11             # ring positions 0 .. 2**ring_bits - 1
     cache_mb: float = 64.0          # client-side cache budget; 0 disables it
+    merge_after_appends: int = 512  # a file's primary merges it at this many pending; 0: never
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ _RANGES = {
     "protocol_period": (0.01, None), "ping_timeout": (0.001, None),
     "suspicion_timeout": (0.0, None), "monitors": (0, 64), "drop_rate": (0.0, 1.0),
     "replicas": (1, 16), "ring_bits": (4, 32), "cache_mb": (0.0, None),
+    "merge_after_appends": (0, None),
     "batch_interval": (0.001, 60.0), "state_flush_interval": (0.001, 600.0),
     "source_window_mb": (0.01, 4096.0), "http_offset": (-65535, 65535),
 }

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from hydfs.checked_read import BLOCK, piece_spans, read_piece
 from hydfs.idset import IdSet
+from hydfs.merged_index import MergedIndex
 from hydfs.pending_log import Record
 from hydfs.replica_state import FileState
 
@@ -60,8 +61,8 @@ def in_merge_order(items) -> list:
 
 def merge_in(st: FileState, folder: str, new: list[Record]) -> None:
     """Put pending records (at least one, `in_merge_order`) into the base of `st`."""
-    last = max((_order_key(e) for e in _entries(st.index)), default=None)
-    if last is None or _order_key(new[0]) > last:
+    last = st.index.last()          # the index is in merge order: its last is greatest
+    if last is None or _order_key(new[0]) > _order_key(_Merged(*last)):
         _append_in_place(st, folder, new)
     else:
         _rebuild(st, folder, new)
@@ -83,7 +84,7 @@ def _append_in_place(st: FileState, folder: str, records: list[Record]) -> None:
         new_size = base.tell()
     offset = st.base_size
     for rec in records:
-        st.index.append([rec.client, rec.seq, rec.ts, offset, rec.size])
+        st.index.append(rec.client, rec.seq, rec.ts, offset, rec.size)
         offset += rec.size
     st.base_crcs = crcs.result()
     st.base_size = new_size
@@ -108,9 +109,9 @@ def _rewrite(st: FileState, folder: str, order: list) -> None:
     base_path = os.path.join(folder, st.base_file)
     log_path = os.path.join(folder, st.pending_file)
     new_file = new_name()
-    index, offset = [], st.create_size
+    index, offset = MergedIndex(), st.create_size
     for item in order:
-        index.append([item.client, item.seq, item.ts, offset, item.size])
+        index.append(item.client, item.seq, item.ts, offset, item.size)
         offset += item.size
 
     def chunks():
@@ -135,7 +136,7 @@ class _Merged:
     size: int
 
 
-def _entries(index: list) -> list[_Merged]:
+def _entries(index: MergedIndex) -> list[_Merged]:
     return [_Merged(*e) for e in index]
 
 

@@ -14,7 +14,10 @@ That node coordinates, holding a per-file lock so that racing writes are seriali
   file first.
 - merge: `merge.plan_merge` over every replica's summary; the coordinator gathers every
   append any replica holds, sends each replica what it lacks, and every replica merges the
-  same set, which gives the same bytes (merge.py).
+  same set, which gives the same bytes (merge.py). The primary of a file also merges it on
+  its own once its copy holds many pending appends (`merge.merge_due`, `[hydfs]
+  merge_after_appends`), checked every
+  MERGE_CHECK seconds by one thread.
 
 A node that is not among the file's replicas (its ring view differs from the client's)
 answers `not_owner`, and the client retries with fresh membership.
@@ -34,6 +37,7 @@ import uuid
 from cluster import wire
 from cluster.chunks import drain
 from cluster.errors import HandlerError
+from cluster.logs import Occasional
 from cluster.messages import OK
 from cluster.rpc import RemoteError, Unreachable
 from hydfs import fences
@@ -42,12 +46,14 @@ from hydfs import write_rules
 from hydfs.fences import Fence
 from hydfs.fanout import Fanout
 from hydfs.idset import IdSet
-from hydfs.merge import plan_merge
+from hydfs.merge import merge_due, plan_merge
 from hydfs.service import HydfsService
 from hydfs.store import CorruptReplica, Fenced, FileExists, LostCreateRace
 from hydfs.summary import held_ids
 
 log = logging.getLogger("hydfs")
+
+MERGE_CHECK = 2.0        # seconds between looks for files due a merge (merge.merge_due)
 
 
 def not_enough_replicas(name: str, reachable: int, needed: int) -> HandlerError:
@@ -82,6 +88,16 @@ class Coordinator:
         self.peers = service.peers
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._merges_failed = Occasional(first=3)
+        self._merger = threading.Thread(target=self._merge_loop, name="hydfs-merger",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._merger.start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def routes(self) -> dict:
         return {m.CREATE: self.handle_create, m.APPEND: self.handle_append,
@@ -330,6 +346,30 @@ class Coordinator:
                  plan.gen, ",".join(owners))
         return {"merged": len(plan.target) - len(IdSet(summaries[me]["merged"])),
                 "gen": plan.gen, "already": False}
+
+    def _merge_loop(self) -> None:
+        while not self._stop.wait(MERGE_CHECK):
+            if not self.service.membership.is_joined():
+                continue
+            for name in self.due_merges():
+                try:
+                    with self._lock(name):
+                        self._merge(name, self._owners_or_refuse(name))
+                except Exception as exc:    # replicas down, no quorum: the next look retries
+                    if (n := self._merges_failed.due()) is not None:
+                        log.warning("automatic merge of %s not done (%d so far): %s",
+                                    name, n, exc)
+
+    def due_merges(self) -> list[str]:
+        """The files this node is the primary of whose copy here is due a merge."""
+        due = []
+        for name in self.store.names():
+            st = self.store.get_state(name)
+            if st is not None and merge_due(len(st.pending), st.size - st.base_size,
+                                            self.service.config.hydfs.merge_after_appends) and \
+                    self.service.owners(name)[:1] == [self.service.vm]:
+                due.append(name)
+        return due
 
     def _summary(self, vm: str, name: str):
         return self.peers.call(vm, {"t": m.SUMMARY, "name": name}, 10)["summary"]

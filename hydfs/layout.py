@@ -40,6 +40,7 @@ from hydfs import base_file, pending_log
 from hydfs.checked_read import CorruptReplica
 from hydfs.durable import fsync_dir, write_json
 from hydfs.idset import IdSet
+from hydfs.merged_index import MergedIndex
 from hydfs.names import disk_name, is_disk_name, name_from_disk
 from hydfs.replica_state import FileState
 
@@ -64,7 +65,7 @@ def receive_copy(root: str, name: str, file_id: str, gen: int, merge_id: str, me
     try:
         st = FileState(name, file_id, gen, merge_id, merged, base_file.new_name(),
                        0, [], pending_log.new_name(),
-                       create_size=create_size, index=[list(e) for e in index])
+                       create_size=create_size, index=MergedIndex.from_wire(index))
         st.base_size, st.base_crcs = base_file.write_blocks(os.path.join(tmp, st.base_file),
                                                             chunks)
         if st.base_size != size:

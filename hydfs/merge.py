@@ -20,6 +20,13 @@ a merge only ever adds appends to a base.
 
 A merge with nothing pending anywhere and the same merged set everywhere is a no-op: the
 second `merge` in a row returns at once.
+
+Merges also happen on their own (`merge_due`): a replica keeps each pending append's record
+in memory, and a file that takes appends for as long as a following job runs (its source,
+its DEST, its tasks' logs) would hold ever more of them. The file's primary merges it once
+it holds `[hydfs] merge_after_appends` pending appends or MERGE_AFTER_BYTES of them, so what
+a replica keeps per file is bounded; merged appends cost only their compact index entry
+(merged_index.py). A merge changes no view (view.py), so readers of the file never notice.
 """
 
 from __future__ import annotations
@@ -29,6 +36,16 @@ from dataclasses import dataclass
 from hydfs.fences import Fences
 from hydfs.idset import IdSet
 from hydfs.summary import fences_of, held_ids
+
+
+MERGE_AFTER_BYTES = 64 << 20
+
+
+def merge_due(pending_records: int, pending_bytes: int, after_records: int) -> bool:
+    """Should the primary merge a file whose copy here holds this much pending, with
+    automatic merges after `after_records` pending appends (0: never)?"""
+    return after_records > 0 and (pending_records >= after_records or
+                                  pending_bytes >= MERGE_AFTER_BYTES)
 
 
 @dataclass(frozen=True)
@@ -55,5 +72,5 @@ def plan_merge(summaries: dict[str, dict]) -> MergePlan | None:
     missing = {}
     for replica, ids in holdings.items():
         if not ids.covers(target):
-            missing[replica] = [list(i) for i in target if i not in ids]
+            missing[replica] = [list(i) for i in target.difference(ids)]
     return MergePlan(max(s["gen"] for s in summaries.values()) + 1, target, missing, fences)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from hydfs.durable import fsync_dir
 READ_CHUNK = 1 << 20     # how much of a record `scan` reads at once to check its CRC
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One pending append in the pending log."""
     client: str
@@ -98,7 +99,7 @@ def _write_record(f, at: int, client: str, seq: int, ts: float, size: int,
         raise ValueError(f"append of {size} bytes delivered {written}")
     trailer = b'{"crc":%d}\n' % crc
     f.write(trailer)
-    rec = Record(client, seq, ts, size, crc, at + len(header))
+    rec = Record(sys.intern(client), seq, ts, size, crc, at + len(header))  # one str per client
     return rec, rec.offset + size + len(trailer)
 
 
@@ -152,7 +153,7 @@ def _parse_header(line: bytes) -> tuple[str, int, float, int] | None:
         return None
     try:
         h = json.loads(line)
-        return str(h["id"][0]), int(h["id"][1]), float(h["ts"]), int(h["size"])
+        return sys.intern(str(h["id"][0])), int(h["id"][1]), float(h["ts"]), int(h["size"])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 

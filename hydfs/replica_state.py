@@ -19,6 +19,7 @@ from typing import BinaryIO, NamedTuple
 
 from hydfs.fences import Fences
 from hydfs.idset import IdSet
+from hydfs.merged_index import MergedIndex
 from hydfs.pending_log import Record
 
 
@@ -37,7 +38,7 @@ class FileState:
     pending_ids: IdSet = field(default_factory=IdSet)
     pending_size: int = 0         # bytes of the pending log in use
     create_size: int = 0          # the base starts with the create's content, this long
-    index: list = field(default_factory=list)   # merged appends: [client, seq, ts, offset, size]
+    index: MergedIndex = field(default_factory=MergedIndex)   # merged appends, in base order
     fences: Fences = field(default_factory=Fences)   # replaced writers, by key (fences.py)
     _memo: tuple | None = field(default=None, repr=False, compare=False)
 
@@ -46,7 +47,7 @@ class FileState:
                "merge_id": self.merge_id, "merged": self.merged.to_wire(),
                "base_file": self.base_file, "base_size": self.base_size,
                "base_crcs": self.base_crcs, "pending_file": self.pending_file,
-               "create_size": self.create_size, "index": self.index}
+               "create_size": self.create_size, "index": self.index.to_wire()}
         if self.fences:
             doc["fences"] = self.fences.to_wire()
         return doc
@@ -57,7 +58,8 @@ class FileState:
         return cls(meta["name"], meta["file_id"], meta["gen"], meta["merge_id"],
                    IdSet(meta["merged"]), meta["base_file"], meta["base_size"],
                    meta["base_crcs"], meta["pending_file"],
-                   create_size=meta["create_size"], index=meta["index"],
+                   create_size=meta["create_size"],
+                   index=MergedIndex.from_wire(meta["index"]),
                    fences=Fences.from_wire(meta.get("fences")))
 
     def summary(self) -> dict:
@@ -125,7 +127,7 @@ class Snapshot:
     summary: dict = field(default_factory=dict)
     pending: list = field(default_factory=list)
     pieces: list = field(default_factory=list)
-    index: list = field(default_factory=list)
+    index: MergedIndex = field(default_factory=MergedIndex)   # frozen: fixed as taken
     create_size: int = 0
 
     def pending_pieces(self):

@@ -189,7 +189,7 @@ class ReplicaStore:
             st = self.state(name)
             folder = self._dir(name)
             snap = Snapshot(st.version(), st.size, st.summary(), list(st.pending),
-                            index=list(st.index), create_size=st.create_size)
+                            index=st.index.frozen(), create_size=st.create_size)
             if st.base_size:
                 base = open(os.path.join(folder, st.base_file), "rb")
                 snap.pieces.append(Piece(base, 0, st.base_size, list(st.base_crcs), True))
@@ -342,7 +342,7 @@ class ReplicaStore:
             self.learn_fences(name, fences)
         with self.lock(name):
             st = self.state(name)
-            missing = [list(i) for i in target if not st.holds(i)]
+            missing = [list(i) for i in target.difference(st.held())]
             if missing:
                 return missing
             new = base_file.in_merge_order(r for r in st.pending if r.id in target)

@@ -41,7 +41,8 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
             size = sum(p[2] for p in base)
             with CheckedRanges(store.spans(view, 0, size, window=BLOCK), size) as ranges:
                 conn.send_bulk_ranges({"t": STATE, "name": name, "summary": summary,
-                                       "create_size": snap.create_size, "index": snap.index},
+                                       "create_size": snap.create_size,
+                                       "index": snap.index.to_wire()},
                                       size, ranges)
             records = store.snapshot_records(snap, IdSet(summary["merged"]))
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import time
 
@@ -11,6 +12,7 @@ import pytest
 
 from cluster.connection import Connection
 from cluster.local_cluster import FAST_MEMBERSHIP, CommandFailed, wait_until
+from hydfs.names import disk_name
 from hydfs.read_rules import FIRST_PATIENCE
 from hydfs.ring import Ring, ring_position
 
@@ -389,3 +391,25 @@ def test_two_coordinators_appending_to_one_file_at_once_both_finish(local_cluste
     merged = contents.pop()
     assert merged.startswith(b"base\n") and len(merged) == 5 + (32 << 20)
     assert merged.count(b"A") == merged.count(b"B") == 16 << 20
+
+
+def test_a_file_that_keeps_taking_appends_is_merged_by_its_primary_on_its_own(local_cluster):
+    # A following job's source, DEST and task logs take appends for as long as it runs;
+    # unmerged, every replica keeps a record in memory for each (see hydfs/merge.py).
+    cluster = local_cluster(4, hydfs={"merge_after_appends": 5})
+    cluster.query("01", "create", write(cluster, "h", b"head\n"), "grows")
+    expected = b"head\n"
+    for i in range(10):
+        vm = "02" if i % 2 else "03"
+        cluster.query(vm, "append", write(cluster, f"a{i}", line(vm, i)), "grows")
+        expected += line(vm, i)
+    owners = Ring(cluster.vms, 11).replicas("grows", 3)
+
+    def merged_everywhere() -> bool:
+        metas = [json.loads((cluster.root / "data" / f"vm{vm}" / "hydfs" / disk_name("grows") /
+                             "meta.json").read_text()) for vm in owners]
+        return all(len(meta["index"]) == 10 for meta in metas)
+    wait_until(merged_everywhere, 15, interval=0.3, what="the automatic merges")
+    assert set(replica_contents(cluster, "grows", owners).values()) == {expected}
+    cluster.query("04", "get", "grows", str(cluster.root / "grows.out"))
+    assert (cluster.root / "grows.out").read_bytes() == expected

@@ -285,3 +285,24 @@ def test_a_create_that_loses_a_race_while_streaming_says_so(tmp_path):
     with pytest.raises(LostCreateRace):
         store.create("f", "mine", arriving(), 4)
     assert store.state("f").file_id == "theirs" and content(store, "f") == b"theirs"
+
+
+def test_a_snapshot_keeps_its_index_while_merges_in_place_grow_the_base(tmp_path):
+    # Snapshots share the base's index instead of copying it (merged_index.py): an append
+    # merged after the snapshot must not show in it.
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id1", [b"head"], 4)
+    store.append("f", "c1", 1, 1.0, b"+one")
+    store.apply_merge("f", 1, "m1", IdSet.of([("c1", 1)]))
+    snap = store.snapshot("f")
+    try:
+        store.append("f", "c1", 2, 2.0, b"+two")
+        store.apply_merge("f", 2, "m2", IdSet.of([("c1", 1), ("c1", 2)]))
+        assert list(snap.index) == [("c1", 1, 1.0, 4, 4)]
+        assert b"".join(store.read_chunks(snap)) == b"head+one"
+        assert [h["id"] for h, _ in store.snapshot_records(snap, IdSet(), True)] == [["c1", 1]]
+    finally:
+        snap.close()
+    assert list(store.state("f").index) == [("c1", 1, 1.0, 4, 4), ("c1", 2, 2.0, 8, 4)]
+    assert content(store, "f") == b"head+one+two"
+    assert ReplicaStore(str(tmp_path)).state("f").index == store.state("f").index  # meta.json

@@ -1,0 +1,54 @@
+"""The compact index of merged appends (hydfs/merged_index.py) and automatic merges' rule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hydfs.merge import MERGE_AFTER_BYTES, merge_due
+from hydfs.merged_index import MergedIndex
+
+pytestmark = pytest.mark.timeout(30)
+
+ENTRIES = [("a", 1, 1.0, 5, 3), ("b", 1, 1.5, 8, 4), ("a", 2, 2.0, 12, 3)]
+
+
+def test_entries_come_back_in_order_forwards_and_backwards():
+    index = MergedIndex(ENTRIES)
+    assert list(index) == ENTRIES
+    assert list(reversed(index)) == ENTRIES[::-1]
+    assert len(index) == 3 and index.last() == ENTRIES[-1]
+    assert MergedIndex().last() is None and not MergedIndex()
+
+
+def test_its_wire_form_is_the_meta_json_list_of_old():
+    index = MergedIndex(ENTRIES)
+    wire = json.loads(json.dumps(index.to_wire()))
+    assert wire == [list(e) for e in ENTRIES]
+    assert MergedIndex.from_wire(wire) == index
+
+
+def test_a_frozen_index_keeps_what_it_held_while_the_index_grows():
+    index = MergedIndex(ENTRIES)
+    snapshot = index.frozen()
+    index.append("c", 1, 3.0, 15, 2)
+    assert list(snapshot) == ENTRIES and len(snapshot) == 3
+    assert list(reversed(snapshot)) == ENTRIES[::-1] and snapshot.last() == ENTRIES[-1]
+    assert len(index) == 4 and index.last() == ("c", 1, 3.0, 15, 2)
+    with pytest.raises(TypeError):
+        snapshot.append("d", 1, 4.0, 17, 1)
+
+
+def test_each_client_id_is_stored_once():
+    index = MergedIndex(("client-with-a-long-id", seq, float(seq), seq, 1)
+                        for seq in range(1, 1001))
+    assert index._clients == ["client-with-a-long-id"]
+    assert index.entry(999) == ("client-with-a-long-id", 1000, 1000.0, 1000, 1)
+
+
+def test_a_merge_is_due_at_the_configured_count_or_at_the_byte_bound_and_never_when_off():
+    assert not merge_due(511, 0, 512)
+    assert merge_due(512, 0, 512)
+    assert merge_due(1, MERGE_AFTER_BYTES, 512)
+    assert not merge_due(10_000, MERGE_AFTER_BYTES, 0)
