@@ -29,7 +29,9 @@ tails both DEST files every `--poll` seconds (default 0.05 s: the measurement's 
 it adds poll/2 on average) with HyDFS byte-range gets (`hydfs.get` with offset) on one
 persistent connection to DEST's first replica: each poll moves only the new bytes. A replica
 appends pending appends in arrival order, so its bytes at an offset never change until a
-merge (nothing merges DEST here; a shrinking file makes the tail start again from 0).
+merge; DEST's primary merges it every `merge_after_appends` appends (hydfs/merge.py), which
+may reorder what was pending, so a reply of a new merge generation makes the tail read the
+file again from 0 (rows seen already are not counted again).
 Per rate and app: p50, p99 (nearest rank) and max over the measured batches, and the batches
 never seen within `--drain` seconds after the rate's last append.
 
@@ -232,7 +234,7 @@ class HydfsTail:
         self.name = name
         self.vm = cluster.query(LEADER, "ls", name)["replicas"][0]["vm"]
         self.conn = Connection.open(cluster.address(self.vm), cluster.key, 10)
-        self.offset, self.partial = 0, b""
+        self.offset, self.partial, self.gen = 0, b"", None
 
     def poll(self) -> list[str]:
         self.conn.send({"t": "hydfs.get", "name": self.name, "offset": self.offset,
@@ -241,9 +243,11 @@ class HydfsTail:
         if reply.get("t") != "hydfs.data":
             raise RuntimeError(f"reading {self.name} from vm{self.vm}: {reply}")
         data = b"".join(self.conn.recv_bulk_chunks(wire.bulk_length(reply)))
-        if reply["size"] < self.offset:               # merged, reordered: from the start
-            self.offset, self.partial = 0, b""
-            return []
+        gen = reply["version"][1]                    # the merge generation of these bytes
+        if reply["size"] < self.offset or (self.offset and gen != self.gen):
+            self.offset, self.partial, self.gen = 0, b"", gen   # merged, maybe reordered
+            return self.poll()
+        self.gen = gen
         self.offset += len(data)
         *lines, self.partial = (self.partial + data).split(b"\n")
         return [line.decode() for line in lines if line]

@@ -46,7 +46,7 @@ from hydfs import write_rules
 from hydfs.fences import Fence
 from hydfs.fanout import Fanout
 from hydfs.idset import IdSet
-from hydfs.merge import merge_due, plan_merge
+from hydfs.merge import automatic_plan, merge_due, plan_merge
 from hydfs.service import HydfsService
 from hydfs.store import CorruptReplica, Fenced, FileExists, LostCreateRace
 from hydfs.summary import held_ids
@@ -316,8 +316,9 @@ class Coordinator:
         result["seconds"] = round(time.monotonic() - started, 4)
         conn.send(dict(result, t=OK))
 
-    def _merge(self, name: str, owners: list[str]) -> dict:
-        """Every replica ends with all appends any of them holds, merged (merge.py)."""
+    def _merge(self, name: str, owners: list[str], automatic: bool = False) -> dict:
+        """Every replica ends with all appends any of them holds, merged (merge.py); an
+        `automatic` merge takes only those stamped a grace ago (merge.automatic_plan)."""
         me = self.service.vm
         others = [vm for vm in owners if vm != me]
         summaries = {me: self.store.state(name).summary()}
@@ -330,6 +331,8 @@ class Coordinator:
                 reply = self._summary(vm, name)
             summaries[vm] = reply
         plan = plan_merge(summaries)
+        if plan is not None and automatic:
+            plan = automatic_plan(plan, summaries, self.store.state(name).pending, time.time())
         if plan is None:
             return {"merged": 0, "gen": summaries[me]["gen"], "already": True}
         self.store.learn_fences(name, plan.fences)    # before gathering: it filters by them
@@ -354,7 +357,7 @@ class Coordinator:
             for name in self.due_merges():
                 try:
                     with self._lock(name):
-                        self._merge(name, self._owners_or_refuse(name))
+                        self._merge(name, self._owners_or_refuse(name), automatic=True)
                 except Exception as exc:    # replicas down, no quorum: the next look retries
                     if (n := self._merges_failed.due()) is not None:
                         log.warning("automatic merge of %s not done (%d so far): %s",

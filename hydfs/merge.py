@@ -27,6 +27,14 @@ its DEST, its tasks' logs) would hold ever more of them. The file's primary merg
 it holds `[hydfs] merge_after_appends` pending appends or MERGE_AFTER_BYTES of them, so what
 a replica keeps per file is bounded; merged appends cost only their compact index entry
 (merged_index.py). A merge changes no view (view.py), so readers of the file never notice.
+
+An automatic merge takes fewer appends than `merge` (`automatic_plan`): what any replica
+merged already, and the coordinator's own pending appends stamped MERGE_GRACE seconds ago
+or earlier. A file with several writers (a job's DEST, written by every final task)
+receives appends a little out of timestamp order; merging one that sorts before an
+already merged append rebuilds the whole base instead of adding to its end, and a file that
+grows for hours must not be rewritten whole every few hundred appends. Appends still in
+flight are later than the grace; they wait for the next merge.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from hydfs.summary import fences_of, held_ids
 
 
 MERGE_AFTER_BYTES = 64 << 20
+MERGE_GRACE = 5.0        # seconds: an automatic merge leaves appends stamped later pending
 
 
 def merge_due(pending_records: int, pending_bytes: int, after_records: int) -> bool:
@@ -74,3 +83,19 @@ def plan_merge(summaries: dict[str, dict]) -> MergePlan | None:
         if not ids.covers(target):
             missing[replica] = [list(i) for i in target.difference(ids)]
     return MergePlan(max(s["gen"] for s in summaries.values()) + 1, target, missing, fences)
+
+
+def automatic_plan(plan: MergePlan, summaries: dict[str, dict], pending: list,
+                   now: float) -> MergePlan | None:
+    """`plan` cut down to an automatic merge's appends: those merged on any replica, and
+    the coordinator's `pending` records stamped MERGE_GRACE before `now` or earlier;
+    None if that merges nothing new on any replica."""
+    eligible = IdSet.of(r.id for r in pending if r.ts <= now - MERGE_GRACE)
+    for s in summaries.values():
+        eligible = eligible.union(IdSet(s["merged"]))
+    target = plan.target.difference(plan.target.difference(eligible))     # intersection
+    if all(IdSet(s["merged"]).covers(target) for s in summaries.values()):
+        return None
+    missing = {r: [i for i in ids if tuple(i) in target] for r, ids in plan.missing.items()}
+    return MergePlan(plan.gen, target, {r: ids for r, ids in missing.items() if ids},
+                     plan.fences)

@@ -1,4 +1,4 @@
-"""The compact index of merged appends (hydfs/merged_index.py) and automatic merges' rule."""
+"""The compact index of merged appends (hydfs/merged_index.py) and automatic merges' rules."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from hydfs.merge import MERGE_AFTER_BYTES, merge_due
+from hydfs.idset import IdSet
+from hydfs.merge import MERGE_AFTER_BYTES, automatic_plan, merge_due, plan_merge
 from hydfs.merged_index import MergedIndex
+from hydfs.pending_log import Record
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -52,3 +54,28 @@ def test_a_merge_is_due_at_the_configured_count_or_at_the_byte_bound_and_never_w
     assert merge_due(512, 0, 512)
     assert merge_due(1, MERGE_AFTER_BYTES, 512)
     assert not merge_due(10_000, MERGE_AFTER_BYTES, 0)
+
+
+def _summary(merged: list, pending: list) -> dict:
+    return {"name": "f", "file_id": "x", "gen": 1, "merge_id": "m", "size": 0,
+            "merged": IdSet.of(merged).to_wire(), "pending": IdSet.of(pending).to_wire()}
+
+
+def test_an_automatic_merge_leaves_appends_of_the_last_grace_pending():
+    # Several writers' appends arrive a little out of timestamp order; merging a late one
+    # behind an already merged one would rewrite the whole base (base_file.py).
+    now = 1000.0
+    recs = [Record("a", 1, now - 9, 1, 0, 0), Record("b", 1, now - 1, 1, 0, 0)]
+    summaries = {"01": _summary([("z", 1)], [("a", 1), ("b", 1)]),
+                 "02": _summary([("z", 1)], [("a", 1), ("b", 1), ("c", 1)])}
+    plan = automatic_plan(plan_merge(summaries), summaries, recs, now)
+    assert plan.target == IdSet.of([("z", 1), ("a", 1)])       # not b (recent), not c (not here)
+    assert automatic_plan(plan_merge(summaries), summaries, recs[1:], now) is None
+    assert plan_merge(summaries).target == IdSet.of([("z", 1), ("a", 1), ("b", 1), ("c", 1)])
+
+
+def test_an_automatic_merge_takes_what_any_replica_merged_so_the_bases_stay_alike():
+    now = 1000.0
+    summaries = {"01": _summary([("z", 1)], []), "02": _summary([("z", 1), ("z", 2)], [])}
+    plan = automatic_plan(plan_merge(summaries), summaries, [], now)
+    assert plan.target == IdSet.of([("z", 1), ("z", 2)]) and plan.missing == {"01": [["z", 2]]}
