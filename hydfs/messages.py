@@ -13,7 +13,8 @@ Replica side (coordinator or client -> a replica; service.py):
     hydfs.summary {name}                           -> ok {summary or null}
     hydfs.manifest {}                              -> ok {files: name -> summary}
     hydfs.get {name, if_version?, must_hold?, offset?, length?}
-                                                   -> hydfs.data {version, replica, size} + bytes
+                                                   -> hydfs.data {version, replica, size,
+                                                      merged_size} + bytes
                                                       or hydfs.not_modified {version}
     hydfs.fetch {name, have}                       -> a state transfer (transfer.py)
     hydfs.state {name, summary, ...} + base, then records   -> ok   (a pushed state transfer)

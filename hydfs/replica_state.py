@@ -130,6 +130,12 @@ class Snapshot:
     index: MergedIndex = field(default_factory=MergedIndex)   # frozen: fixed as taken
     create_size: int = 0
 
+    @property
+    def merged_size(self) -> int:
+        """Bytes of the base: they keep their place until a merge rebuilds the base (a
+        merge in place only adds after them; base_file.py)."""
+        return self.pieces[0].size if self.pieces and self.pieces[0].per_block else 0
+
     def pending_pieces(self):
         """(record, piece) for each pending record, in log order."""
         return zip(self.pending, [p for p in self.pieces if not p.per_block])

@@ -152,7 +152,7 @@ class HydfsService:
                 conn.send({"t": m.NOT_MODIFIED, "version": snap.state_version})
                 return
             header = {"t": m.DATA, "version": snap.state_version, "replica": self.vm,
-                      "size": snap.size}
+                      "size": snap.size, "merged_size": snap.merged_size}
             start, length = 0, snap.size
             if "offset" in msg:              # a byte range (RainStorm sources read these)
                 start, length = m.byte_range(msg, snap.size)
