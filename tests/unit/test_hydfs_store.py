@@ -306,3 +306,18 @@ def test_a_snapshot_keeps_its_index_while_merges_in_place_grow_the_base(tmp_path
     assert list(store.state("f").index) == [("c1", 1, 1.0, 4, 4), ("c1", 2, 2.0, 8, 4)]
     assert content(store, "f") == b"head+one+two"
     assert ReplicaStore(str(tmp_path)).state("f").index == store.state("f").index  # meta.json
+
+
+def test_a_snapshot_says_how_many_of_its_bytes_are_merged(tmp_path):
+    # A reader tailing by offset re-reads from there after a merge (hydfs.data merged_size).
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id1", [b"head"], 4)
+    store.append("f", "c1", 1, 1.0, b"+one")
+    with_pending = store.snapshot("f")
+    store.apply_merge("f", 1, "m1", IdSet.of([("c1", 1)]))
+    merged = store.snapshot("f")
+    try:
+        assert (with_pending.merged_size, merged.merged_size) == (4, 8)
+    finally:
+        with_pending.close()
+        merged.close()
