@@ -236,7 +236,7 @@ class HydfsTail:
         self.vm = cluster.query(LEADER, "ls", name)["replicas"][0]["vm"]
         self.conn = Connection.open(cluster.address(self.vm), cluster.key, 10)
         self.offset, self.partial = 0, b""
-        self.layout = None          # (merge generation, base file, merged size) of the bytes read
+        self.layout = None      # (merge generation, base file, pending log, merged size) read
 
     def poll(self) -> list[str]:
         self.conn.send({"t": "hydfs.get", "name": self.name, "offset": self.offset,
@@ -245,10 +245,11 @@ class HydfsTail:
         if reply.get("t") != "hydfs.data":
             raise RuntimeError(f"reading {self.name} from vm{self.vm}: {reply}")
         data = b"".join(self.conn.recv_bulk_chunks(wire.bulk_length(reply)))
-        gen, base = reply["version"][1], reply["version"][2]
-        before, self.layout = self.layout, (gen, base, reply["merged_size"])
-        if before is not None and (gen, base) != before[:2]:     # merged since the last read
-            back = before[2] if base == before[1] else 0    # in place: the old base stays put
+        # version: [file id, merge generation, base file, pending log, ...] (replica_state.py)
+        gen, base, log = reply["version"][1:4]
+        before, self.layout = self.layout, (gen, base, log, reply["merged_size"])
+        if before is not None and (gen, base, log) != before[:3]:   # merged or fenced since
+            back = before[3] if base == before[1] else 0    # in place: the old base stays put
             if self.offset > back:              # what was pending may have moved: again
                 self.offset, self.partial = back, b""
                 return self.poll()

@@ -82,10 +82,14 @@ def _append_in_place(st: FileState, folder: str, records: list[Record]) -> None:
         base.flush()
         os.fsync(base.fileno())
         new_size = base.tell()
-    offset = st.base_size
-    for rec in records:
-        st.index.append(rec.client, rec.seq, rec.ts, offset, rec.size)
-        offset += rec.size
+    offset, before = st.base_size, len(st.index)
+    try:
+        for rec in records:
+            st.index.append(rec.client, rec.seq, rec.ts, offset, rec.size)
+            offset += rec.size
+    except BaseException:
+        st.index.truncate(before)       # no entries beyond the committed base
+        raise
     st.base_crcs = crcs.result()
     st.base_size = new_size
 

@@ -354,7 +354,14 @@ class Coordinator:
         while not self._stop.wait(MERGE_CHECK):
             if not self.service.membership.is_joined():
                 continue
-            for name in self.due_merges():
+            try:
+                due = self.due_merges()
+            except Exception:               # a bug here must not end automatic merges
+                log.exception("looking for files due a merge failed")
+                continue
+            for name in due:
+                if self._stop.is_set():
+                    return
                 try:
                     with self._lock(name):
                         self._merge(name, self._owners_or_refuse(name), automatic=True)
@@ -369,6 +376,7 @@ class Coordinator:
         for name in self.store.names():
             st = self.store.get_state(name)
             if st is not None and merge_due(len(st.pending), st.size - st.base_size,
+                                            len(st.index),
                                             self.service.config.hydfs.merge_after_appends) and \
                     self.service.owners(name)[:1] == [self.service.vm]:
                 due.append(name)

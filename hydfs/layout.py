@@ -131,7 +131,8 @@ def load_all(root: str) -> dict[str, FileState]:
         if is_disk_name(entry) and os.path.isdir(path):
             try:
                 st = _load(path)
-            except (OSError, ValueError, KeyError, CorruptReplica) as exc:
+            except (OSError, ValueError, KeyError, TypeError, OverflowError,
+                    CorruptReplica) as exc:
                 # Kept aside, not deleted: re-replication restores the file, and a
                 # person can still look at what failed to load.
                 log.error("CORRUPT copy %s could not be loaded (%s); set aside", entry, exc)

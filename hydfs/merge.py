@@ -34,7 +34,9 @@ or earlier. A file with several writers (a job's DEST, written by every final ta
 receives appends a little out of timestamp order; merging one that sorts before an
 already merged append rebuilds the whole base instead of adding to its end, and a file that
 grows for hours must not be rewritten whole every few hundred appends. Appends still in
-flight are later than the grace; they wait for the next merge.
+flight are later than the grace; they wait for the next merge. (The grace is measured on the
+coordinator's clock: a writer whose clock lags by more still has its appends merged, each
+merge then rebuilding the base.)
 """
 
 from __future__ import annotations
@@ -48,13 +50,18 @@ from hydfs.summary import fences_of, held_ids
 
 MERGE_AFTER_BYTES = 64 << 20
 MERGE_GRACE = 5.0        # seconds: an automatic merge leaves appends stamped later pending
+# A full state transfer carries the merged index in its header line (transfer.py), which
+# the wire caps at 16 MiB (about 250k entries): past this many merged appends a file is
+# merged only on request, so that it can still be re-replicated.
+MAX_AUTO_MERGED = 100_000
 
 
-def merge_due(pending_records: int, pending_bytes: int, after_records: int) -> bool:
-    """Should the primary merge a file whose copy here holds this much pending, with
-    automatic merges after `after_records` pending appends (0: never)?"""
-    return after_records > 0 and (pending_records >= after_records or
-                                  pending_bytes >= MERGE_AFTER_BYTES)
+def merge_due(pending_records: int, pending_bytes: int, merged: int,
+              after_records: int) -> bool:
+    """Should the primary merge a file whose copy here holds this much pending and this
+    many merged appends, with automatic merges after `after_records` pending (0: never)?"""
+    return 0 < after_records and merged < MAX_AUTO_MERGED and \
+        (pending_records >= after_records or pending_bytes >= MERGE_AFTER_BYTES)
 
 
 @dataclass(frozen=True)

@@ -43,18 +43,33 @@ class MergedIndex:
         return [list(e) for e in self]
 
     def append(self, client: str, seq: int, ts: float, offset: int, size: int) -> None:
+        """Add an entry; OverflowError or TypeError (a number no column holds) leaves the
+        index as it was: its columns never fall out of step."""
         if self._frozen:
             raise TypeError("a frozen index does not change")
-        number = self._numbers.get(client)
-        if number is None:
-            number = self._numbers[client] = len(self._clients)
+        number = self._numbers.get(client, len(self._clients))
+        columns = (self._client, self._seq, self._ts, self._offset, self._size)
+        done = 0
+        try:
+            for column, value in zip(columns, (number, seq, ts, offset, size)):
+                column.append(value)
+                done += 1
+        except (OverflowError, TypeError):
+            for column in columns[:done]:
+                column.pop()
+            raise
+        if number == len(self._clients):
+            self._numbers[client] = number
             self._clients.append(client)
-        self._client.append(number)
-        self._seq.append(seq)
-        self._ts.append(ts)
-        self._offset.append(offset)
-        self._size.append(size)
         self._n += 1
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first n entries (undoing appends of a merge that failed)."""
+        if self._frozen:
+            raise TypeError("a frozen index does not change")
+        for column in (self._client, self._seq, self._ts, self._offset, self._size):
+            del column[n:]
+        self._n = min(self._n, n)
 
     def frozen(self) -> "MergedIndex":
         """The first len(self) entries, fixed: later appends to self do not show in it."""
@@ -71,6 +86,8 @@ class MergedIndex:
         return self._n > 0
 
     def entry(self, i: int) -> Entry:
+        if not 0 <= i < self._n:
+            raise IndexError(i)
         return (self._clients[self._client[i]], self._seq[i], self._ts[i], self._offset[i],
                 self._size[i])
 

@@ -106,13 +106,19 @@ def file_name(msg: dict) -> str:
         raise HandlerError(BAD_NAME, str(exc)) from None
 
 
+MAX_SEQ = 1 << 63       # sequence numbers are kept as 64-bit numbers (merged_index.py)
+
+
 def append_id(msg: dict) -> tuple[str, int, float]:
     """(client, seq, ts) of an append."""
     try:
         client, seq = msg["id"]
-        return str(client), int(seq), float(msg["ts"])
+        client, seq, ts = str(client), int(seq), float(msg["ts"])
     except (KeyError, TypeError, ValueError):
         raise HandlerError(BAD_REQUEST, "bad append id") from None
+    if not 0 <= seq < MAX_SEQ:
+        raise HandlerError(BAD_REQUEST, f"bad append id: sequence number {seq}")
+    return client, seq, ts
 
 
 MAX_APPEND_BYTES = 1 << 36      # appends stream to disk; this only bounds a typo
