@@ -16,8 +16,7 @@ That node coordinates, holding a per-file lock so that racing writes are seriali
   append any replica holds, sends each replica what it lacks, and every replica merges the
   same set, which gives the same bytes (merge.py). The primary of a file also merges it on
   its own once its copy holds many pending appends (`merge.merge_due`, `[hydfs]
-  merge_after_appends`), checked every
-  MERGE_CHECK seconds by one thread.
+  merge_after_appends`), which one thread checks every MERGE_CHECK seconds.
 
 A node that is not among the file's replicas (its ring view differs from the client's)
 answers `not_owner`, and the client retries with fresh membership.
