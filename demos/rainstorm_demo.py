@@ -3,7 +3,8 @@
 What the course demo does, on one machine: start ten nodes, put TrafficSigns_N into HyDFS,
 run App 1 (grep "No Outlet" | signs_select) and App 2 (signs_by_category "Punched Telespar"
 | count) with 3 tasks per stage, and during App 2 kill -9 two workers (neither the leader nor
-a source) 1.5 s into the job. Each output is checked against the reference implementation.
+a source) once the job reports its first lines read, so that their tasks are running and
+must be recovered. Each output is checked against the reference implementation.
 
     python -m demos.rainstorm_demo [--lines 10000] [--no-kill] [--keep DIR]
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import tempfile
 import threading
-import time
 
 from bench import reference_apps
 from bench.gen_traffic_signs import iter_lines, write_csv
@@ -38,16 +39,20 @@ def expected(app: str, lines: list[str]) -> collections.Counter:
 def run_app(cluster, app: str, src: str, dest: str, rate: str, kill: list[str]) -> dict:
     op1, op2, arg = APPS[app]
     print(f"\n== {app}: RainStorm {op1} {op2} {src} {dest} 3 --op1-args \"{arg}\"")
-    result = {}
+    result, reading = {}, threading.Event()
+
+    def show(line: str) -> None:
+        print("  " + line)
+        if re.search(r"\bread [1-9][\d,]* lines", line):
+            reading.set()            # the tasks run: a kill now is a failure to recover from
 
     def job():
         result.update(cluster.query("01", "RainStorm", op1, op2, src, dest, "3", "--op1-args",
-                                    arg, "--rate", rate, timeout=600,
-                                    on_output=lambda line: print("  " + line)))
+                                    arg, "--rate", rate, timeout=600, on_output=show))
     thread = threading.Thread(target=job)
     thread.start()
     if kill:
-        time.sleep(1.5)
+        reading.wait(30)
         print(f"  !! kill -9 of workers vm{' and vm'.join(kill)}")
         for vm in kill:
             cluster.kill(vm)
