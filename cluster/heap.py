@@ -5,12 +5,14 @@ KiB, views read in windows) on many threads. glibc's malloc keeps what such buff
 inside its arenas; the small long-lived objects allocated between them keep the arenas from
 shrinking at their top, so the freed pages stay resident. Measured on a following job at
 10,000 lines/s, the nodes' RSS grew by several MB a minute while the Python objects they
-held grew by a few hundred KB; `malloc_trim(0)` gave most of the difference back.
-(Fixing glibc's mmap threshold instead, so large buffers are mapped apart, did not.)
+held grew by under one; `malloc_trim(0)` gave much of the difference back. (Fixing glibc's
+mmap threshold instead, so large buffers are mapped apart, did not.)
 
-`start_trimming` runs `malloc_trim(0)` every `TRIM_EVERY` seconds on a daemon thread; a
-trim of a node's heap takes about a millisecond. Where the C library is not glibc it does
-nothing.
+`start_trimming` runs `malloc_trim(0)` every `TRIM_EVERY` seconds on a daemon thread (a
+trim of a node's heap takes well under a millisecond), and first caps the arenas at
+ARENAS, so that fewer of them each keep free memory of their own (glibc makes up to 8 per
+core for a process with many threads; this cap was not measured apart from the trim).
+Where the C library is not glibc it does nothing.
 """
 
 from __future__ import annotations
