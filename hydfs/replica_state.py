@@ -131,10 +131,15 @@ class Snapshot:
     create_size: int = 0
 
     @property
+    def base(self) -> Piece | None:
+        """The piece of the base file, the first one, if the base is not empty."""
+        return self.pieces[0] if self.pieces and self.pieces[0].per_block else None
+
+    @property
     def merged_size(self) -> int:
         """Bytes of the base: they keep their place until a merge rebuilds the base (a
         merge in place only adds after them; base_file.py)."""
-        return self.pieces[0].size if self.pieces and self.pieces[0].per_block else 0
+        return self.base.size if self.base is not None else 0
 
     def pending_pieces(self):
         """(record, piece) for each pending record, in log order."""

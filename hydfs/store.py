@@ -265,7 +265,7 @@ class ReplicaStore:
         """The verified `Span`s of bytes [start, start + length) of view `v` of the
         snapshot, at most `window` bytes each; parts before `start` are skipped unread, and
         a block of the base that several parts share is read and checked once."""
-        base = snap.pieces[0] if snap.pieces and snap.pieces[0].per_block else None
+        base = snap.base
         blocks = None if base is None else \
             checked_read.CheckedBlocks(base.file, base.offset, base.size, base.crcs)
         records = [p for p in snap.pieces if not p.per_block]
@@ -291,7 +291,7 @@ class ReplicaStore:
         keeps its inode (a merge in place only appends; one that reorders writes a new
         base), so the reader checks the inode and every block's CRC, as this store does
         (stream/local_view.py)."""
-        base = snap.pieces[0] if snap.pieces and snap.pieces[0].per_block else None
+        base = snap.base
         if base is None or any(part.record is not None for part in v.parts):
             return None
         return {"path": os.path.abspath(base.file.name),
