@@ -10,3 +10,30 @@ def drain(chunks) -> int:
     for chunk in chunks:
         total += len(chunk)
     return total
+
+
+def split(chunks, size: int):
+    """(the first `size` bytes of `chunks`, the rest): two iterators of chunks that must be
+    read in that order, e.g. a state transfer's base and then its index rows. A chunk that
+    straddles the cut is split without copying."""
+    source, rest = iter(chunks), []
+
+    def head():
+        left = size
+        while left:
+            chunk = next(source, None)
+            if chunk is None:
+                return
+            if len(chunk) > left:
+                view = memoryview(chunk)
+                rest.append(view[left:])
+                yield view[:left]
+                return
+            left -= len(chunk)
+            yield chunk
+
+    def tail():
+        yield from rest
+        yield from source
+
+    return head(), tail()

@@ -16,8 +16,9 @@ A merge (`merge_in`) changes the base in one of two ways:
   the new appends interleaved in merge order, each read back checked against its CRC. The
   old base stays until meta.json names the new one.
 
-Either way the new bytes are fsync'd before the state's base fields (`base_file`,
-`base_size`, `base_crcs`, `index`) change. Nothing is committed here: the caller commits the
+Either way the new bytes, and the index rows that say where they lie (merged_index.py),
+are fsync'd before the state's base fields (`base_file`, `base_size`, `base_crcs`,
+`index`) change. Nothing is committed here: the caller commits the
 merge by writing meta.json (layout.py).
 """
 
@@ -82,14 +83,11 @@ def _append_in_place(st: FileState, folder: str, records: list[Record]) -> None:
         base.flush()
         os.fsync(base.fileno())
         new_size = base.tell()
-    offset, before = st.base_size, len(st.index)
-    try:
-        for rec in records:
-            st.index.append(rec.client, rec.seq, rec.ts, offset, rec.size)
-            offset += rec.size
-    except BaseException:
-        st.index.truncate(before)       # no entries beyond the committed base
-        raise
+    entries, offset = [], st.base_size
+    for rec in records:
+        entries.append((rec.client, rec.seq, rec.ts, offset, rec.size))
+        offset += rec.size
+    st.index.extend(folder, entries)     # fsync'd; on failure the index is as it was
     st.base_crcs = crcs.result()
     st.base_size = new_size
 
@@ -113,9 +111,9 @@ def _rewrite(st: FileState, folder: str, order: list) -> None:
     base_path = os.path.join(folder, st.base_file)
     log_path = os.path.join(folder, st.pending_file)
     new_file = new_name()
-    index, offset = MergedIndex(), st.create_size
+    entries, offset = [], st.create_size
     for item in order:
-        index.append(item.client, item.seq, item.ts, offset, item.size)
+        entries.append((item.client, item.seq, item.ts, offset, item.size))
         offset += item.size
 
     def chunks():
@@ -127,6 +125,8 @@ def _rewrite(st: FileState, folder: str, order: list) -> None:
                 else:
                     yield from _read_base(base, st, item.offset, item.size)
     size, crcs = write_blocks(os.path.join(folder, new_file), chunks())
+    index = MergedIndex()
+    index.extend(folder, entries)
     st.base_file, st.base_size, st.base_crcs, st.index = new_file, size, crcs, index
 
 

@@ -375,7 +375,6 @@ class Coordinator:
         for name in self.store.names():
             st = self.store.get_state(name)
             if st is not None and merge_due(len(st.pending), st.size - st.base_size,
-                                            len(st.index),
                                             self.service.config.hydfs.merge_after_appends) and \
                     self.service.owners(name)[:1] == [self.service.vm]:
                 due.append(name)

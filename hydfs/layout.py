@@ -5,10 +5,11 @@ its percent-encoded name (names.py), with:
 
 - ``meta.json``: the replica's committed state (replica_state.py `FileState.meta`): the
   file's id (which create made it), the merge generation, the set of append ids merged into
-  the base, the base file's name, size and block CRCs, the index of merged appends. It is
-  replaced only by write-temp, fsync, rename (durable.py): that rename is the commit point
-  of every change except an append.
+  the base, the base file's name, size and block CRCs, the index file's name, row count and
+  client ids. It is replaced only by write-temp, fsync, rename (durable.py): that rename is
+  the commit point of every change except an append.
 - ``base.<token>``: the content as of the last merge (base_file.py).
+- ``index.<token>``: where each merged append lies in the base (merged_index.py).
 - ``pending.<token>.log``: the appends since the last merge (pending_log.py). An append is
   committed by its own fsync.
 
@@ -24,7 +25,8 @@ do with it (`load_all`):
   that does not load) for a person to look at; re-replication restores the file meanwhile.
 
 Loading a copy cuts off what a crash left past its committed state (a merge's bytes beyond
-the base's committed size, a torn last append) and deletes files of older generations.
+the base's committed size and rows beyond the index's count, a torn last append) and
+deletes files of older generations.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ import json
 import logging
 import os
 import shutil
+import struct
 import time
 import uuid
 
+from cluster.chunks import split
 from hydfs import base_file, pending_log
 from hydfs.checked_read import CorruptReplica
 from hydfs.durable import fsync_dir, write_json
@@ -57,19 +61,24 @@ def folder(root: str, name: str) -> str:
 # -- replacing a copy ---------------------------------------------------------------------
 
 def receive_copy(root: str, name: str, file_id: str, gen: int, merge_id: str, merged: IdSet,
-                 chunks, size: int, create_size: int, index) -> tuple[str, FileState]:
-    """A new copy's base, written from `chunks` into a temporary directory, and its state;
-    ValueError unless exactly `size` bytes came. The directory is removed on failure."""
+                 chunks, size: int, create_size: int, index: dict | None) -> tuple[str, FileState]:
+    """A new copy, written from `chunks` into a temporary directory, and its state: `size`
+    bytes of base, then the rows of its index (`index`: their "count" and "clients"; None:
+    none follow); ValueError unless exactly those came. The directory is removed on
+    failure."""
     tmp = os.path.join(root, f".tmp-{uuid.uuid4().hex}")
     os.makedirs(tmp)
+    index = index or {"count": 0, "clients": []}
     try:
         st = FileState(name, file_id, gen, merge_id, merged, base_file.new_name(),
-                       0, [], pending_log.new_name(),
-                       create_size=create_size, index=MergedIndex.from_wire(index))
+                       0, [], pending_log.new_name(), create_size=create_size)
+        base, rows = split(chunks, size)
         st.base_size, st.base_crcs = base_file.write_blocks(os.path.join(tmp, st.base_file),
-                                                            chunks)
+                                                            base)
         if st.base_size != size:
             raise ValueError(f"expected {size} bytes, received {st.base_size}")
+        st.index = MergedIndex.receive(tmp, int(index["count"]), list(index["clients"]),
+                                       rows, size, create_size)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -86,7 +95,7 @@ def commit_meta(root: str, st: FileState) -> None:
     directory = folder(root, st.name)
     write_meta(directory, st)
     for entry in os.listdir(directory):
-        if entry not in (META, st.base_file, st.pending_file):
+        if entry not in (META, st.base_file, st.pending_file, st.index.file_name):
             os.unlink(os.path.join(directory, entry))
 
 
@@ -131,7 +140,7 @@ def load_all(root: str) -> dict[str, FileState]:
         if is_disk_name(entry) and os.path.isdir(path):
             try:
                 st = _load(path)
-            except (OSError, ValueError, KeyError, TypeError, OverflowError,
+            except (OSError, ValueError, KeyError, TypeError, OverflowError, struct.error,
                     CorruptReplica) as exc:
                 # Kept aside, not deleted: re-replication restores the file, and a
                 # person can still look at what failed to load.
@@ -160,7 +169,8 @@ def _recover_old(root: str, old: str) -> None:
 
 def _load(directory: str) -> FileState:
     with open(os.path.join(directory, META), encoding="utf-8") as f:
-        st = FileState.from_meta(json.load(f))
+        meta = json.load(f)
+    st = FileState.from_meta(meta, MergedIndex.load(directory, meta))
     if name_from_disk(os.path.basename(directory)) != st.name:
         raise ValueError("meta.json names another file")
     if st.base_size:

@@ -50,17 +50,12 @@ from hydfs.summary import fences_of, held_ids
 
 MERGE_AFTER_BYTES = 64 << 20
 MERGE_GRACE = 5.0        # seconds: an automatic merge leaves appends stamped later pending
-# A full state transfer carries the merged index in its header line (transfer.py), which
-# the wire caps at 16 MiB (about 250k entries): past this many merged appends a file is
-# merged only on request, so that it can still be re-replicated.
-MAX_AUTO_MERGED = 100_000
 
 
-def merge_due(pending_records: int, pending_bytes: int, merged: int,
-              after_records: int) -> bool:
-    """Should the primary merge a file whose copy here holds this much pending and this
-    many merged appends, with automatic merges after `after_records` pending (0: never)?"""
-    return 0 < after_records and merged < MAX_AUTO_MERGED and \
+def merge_due(pending_records: int, pending_bytes: int, after_records: int) -> bool:
+    """Should the primary merge a file whose copy here holds this much pending, with
+    automatic merges after `after_records` pending (0: never)?"""
+    return 0 < after_records and \
         (pending_records >= after_records or pending_bytes >= MERGE_AFTER_BYTES)
 
 

@@ -47,19 +47,19 @@ class FileState:
                "merge_id": self.merge_id, "merged": self.merged.to_wire(),
                "base_file": self.base_file, "base_size": self.base_size,
                "base_crcs": self.base_crcs, "pending_file": self.pending_file,
-               "create_size": self.create_size, "index": self.index.to_wire()}
+               "create_size": self.create_size, **self.index.meta()}
         if self.fences:
             doc["fences"] = self.fences.to_wire()
         return doc
 
     @classmethod
-    def from_meta(cls, meta: dict) -> FileState:
-        """The committed state a meta.json document holds, with nothing pending yet."""
+    def from_meta(cls, meta: dict, index: MergedIndex) -> FileState:
+        """The committed state a meta.json document holds, with nothing pending yet, and
+        its `index` (loaded from the file that meta.json names: layout.py)."""
         return cls(meta["name"], meta["file_id"], meta["gen"], meta["merge_id"],
                    IdSet(meta["merged"]), meta["base_file"], meta["base_size"],
                    meta["base_crcs"], meta["pending_file"],
-                   create_size=meta["create_size"],
-                   index=MergedIndex.from_wire(meta["index"]),
+                   create_size=meta["create_size"], index=index,
                    fences=Fences.from_wire(meta.get("fences")))
 
     def summary(self) -> dict:

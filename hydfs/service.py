@@ -239,9 +239,10 @@ class HydfsService:
             self.store.learn_fences(name, Fences.from_wire(
                 msg.get("fences") if summary is None else summary.get("fences")))
         else:
+            base_size, index = transfer.state_layout(msg, size)
             with self.in_flight.holding(name):
-                self.store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
-                                   int(msg.get("create_size", 0)), msg.get("index") or [])
+                self.store.install(name, summary, conn.recv_bulk_chunks(size), base_size, [],
+                                   int(msg.get("create_size", 0)), index)
         self.store.add_records(name, transfer.recv_records(conn))
         conn.send({"t": OK})
 

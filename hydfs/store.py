@@ -113,7 +113,7 @@ class ReplicaStore:
         if self.get_state(name) is not None:
             raise FileExists(name)
         tmp, st = layout.receive_copy(self.root, name, file_id, 0, "create", IdSet(), chunks,
-                                      expected_size, expected_size, [])
+                                      expected_size, expected_size, None)
         try:
             with self.lock(name):
                 if self.get_state(name) is not None:
@@ -368,9 +368,10 @@ class ReplicaStore:
         st.add_pending(log_size, written)
 
     def install(self, name: str, summary: dict, chunks, size: int, records,
-                create_size: int = 0, index: list = ()) -> FileState:
-        """Replace our copy with a peer's base (from `chunks`, laid out as `index` says) and
-        add `records`, keeping any appends of ours that the new base does not contain.
+                create_size: int = 0, index: dict | None = None) -> FileState:
+        """Replace our copy with a peer's base (from `chunks`: `size` bytes of base, then
+        the rows of its index, whose "count" and "clients" `index` gives) and add `records`,
+        keeping any appends of ours that the new base does not contain.
 
         The base streams into a temporary directory without the file's lock (appends and
         reads of our copy go on meanwhile); the lock is taken only to add our appends and

@@ -2,20 +2,24 @@
 
 A state transfer is these messages on one connection (types in messages.py):
 
-    {"t": "hydfs.state", "name": ..., "summary": {...}, "bulk": BASE_SIZE}   + base bytes
+    {"t": "hydfs.state", "name": ..., "summary": {...}, "base_size": B,
+     "index": {"count": N, "clients": [...]}, "bulk": B + 36 N}   + base bytes, index rows
     {"t": "hydfs.records", "name": ..., "count": N}
     N x {"t": "hydfs.record", "id": [client, seq], "ts": ..., "bulk": SIZE}  + its bytes
 
 `summary` is None in the first message when only records follow (the receiver keeps its own
 base; the message then carries the sender's fences, which the summary holds otherwise). The
 base streams in bounded chunks straight from the sender's verified snapshot into the
-receiver's file, and so does each record; the receiver keeps only the records its fences
+receiver's file, then the rows of its index (merged_index.py, checked as they are written:
+however many appends a file holds, none of it passes through a message line), and so does
+each record; the receiver keeps only the records its fences
 admit (fences.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from itertools import chain
 
 from cluster import wire
 from cluster.chunks import drain
@@ -24,6 +28,7 @@ from cluster.rpc import check_reply
 from hydfs.checked_read import BLOCK
 from hydfs.fences import Fences
 from hydfs.idset import IdSet
+from hydfs.merged_index import ROW
 from hydfs.messages import RECORD, RECORDS, STATE
 from hydfs.read_ahead import CheckedRanges
 from hydfs.store import ReplicaStore
@@ -39,11 +44,12 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
             base = [p for p in snap.pieces if p[4]]
             view = dataclasses.replace(snap, pieces=base)
             size = sum(p[2] for p in base)
+            index = snap.index
             with CheckedRanges(store.spans(view, 0, size, window=BLOCK), size) as ranges:
                 conn.send_bulk_ranges({"t": STATE, "name": name, "summary": summary,
-                                       "create_size": snap.create_size,
-                                       "index": snap.index.to_wire()},
-                                      size, ranges)
+                                       "create_size": snap.create_size, "base_size": size,
+                                       "index": index_header(index)},
+                                      size + index.nbytes(), chain(ranges, index.ranges()))
             records = store.snapshot_records(snap, IdSet(summary["merged"]))
         else:
             conn.send_bulk_chunks({"t": STATE, "name": name, "summary": None,
@@ -52,6 +58,23 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
         send_records(conn, name, records)
     finally:
         snap.close()
+
+
+def index_header(index) -> dict:
+    """What a state message says of the index rows that follow the base."""
+    return {"count": len(index), "clients": index.meta()["index_clients"]}
+
+
+def state_layout(msg: dict, bulk: int) -> tuple[int, dict]:
+    """(base bytes, index header) of a full state message whose payload is `bulk` bytes;
+    ProtocolError if they do not add up."""
+    base_size = int(msg.get("base_size", bulk))
+    index = msg.get("index") or {"count": 0, "clients": []}
+    if not isinstance(index, dict) or not isinstance(index.get("clients"), list) \
+            or not 0 <= base_size <= bulk \
+            or bulk - base_size != int(index.get("count", -1)) * ROW.size:
+        raise wire.ProtocolError("a state's base and index do not fill its payload")
+    return base_size, index
 
 
 def send_records(conn: Connection, name: str, records: list) -> None:
@@ -89,7 +112,8 @@ def recv_state(conn: Connection, store: ReplicaStore, name: str) -> str:
         return "records"
     # The base must be read off the socket before the records that follow it; the store
     # writes it to a temporary file as it arrives, so it is never whole in memory.
-    store.install(name, summary, conn.recv_bulk_chunks(size), size, [],
-                  int(msg.get("create_size", 0)), msg.get("index") or [])
+    base_size, index = state_layout(msg, size)
+    store.install(name, summary, conn.recv_bulk_chunks(size), base_size, [],
+                  int(msg.get("create_size", 0)), index)
     store.add_records(name, recv_records(conn))
     return "full"

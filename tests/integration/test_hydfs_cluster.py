@@ -408,7 +408,7 @@ def test_a_file_that_keeps_taking_appends_is_merged_by_its_primary_on_its_own(lo
     def merged_everywhere() -> bool:
         metas = [json.loads((cluster.root / "data" / f"vm{vm}" / "hydfs" / disk_name("grows") /
                              "meta.json").read_text()) for vm in owners]
-        return all(len(meta["index"]) == 10 for meta in metas)
+        return all(meta["index_count"] == 10 for meta in metas)
     wait_until(merged_everywhere, 15, interval=0.3, what="the automatic merges")
     assert set(replica_contents(cluster, "grows", owners).values()) == {expected}
     cluster.query("04", "get", "grows", str(cluster.root / "grows.out"))

@@ -10,6 +10,7 @@ import pytest
 
 from hydfs.idset import IdSet
 from hydfs.checked_read import WINDOW
+from hydfs.transfer import index_header
 from hydfs.store import CorruptReplica, FileExists, LostCreateRace, ReplicaStore
 
 pytestmark = pytest.mark.timeout(30)
@@ -170,7 +171,8 @@ def test_install_replaces_the_base_but_keeps_our_unmerged_appends(tmp_path):
     dst.append("f", "c2", 1, 2.0, b"2")
     src.apply_merge("f", 1, "m1", IdSet.of([("c1", 1)]))
     st = src.state("f")
-    dst.install("f", st.summary(), [b"B1"], 2, [], st.create_size, st.index)
+    dst.install("f", st.summary(), [b"B1", *st.index.chunks()], 2, [], st.create_size,
+                index_header(st.index))
     assert content(dst, "f") == b"B12" and dst.state("f").holds(("c2", 1))
 
 
@@ -321,3 +323,31 @@ def test_a_snapshot_says_how_many_of_its_bytes_are_merged(tmp_path):
     finally:
         with_pending.close()
         merged.close()
+
+
+@pytest.mark.parametrize("key", [None, b"secret"])
+def test_a_state_transfer_streams_the_index_after_the_base_not_in_its_header(tmp_path, key):
+    # The index used to ride in the state message's line, capped at 16 MiB (about 250k
+    # appends): a file that took appends for hours could not be re-replicated.
+    import socket
+
+    from cluster.connection import Connection
+    from hydfs import transfer
+    src, dst = ReplicaStore(str(tmp_path / "a")), ReplicaStore(str(tmp_path / "b"))
+    src.create("f", "id1", [b"head\n"], 5)
+    for seq in range(1, 3001):
+        src.append("f", "c1", seq, float(seq), b"%d\n" % seq)
+    src.apply_merge("f", 1, "m1", IdSet({"c1": [[1, 2990]]}))
+    ours, theirs = socket.socketpair()
+    sender = Connection(ours, key)
+    lines = []
+    real_send = sender.send
+    sender.send = lambda message: (lines.append(message), real_send(message))[1]
+    thread = threading.Thread(target=transfer.send_state, args=(sender, src, "f", True))
+    thread.start()
+    assert transfer.recv_state(Connection(theirs, key), dst, "f") == "full"
+    thread.join()
+    assert len(str(lines[0])) < 1000 and lines[0]["index"]["count"] == 2990
+    assert content(dst, "f") == content(src, "f")
+    assert list(dst.state("f").index) == list(src.state("f").index)
+    assert ReplicaStore(str(tmp_path / "b")).state("f").index == src.state("f").index

@@ -1,62 +1,120 @@
-"""The compact index of merged appends (hydfs/merged_index.py) and automatic merges' rules."""
+"""The index of merged appends, in a file beside the base (hydfs/merged_index.py), and
+automatic merges' rules."""
 
 from __future__ import annotations
 
-import json
+import os
+import struct
 
 import pytest
 
 from hydfs.idset import IdSet
-from hydfs.merge import (MAX_AUTO_MERGED, MERGE_AFTER_BYTES, automatic_plan, merge_due,
-                         plan_merge)
-from hydfs.merged_index import MergedIndex
+from hydfs.merge import MERGE_AFTER_BYTES, automatic_plan, merge_due, plan_merge
+from hydfs.merged_index import ROW, BadIndex, MergedIndex
 from hydfs.pending_log import Record
 
 pytestmark = pytest.mark.timeout(30)
 
 ENTRIES = [("a", 1, 1.0, 5, 3), ("b", 1, 1.5, 8, 4), ("a", 2, 2.0, 12, 3)]
+BASE = 15           # what ENTRIES describe: a create of 5 bytes, then three appends
 
 
-def test_entries_come_back_in_order_forwards_and_backwards():
-    index = MergedIndex(ENTRIES)
+def _index(folder, entries=ENTRIES) -> MergedIndex:
+    index = MergedIndex()
+    index.extend(str(folder), list(entries))
+    return index
+
+
+def test_entries_come_back_in_order_forwards_and_backwards(tmp_path):
+    index = _index(tmp_path)
     assert list(index) == ENTRIES
     assert list(reversed(index)) == ENTRIES[::-1]
-    assert len(index) == 3 and index.last() == ENTRIES[-1]
-    assert MergedIndex().last() is None and not MergedIndex()
+    assert len(index) == 3 and index.last() == ENTRIES[-1] and index.entry(1) == ENTRIES[1]
+    assert MergedIndex().last() is None and not MergedIndex() and list(MergedIndex()) == []
 
 
-def test_its_wire_form_is_the_meta_json_list_of_old():
-    index = MergedIndex(ENTRIES)
-    wire = json.loads(json.dumps(index.to_wire()))
-    assert wire == [list(e) for e in ENTRIES]
-    assert MergedIndex.from_wire(wire) == index
+def test_iteration_crosses_read_blocks_both_ways(tmp_path):
+    entries = [("c", seq, float(seq), seq, 1) for seq in range(1, 2600)]
+    index = _index(tmp_path, entries)
+    assert list(index) == entries and list(reversed(index)) == entries[::-1]
 
 
-def test_a_frozen_index_keeps_what_it_held_while_the_index_grows():
-    index = MergedIndex(ENTRIES)
+def test_rows_are_a_file_of_fixed_rows_and_meta_json_holds_only_count_and_clients(tmp_path):
+    index = _index(tmp_path)
+    assert os.path.getsize(tmp_path / index.file_name) == 3 * ROW.size == index.nbytes()
+    assert index.meta() == {"index_file": index.file_name, "index_count": 3,
+                            "index_clients": ["a", "b"]}
+    assert MergedIndex.load(str(tmp_path), index.meta()) == index
+
+
+def test_loading_cuts_off_rows_past_the_committed_count(tmp_path):
+    # a crash after a merge in place fsync'd its rows, before meta.json committed them
+    index = _index(tmp_path)
+    committed = index.meta()
+    index.extend(str(tmp_path), [("c", 1, 3.0, 15, 2)])
+    loaded = MergedIndex.load(str(tmp_path), committed)
+    assert list(loaded) == ENTRIES
+    assert os.path.getsize(tmp_path / index.file_name) == 3 * ROW.size
+    with pytest.raises(BadIndex):
+        MergedIndex.load(str(tmp_path), dict(committed, index_count=4))
+
+
+def test_an_older_meta_json_with_the_rows_inline_still_loads(tmp_path):
+    loaded = MergedIndex.load(str(tmp_path), {"index": [list(e) for e in ENTRIES]})
+    assert list(loaded) == ENTRIES and loaded.file_name
+
+
+def test_a_frozen_index_keeps_what_it_held_while_the_index_grows(tmp_path):
+    index = _index(tmp_path)
     snapshot = index.frozen()
-    index.append("c", 1, 3.0, 15, 2)
+    index.extend(str(tmp_path), [("c", 1, 3.0, 15, 2)])
     assert list(snapshot) == ENTRIES and len(snapshot) == 3
     assert list(reversed(snapshot)) == ENTRIES[::-1] and snapshot.last() == ENTRIES[-1]
     assert len(index) == 4 and index.last() == ("c", 1, 3.0, 15, 2)
     with pytest.raises(TypeError):
-        snapshot.append("d", 1, 4.0, 17, 1)
+        snapshot.extend(str(tmp_path), [("d", 1, 4.0, 17, 1)])
 
 
-def test_each_client_id_is_stored_once():
-    index = MergedIndex(("client-with-a-long-id", seq, float(seq), seq, 1)
-                        for seq in range(1, 1001))
-    assert index._clients == ["client-with-a-long-id"]
+def test_a_frozen_index_is_still_read_after_its_file_is_deleted(tmp_path):
+    # a rebuild writes a new index; the commit deletes the old file under open snapshots
+    index = _index(tmp_path)
+    snapshot = index.frozen()
+    os.unlink(tmp_path / index.file_name)
+    del index
+    assert list(snapshot) == ENTRIES
+
+
+def test_each_client_id_is_stored_once(tmp_path):
+    index = _index(tmp_path, [("client-with-a-long-id", seq, float(seq), seq, 1)
+                              for seq in range(1, 1001)])
+    assert index.meta()["index_clients"] == ["client-with-a-long-id"]
     assert index.entry(999) == ("client-with-a-long-id", 1000, 1000.0, 1000, 1)
 
 
+def test_received_rows_are_checked_against_the_base_they_came_with(tmp_path):
+    (tmp_path / "a").mkdir()
+    index = _index(tmp_path / "a")
+    rows = b"".join(index.chunks())
+    got = MergedIndex.receive(str(tmp_path), 3, ["a", "b"], [rows[:7], rows[7:]], BASE, 5)
+    assert list(got) == ENTRIES
+    bad = {"base too short": ([rows], 14, ["a", "b"]),
+           "an unknown client number": ([rows], BASE, ["a"]),
+           "a torn row": ([rows[:-1]], BASE, ["a", "b"]),
+           "rows that do not reach the base's end": ([rows], BASE + 1, ["a", "b"])}
+    for what, (chunks, base_size, clients) in bad.items():
+        with pytest.raises(BadIndex):
+            MergedIndex.receive(str(tmp_path), 3, clients, chunks, base_size, 5)
+    overlapping = MergedIndex()
+    overlapping.extend(str(tmp_path), [("a", 1, 1.0, 5, 3), ("a", 2, 2.0, 6, 3)])
+    with pytest.raises(BadIndex, match="does not fit"):
+        MergedIndex.receive(str(tmp_path), 2, ["a"], overlapping.chunks(), 11, 5)
+
+
 def test_a_merge_is_due_at_the_configured_count_or_at_the_byte_bound_and_never_when_off():
-    assert not merge_due(511, 0, 0, 512)
-    assert merge_due(512, 0, 0, 512)
-    assert merge_due(1, MERGE_AFTER_BYTES, 0, 512)
-    assert not merge_due(10_000, MERGE_AFTER_BYTES, 0, 0)
-    # past this, a state transfer's header line could not carry the index (transfer.py)
-    assert not merge_due(10_000, 0, MAX_AUTO_MERGED, 512)
+    assert not merge_due(511, 0, 512)
+    assert merge_due(512, 0, 512)
+    assert merge_due(1, MERGE_AFTER_BYTES, 512)
+    assert not merge_due(10_000, MERGE_AFTER_BYTES, 0)
 
 
 def _summary(merged: list, pending: list) -> dict:
@@ -84,17 +142,16 @@ def test_an_automatic_merge_takes_what_any_replica_merged_so_the_bases_stay_alik
     assert plan.target == IdSet.of([("z", 1), ("z", 2)]) and plan.missing == {"01": [["z", 2]]}
 
 
-def test_a_number_no_column_holds_leaves_the_index_as_it_was():
+def test_a_number_no_row_holds_leaves_the_index_as_it_was(tmp_path):
     # Columns that fell out of step gave later entries another entry's client (review).
-    index = MergedIndex(ENTRIES[:1])
-    with pytest.raises(OverflowError):
-        index.append("new", 1 << 63, 2.0, 8, 1)
-    index.append("c", 3, 3.0, 8, 1)
-    assert list(index) == [ENTRIES[0], ("c", 3, 3.0, 8, 1)] and index._clients == ["a", "c"]
-    index.truncate(1)
-    assert list(index) == ENTRIES[:1]
+    index = _index(tmp_path, ENTRIES[:1])
+    with pytest.raises(struct.error):
+        index.extend(str(tmp_path), [("new", 1 << 63, 2.0, 8, 1)])
+    index.extend(str(tmp_path), [("c", 3, 3.0, 8, 1)])
+    assert list(index) == [ENTRIES[0], ("c", 3, 3.0, 8, 1)]
+    assert index.meta()["index_clients"] == ["a", "c"]
     with pytest.raises(IndexError):
-        index.frozen().entry(1)
+        index.frozen().entry(2)
 
 
 def test_an_append_id_whose_sequence_number_no_index_column_holds_is_a_bad_request():
