@@ -94,13 +94,13 @@ def _append_in_place(st: FileState, folder: str, records: list[Record]) -> None:
 
 def _rebuild(st: FileState, folder: str, new: list[Record]) -> None:
     """Write a new base: the create's content, then old and new appends in order."""
-    _rewrite(st, folder, in_merge_order(_entries(st.index) + new))
+    _rewrite(st, folder, in_merge_order(_entries(st.index, folder) + new))
 
 
 def rebuild_without(st: FileState, folder: str, drop) -> None:
     """Write a new base without the merged appends whose ids are in `drop` (a fence refused
     them after they were merged: fences.py)."""
-    kept = [e for e in _entries(st.index) if (e.client, e.seq) not in drop]
+    kept = [e for e in _entries(st.index, folder) if (e.client, e.seq) not in drop]
     _rewrite(st, folder, kept)
     st.merged = IdSet.of((e.client, e.seq) for e in kept)
 
@@ -140,8 +140,12 @@ class _Merged:
     size: int
 
 
-def _entries(index: MergedIndex) -> list[_Merged]:
-    return [_Merged(*e) for e in index]
+def _entries(index: MergedIndex, folder: str) -> list[_Merged]:
+    view = index.view(folder)
+    try:
+        return [_Merged(*e) for e in view]
+    finally:
+        view.close()
 
 
 def _order_key(item) -> tuple:

@@ -19,7 +19,7 @@ from typing import BinaryIO, NamedTuple
 
 from hydfs.fences import Fences
 from hydfs.idset import IdSet
-from hydfs.merged_index import MergedIndex
+from hydfs.merged_index import IndexView, MergedIndex
 from hydfs.pending_log import Record
 
 
@@ -127,7 +127,7 @@ class Snapshot:
     summary: dict = field(default_factory=dict)
     pending: list = field(default_factory=list)
     pieces: list = field(default_factory=list)
-    index: MergedIndex = field(default_factory=MergedIndex)   # frozen: fixed as taken
+    index: IndexView = field(default_factory=lambda: IndexView(None, 0, [], None))
     create_size: int = 0
 
     @property
@@ -148,3 +148,4 @@ class Snapshot:
     def close(self) -> None:
         for f, *_ in self.pieces:
             f.close()
+        self.index.close()

@@ -189,7 +189,7 @@ class ReplicaStore:
             st = self.state(name)
             folder = self._dir(name)
             snap = Snapshot(st.version(), st.size, st.summary(), list(st.pending),
-                            index=st.index.frozen(), create_size=st.create_size)
+                            index=st.index.view(folder), create_size=st.create_size)
             if st.base_size:
                 base = open(os.path.join(folder, st.base_file), "rb")
                 snap.pieces.append(Piece(base, 0, st.base_size, list(st.base_crcs), True))

@@ -48,7 +48,7 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
             with CheckedRanges(store.spans(view, 0, size, window=BLOCK), size) as ranges:
                 conn.send_bulk_ranges({"t": STATE, "name": name, "summary": summary,
                                        "create_size": snap.create_size, "base_size": size,
-                                       "index": index_header(index)},
+                                       "index": index.header()},
                                       size + index.nbytes(), chain(ranges, index.ranges()))
             records = store.snapshot_records(snap, IdSet(summary["merged"]))
         else:
@@ -58,11 +58,6 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
         send_records(conn, name, records)
     finally:
         snap.close()
-
-
-def index_header(index) -> dict:
-    """What a state message says of the index rows that follow the base."""
-    return {"count": len(index), "clients": index.meta()["index_clients"]}
 
 
 def state_layout(msg: dict, bulk: int) -> tuple[int, dict]:

@@ -29,7 +29,6 @@ from hydfs.idset import IdSet, held_by_at_least
 from hydfs.pending_log import Record
 from hydfs.ring import Ring
 from hydfs.service import HydfsService
-from hydfs.transfer import index_header
 from hydfs.store import CorruptReplica, LacksAppends, ReplicaStore
 from hydfs.view import Part, plan
 
@@ -316,8 +315,9 @@ def test_a_watch_returns_as_soon_as_a_new_append_lands(tmp_path, how):
         elif how == "records":
             store.add_records("f", [({"id": ["b", 1], "ts": 3.0, "size": 3}, [b"b1|"])])
         else:
-            store.install("f", st.summary(), [base, *st.index.chunks()], len(base), [],
-                          st.create_size, index_header(st.index))
+            index = st.index.view(peer._dir("f"))
+            store.install("f", st.summary(), [base, *index.chunks()], len(base), [],
+                          st.create_size, index.header())
     started = time.monotonic()
     thread = later(0.3, land)
     got = store.wait_for_new("f", ids(A1), 10)

@@ -10,7 +10,7 @@ import pytest
 
 from hydfs.idset import IdSet
 from hydfs.merge import MERGE_AFTER_BYTES, automatic_plan, merge_due, plan_merge
-from hydfs.merged_index import ROW, BadIndex, MergedIndex
+from hydfs.merged_index import ROW, BadIndex, IndexView, MergedIndex
 from hydfs.pending_log import Record
 
 pytestmark = pytest.mark.timeout(30)
@@ -25,26 +25,46 @@ def _index(folder, entries=ENTRIES) -> MergedIndex:
     return index
 
 
+def _read(folder, index: MergedIndex) -> IndexView:
+    return index.view(str(folder))
+
+
 def test_entries_come_back_in_order_forwards_and_backwards(tmp_path):
     index = _index(tmp_path)
-    assert list(index) == ENTRIES
-    assert list(reversed(index)) == ENTRIES[::-1]
-    assert len(index) == 3 and index.last() == ENTRIES[-1] and index.entry(1) == ENTRIES[1]
-    assert MergedIndex().last() is None and not MergedIndex() and list(MergedIndex()) == []
+    view = _read(tmp_path, index)
+    assert list(view) == ENTRIES and list(reversed(view)) == ENTRIES[::-1]
+    assert len(view) == len(index) == 3 and view.entry(1) == ENTRIES[1]
+    assert index.last() == view.last() == ENTRIES[-1]
+    assert MergedIndex().last() is None and not MergedIndex()
+    assert list(MergedIndex().view(str(tmp_path))) == []
 
 
 def test_iteration_crosses_read_blocks_both_ways(tmp_path):
     entries = [("c", seq, float(seq), seq, 1) for seq in range(1, 2600)]
-    index = _index(tmp_path, entries)
-    assert list(index) == entries and list(reversed(index)) == entries[::-1]
+    view = _read(tmp_path, _index(tmp_path, entries))
+    assert list(view) == entries and list(reversed(view)) == entries[::-1]
 
 
 def test_rows_are_a_file_of_fixed_rows_and_meta_json_holds_only_count_and_clients(tmp_path):
     index = _index(tmp_path)
-    assert os.path.getsize(tmp_path / index.file_name) == 3 * ROW.size == index.nbytes()
+    assert os.path.getsize(tmp_path / index.file_name) == 3 * ROW.size
     assert index.meta() == {"index_file": index.file_name, "index_count": 3,
                             "index_clients": ["a", "b"]}
-    assert MergedIndex.load(str(tmp_path), index.meta()) == index
+    loaded = MergedIndex.load(str(tmp_path), index.meta())
+    assert list(_read(tmp_path, loaded)) == ENTRIES and loaded.last() == ENTRIES[-1]
+
+
+def test_an_index_holds_no_open_file(tmp_path):
+    # a node may hold thousands of files: only snapshots' views keep one open
+    index = _index(tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    index.extend(str(tmp_path), [("c", 1, 3.0, 15, 2)])
+    loaded = MergedIndex.load(str(tmp_path), index.meta())
+    assert len(os.listdir("/proc/self/fd")) == before and len(loaded) == 4
+    view = loaded.view(str(tmp_path))
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    view.close()
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_loading_cuts_off_rows_past_the_committed_count(tmp_path):
@@ -53,7 +73,7 @@ def test_loading_cuts_off_rows_past_the_committed_count(tmp_path):
     committed = index.meta()
     index.extend(str(tmp_path), [("c", 1, 3.0, 15, 2)])
     loaded = MergedIndex.load(str(tmp_path), committed)
-    assert list(loaded) == ENTRIES
+    assert list(_read(tmp_path, loaded)) == ENTRIES and loaded.last() == ENTRIES[-1]
     assert os.path.getsize(tmp_path / index.file_name) == 3 * ROW.size
     with pytest.raises(BadIndex):
         MergedIndex.load(str(tmp_path), dict(committed, index_count=4))
@@ -61,42 +81,39 @@ def test_loading_cuts_off_rows_past_the_committed_count(tmp_path):
 
 def test_an_older_meta_json_with_the_rows_inline_still_loads(tmp_path):
     loaded = MergedIndex.load(str(tmp_path), {"index": [list(e) for e in ENTRIES]})
-    assert list(loaded) == ENTRIES and loaded.file_name
+    assert list(_read(tmp_path, loaded)) == ENTRIES and loaded.file_name
 
 
-def test_a_frozen_index_keeps_what_it_held_while_the_index_grows(tmp_path):
+def test_a_view_keeps_what_it_held_while_the_index_grows(tmp_path):
     index = _index(tmp_path)
-    snapshot = index.frozen()
+    view = _read(tmp_path, index)
     index.extend(str(tmp_path), [("c", 1, 3.0, 15, 2)])
-    assert list(snapshot) == ENTRIES and len(snapshot) == 3
-    assert list(reversed(snapshot)) == ENTRIES[::-1] and snapshot.last() == ENTRIES[-1]
+    assert list(view) == ENTRIES and len(view) == 3
+    assert list(reversed(view)) == ENTRIES[::-1] and view.last() == ENTRIES[-1]
     assert len(index) == 4 and index.last() == ("c", 1, 3.0, 15, 2)
-    with pytest.raises(TypeError):
-        snapshot.extend(str(tmp_path), [("d", 1, 4.0, 17, 1)])
+    assert list(_read(tmp_path, index))[-1] == ("c", 1, 3.0, 15, 2)
 
 
-def test_a_frozen_index_is_still_read_after_its_file_is_deleted(tmp_path):
+def test_a_view_is_still_read_after_its_file_is_deleted(tmp_path):
     # a rebuild writes a new index; the commit deletes the old file under open snapshots
     index = _index(tmp_path)
-    snapshot = index.frozen()
+    view = _read(tmp_path, index)
     os.unlink(tmp_path / index.file_name)
-    del index
-    assert list(snapshot) == ENTRIES
+    assert list(view) == ENTRIES
 
 
 def test_each_client_id_is_stored_once(tmp_path):
     index = _index(tmp_path, [("client-with-a-long-id", seq, float(seq), seq, 1)
                               for seq in range(1, 1001)])
     assert index.meta()["index_clients"] == ["client-with-a-long-id"]
-    assert index.entry(999) == ("client-with-a-long-id", 1000, 1000.0, 1000, 1)
+    assert _read(tmp_path, index).entry(999) == ("client-with-a-long-id", 1000, 1000.0, 1000, 1)
 
 
 def test_received_rows_are_checked_against_the_base_they_came_with(tmp_path):
     (tmp_path / "a").mkdir()
-    index = _index(tmp_path / "a")
-    rows = b"".join(index.chunks())
+    rows = b"".join(_read(tmp_path / "a", _index(tmp_path / "a")).chunks())
     got = MergedIndex.receive(str(tmp_path), 3, ["a", "b"], [rows[:7], rows[7:]], BASE, 5)
-    assert list(got) == ENTRIES
+    assert list(_read(tmp_path, got)) == ENTRIES and got.last() == ENTRIES[-1]
     bad = {"base too short": ([rows], 14, ["a", "b"]),
            "an unknown client number": ([rows], BASE, ["a"]),
            "a torn row": ([rows[:-1]], BASE, ["a", "b"]),
@@ -104,10 +121,9 @@ def test_received_rows_are_checked_against_the_base_they_came_with(tmp_path):
     for what, (chunks, base_size, clients) in bad.items():
         with pytest.raises(BadIndex):
             MergedIndex.receive(str(tmp_path), 3, clients, chunks, base_size, 5)
-    overlapping = MergedIndex()
-    overlapping.extend(str(tmp_path), [("a", 1, 1.0, 5, 3), ("a", 2, 2.0, 6, 3)])
+    overlapping = _index(tmp_path, [("a", 1, 1.0, 5, 3), ("a", 2, 2.0, 6, 3)])
     with pytest.raises(BadIndex, match="does not fit"):
-        MergedIndex.receive(str(tmp_path), 2, ["a"], overlapping.chunks(), 11, 5)
+        MergedIndex.receive(str(tmp_path), 2, ["a"], _read(tmp_path, overlapping).chunks(), 11, 5)
 
 
 def test_a_merge_is_due_at_the_configured_count_or_at_the_byte_bound_and_never_when_off():
@@ -148,10 +164,10 @@ def test_a_number_no_row_holds_leaves_the_index_as_it_was(tmp_path):
     with pytest.raises(struct.error):
         index.extend(str(tmp_path), [("new", 1 << 63, 2.0, 8, 1)])
     index.extend(str(tmp_path), [("c", 3, 3.0, 8, 1)])
-    assert list(index) == [ENTRIES[0], ("c", 3, 3.0, 8, 1)]
+    assert list(_read(tmp_path, index)) == [ENTRIES[0], ("c", 3, 3.0, 8, 1)]
     assert index.meta()["index_clients"] == ["a", "c"]
     with pytest.raises(IndexError):
-        index.frozen().entry(2)
+        _read(tmp_path, index).entry(2)
 
 
 def test_an_append_id_whose_sequence_number_no_index_column_holds_is_a_bad_request():
