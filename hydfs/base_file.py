@@ -24,14 +24,15 @@ merge by writing meta.json (layout.py).
 
 from __future__ import annotations
 
+import heapq
 import os
 import uuid
 import zlib
 from dataclasses import dataclass
 
-from hydfs.checked_read import BLOCK, piece_spans, read_piece
+from hydfs.checked_read import BLOCK, CheckedBlocks, as_bytes, piece_spans, read_piece
 from hydfs.idset import IdSet
-from hydfs.merged_index import MergedIndex
+from hydfs.merged_index import IndexWriter
 from hydfs.pending_log import Record
 from hydfs.replica_state import FileState
 
@@ -93,40 +94,56 @@ def _append_in_place(st: FileState, folder: str, records: list[Record]) -> None:
 
 
 def _rebuild(st: FileState, folder: str, new: list[Record]) -> None:
-    """Write a new base: the create's content, then old and new appends in order."""
-    _rewrite(st, folder, in_merge_order(_entries(st.index, folder) + new))
+    """Write a new base: the create's content, then old and new appends in order (the old
+    ones stream from the index, already in order, merged with the few new ones)."""
+    view = st.index.view(folder)
+    try:
+        _rewrite(st, folder, heapq.merge((_Merged(*e) for e in view),
+                                         in_merge_order(new), key=_order_key))
+    finally:
+        view.close()
 
 
 def rebuild_without(st: FileState, folder: str, drop) -> None:
     """Write a new base without the merged appends whose ids are in `drop` (a fence refused
     them after they were merged: fences.py)."""
-    kept = [e for e in _entries(st.index, folder) if (e.client, e.seq) not in drop]
-    _rewrite(st, folder, kept)
-    st.merged = IdSet.of((e.client, e.seq) for e in kept)
+    view = st.index.view(folder)
+    try:
+        _rewrite(st, folder, (_Merged(*e) for e in view if (e[0], e[1]) not in drop))
+    finally:
+        view.close()
+    st.merged = st.merged.difference(IdSet.of(i for i in drop if i in st.merged))
 
 
-def _rewrite(st: FileState, folder: str, order: list) -> None:
+def _rewrite(st: FileState, folder: str, order) -> None:
     """A new base of the create's content, then `order`'s appends (merged ones read from
-    the base, pending `Record`s from the log), each checked against its CRC."""
+    the base, pending `Record`s from the log), each checked against its CRC, and its index,
+    written as the appends stream past: neither is ever whole in memory."""
     base_path = os.path.join(folder, st.base_file)
     log_path = os.path.join(folder, st.pending_file)
     new_file = new_name()
-    entries, offset = [], st.create_size
-    for item in order:
-        entries.append((item.client, item.seq, item.ts, offset, item.size))
-        offset += item.size
+    rows = IndexWriter(folder)
 
     def chunks():
+        offset = st.create_size
         with open(base_path, "rb") as base, open(log_path, "rb") as log:
-            yield from _read_base(base, st, 0, st.create_size)
+            # one checked window of the old base at a time: small appends side by side
+            # do not read and check their block again each
+            old = CheckedBlocks(base, 0, st.base_size, st.base_crcs)
+            yield from map(as_bytes, old.spans(0, st.create_size))
             for item in order:
+                rows.add(item.client, item.seq, item.ts, offset, item.size)
+                offset += item.size
                 if isinstance(item, Record):
                     yield from read_piece(log, item.offset, item.size, [item.crc], False)
                 else:
-                    yield from _read_base(base, st, item.offset, item.size)
-    size, crcs = write_blocks(os.path.join(folder, new_file), chunks())
-    index = MergedIndex()
-    index.extend(folder, entries)
+                    yield from map(as_bytes, old.spans(item.offset, item.offset + item.size))
+    try:
+        size, crcs = write_blocks(os.path.join(folder, new_file), chunks())
+        index = rows.finish()
+    except BaseException:
+        rows.abort()
+        raise
     st.base_file, st.base_size, st.base_crcs, st.index = new_file, size, crcs, index
 
 
@@ -140,21 +157,8 @@ class _Merged:
     size: int
 
 
-def _entries(index: MergedIndex, folder: str) -> list[_Merged]:
-    view = index.view(folder)
-    try:
-        return [_Merged(*e) for e in view]
-    finally:
-        view.close()
-
-
 def _order_key(item) -> tuple:
     return (item.ts, item.client, item.seq)
-
-
-def _read_base(base, st: FileState, offset: int, size: int):
-    """Bytes [offset, offset+size) of the base, checked against its block CRCs."""
-    return read_piece(base, 0, st.base_size, st.base_crcs, True, offset, offset + size)
 
 
 class _BlockCrcs:

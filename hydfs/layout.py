@@ -78,7 +78,7 @@ def receive_copy(root: str, name: str, file_id: str, gen: int, merge_id: str, me
         if st.base_size != size:
             raise ValueError(f"expected {size} bytes, received {st.base_size}")
         st.index = MergedIndex.receive(tmp, int(index["count"]), list(index["clients"]),
-                                       rows, size, create_size)
+                                       merged, rows, size, create_size)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -140,8 +140,8 @@ def load_all(root: str) -> dict[str, FileState]:
         if is_disk_name(entry) and os.path.isdir(path):
             try:
                 st = _load(path)
-            except (OSError, ValueError, KeyError, TypeError, OverflowError, struct.error,
-                    CorruptReplica) as exc:
+            except (OSError, ValueError, KeyError, TypeError, OverflowError, IndexError,
+                    struct.error, CorruptReplica) as exc:
                 # Kept aside, not deleted: re-replication restores the file, and a
                 # person can still look at what failed to load.
                 log.error("CORRUPT copy %s could not be loaded (%s); set aside", entry, exc)

@@ -5,8 +5,8 @@ A replica needs, for each append merged into its base, its id (client, seq), its
 timestamp (the merge order sorts by it) and where its bytes lie (offset, size): views,
 re-replication of single appends and rebuilding merges read them. A file that takes
 appends for days holds millions, so they live on disk, not in memory: ``index.<token>``
-holds one fixed-size row per merged append (`ROW`: client number, seq, ts, offset, size;
-36 bytes), in base order, which is merge order (base_file.py), so the last row is the
+holds one fixed-size row per merged append (`ROW`: client number, seq, ts, offset, size,
+and a CRC-32 of those; 40 bytes), in base order, which is merge order (base_file.py), so the last row is the
 greatest. The few client ids (one per writer attempt) and the row count are in meta.json
 (`meta`). In memory a `MergedIndex` holds only its client table, its count and its last
 entry, and no open file (a node may hold thousands of files).
@@ -17,23 +17,49 @@ crashed merge's leftovers, cut off at load and overwritten by the next extend) u
 rebuild writes a new index under a new name. So the first `len` rows never change, and
 `view()`, a snapshot's fixed view of them, is an open handle and a count, copying nothing;
 it reads on after a rebuild unlinks the file, until the snapshot closes it. Reads are
-`pread`s of the page-cached file, in blocks of rows.
+`pread`s of the page-cached file, in blocks of rows, each row checked against its CRC
+(CorruptReplica, like a base block that fails its own).
 
 State transfers stream the rows as bulk bytes after the base (`chunks`, `ranges`), and the
-receiver checks each row as it writes it (`receive`).
+receiver checks each row as it writes it (`receive`): its CRC, that it lies right after
+the one before in the base and sorts after it, and that the rows are exactly the appends
+the sender's summary says are merged. A rebuild writes its rows one by one (`IndexWriter`),
+so no index is ever held whole in memory.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import uuid
+import zlib
 from typing import Iterator
+
+from hydfs.checked_read import CorruptReplica
+from hydfs.idset import IdSet
 
 Entry = tuple  # (client, seq, ts, offset, size)
 
-ROW = struct.Struct("<Iqdqq")      # client number, seq, ts, offset, size
+_FIELDS = struct.Struct("<Iqdqq")  # client number, seq, ts, offset, size
+ROW = struct.Struct("<IqdqqI")     # ... and the CRC-32 of those 36 bytes
 READ_ROWS = 1024                   # rows read at once when iterating
+
+
+def pack_row(number: int, seq: int, ts: float, offset: int, size: int) -> bytes:
+    fields = _FIELDS.pack(number, seq, ts, offset, size)
+    return fields + struct.pack("<I", zlib.crc32(fields))
+
+
+def unpack_rows(data: bytes, first: int, where: str) -> list:
+    """The (number, seq, ts, offset, size) of each whole row of `data`, the first being row
+    `first`; CorruptReplica if one fails its CRC."""
+    view, out = memoryview(data), []
+    for i, row in enumerate(ROW.iter_unpack(data)):
+        if zlib.crc32(view[i * ROW.size:i * ROW.size + _FIELDS.size]) != row[5]:
+            raise CorruptReplica(f"{where}: index row {first + i} fails its checksum")
+        out.append(row[:5])
+    return out
 
 
 class BadIndex(ValueError):
@@ -95,44 +121,53 @@ class MergedIndex:
             if os.fstat(f.fileno()).st_size < count * ROW.size:
                 raise BadIndex(f"{index.file_name} holds fewer than {count} rows")
             f.truncate(count * ROW.size)
-            index._n = count
-            index._last = IndexView(f, count, index._clients, None).entry(count - 1)
+            number, seq, ts, offset, size = unpack_rows(
+                os.pread(f.fileno(), ROW.size, (count - 1) * ROW.size), count - 1, f.name)[0]
+        if number >= len(index._clients) or offset + size != int(meta["base_size"]):
+            raise BadIndex(f"{index.file_name}: its last row does not end the base")
+        index._n, index._last = count, (index._clients[number], seq, ts, offset, size)
         return index
 
     @classmethod
-    def receive(cls, folder: str, count: int, clients: list, chunks, base_size: int,
-                create_size: int) -> "MergedIndex":
+    def receive(cls, folder: str, count: int, clients: list, merged: IdSet, chunks,
+                base_size: int, create_size: int) -> "MergedIndex":
         """A peer's index: `count` rows from `chunks`, written to a new file in `folder`,
-        each checked against the base it came with (BadIndex)."""
+        each checked against the base it came with and the `merged` ids its summary gave
+        (BadIndex)."""
         index = cls()
-        if count < 0:
-            raise BadIndex(f"{count} index rows")
+        if count != len(merged):
+            raise BadIndex(f"{count} index rows for {len(merged)} merged appends")
         if not count:
-            _drain_expecting(chunks, 0)
+            extra = sum(len(c) for c in chunks)
+            if extra:
+                raise BadIndex(f"{extra} bytes past the base, and no index rows")
             return index
         index._name_clients(new_name(), [str(c) for c in clients])
-        at, carry, end = 0, b"", create_size
-        with open(os.path.join(folder, index.file_name), "wb") as f:
+        writer = IndexWriter(folder, index)
+        try:
+            at, carry, end, last = 0, b"", create_size, None
             for chunk in chunks:
                 data = carry + bytes(chunk)
                 whole = len(data) - len(data) % ROW.size
-                for number, seq, ts, offset, size in ROW.iter_unpack(data[:whole]):
-                    if number >= len(index._clients) or seq < 0 or size < 0 \
-                            or offset != end or offset + size > base_size:
-                        raise BadIndex(f"index row {at // ROW.size} does not fit the base")
-                    end = offset + size
-                    at += ROW.size
-                    index._last = (index._clients[number], seq, ts, offset, size)
-                f.write(data[:whole])
+                for number, seq, ts, offset, size in unpack_rows(data[:whole], at, "received"):
+                    if number >= len(index._clients) or size < 0 or offset != end \
+                            or offset + size > base_size or not math.isfinite(ts):
+                        raise BadIndex(f"index row {at} does not fit the base")
+                    entry = (index._clients[number], seq, ts, offset, size)
+                    if (entry[0], seq) not in merged or \
+                            last is not None and (ts, entry[0], seq) <= (last[2], last[0], last[1]):
+                        raise BadIndex(f"index row {at} is not the next merged append")
+                    writer.add(*entry)
+                    end, last, at = offset + size, entry, at + 1
                 carry = data[whole:]
-            if carry or at != count * ROW.size:
-                raise BadIndex(f"expected {count} index rows, received {at / ROW.size:g}")
+            if carry or at != count:
+                raise BadIndex(f"expected {count} index rows, received {at}")
             if end != base_size:
                 raise BadIndex(f"the index covers {end} of the base's {base_size} bytes")
-            f.flush()
-            os.fsync(f.fileno())
-        index._n = count
-        return index
+            return writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
 
     def _name_clients(self, file_name: str, clients: list[str]) -> None:
         self.file_name = file_name
@@ -152,7 +187,7 @@ class MergedIndex:
             number = numbers.setdefault(client, len(clients))
             if number == len(clients):
                 clients.append(client)
-            rows.append(ROW.pack(number, seq, ts, offset, size))
+            rows.append(pack_row(number, seq, ts, offset, size))
         file_name = self.file_name or new_name()
         with open(os.path.join(folder, file_name), "r+b" if self.file_name else "wb") as f:
             os.pwrite(f.fileno(), b"".join(rows), self._n * ROW.size)
@@ -196,7 +231,8 @@ class IndexView:
     def entry(self, i: int) -> Entry:
         if not 0 <= i < self._n:
             raise IndexError(i)
-        return self._entry(ROW.unpack(os.pread(self._file.fileno(), ROW.size, i * ROW.size)))
+        return self._entry(unpack_rows(os.pread(self._file.fileno(), ROW.size, i * ROW.size),
+                                       i, self._file.name)[0])
 
     def __iter__(self) -> Iterator[Entry]:
         for lo in range(0, self._n, READ_ROWS):
@@ -209,8 +245,8 @@ class IndexView:
     def _rows(self, lo: int, hi: int) -> list:
         data = os.pread(self._file.fileno(), (hi - lo) * ROW.size, lo * ROW.size)
         if len(data) != (hi - lo) * ROW.size:
-            raise BadIndex(f"the index ends before row {hi}")
-        return list(ROW.iter_unpack(data))
+            raise CorruptReplica(f"{self._file.name} ends before index row {hi}")
+        return unpack_rows(data, lo, self._file.name)
 
     def _entry(self, row: tuple) -> Entry:
         number, seq, ts, offset, size = row
@@ -240,7 +276,49 @@ class IndexView:
         return f"IndexView({self._n} entries)"
 
 
-def _drain_expecting(chunks, size: int) -> None:
-    got = sum(len(c) for c in chunks)
-    if got != size:
-        raise BadIndex(f"expected {size} index bytes, received {got}")
+class IndexWriter:
+    """A new index file written row by row (a rebuild, a received index), buffered, and
+    fsync'd by `finish`, which returns it as a MergedIndex; `abort` deletes it."""
+
+    def __init__(self, folder: str, index: MergedIndex | None = None):
+        self.index = index or MergedIndex()
+        if not self.index.file_name:
+            self.index.file_name = new_name()
+        self._path = os.path.join(folder, self.index.file_name)
+        self._file = open(self._path, "wb")
+        self._rows: list[bytes] = []
+        self._last: Entry | None = None
+
+    def add(self, client: str, seq: int, ts: float, offset: int, size: int) -> None:
+        index = self.index
+        number = index._numbers.setdefault(client, len(index._clients))
+        if number == len(index._clients):
+            index._clients.append(client)
+        self._rows.append(pack_row(number, seq, ts, offset, size))
+        self._last = (client, seq, ts, offset, size)
+        if len(self._rows) >= READ_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.write(b"".join(self._rows))
+        self.index._n += len(self._rows)
+        self._rows = []
+
+    def finish(self) -> MergedIndex:
+        self._flush()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        index = self.index
+        if not index._n:                    # nothing merged: no file
+            os.unlink(self._path)
+            index.file_name = ""
+        index._last = self._last
+        return index
+
+    def abort(self) -> None:
+        self._file.close()
+        try:
+            os.unlink(self._path)
+        except OSError:
+            pass

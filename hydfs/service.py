@@ -386,7 +386,8 @@ class HydfsService:
                 done["pulled"] += 1
                 self.metrics.rereplications.inc()
                 log.info("REPLICATE %s from vm%s (%s)", name, vm, how)
-            except (Unreachable, RemoteError, OSError, wire.ProtocolError, CorruptReplica) as exc:
+            except (Unreachable, RemoteError, OSError, wire.ProtocolError, CorruptReplica,
+                    ValueError) as exc:      # ValueError: a state that does not check out
                 log.warning("REPLICATE %s from vm%s failed: %s", name, vm, exc)
                 self._wake.set()
         for name in plan.drops:

@@ -156,12 +156,17 @@ class ReplicaStore:
     def append_chunks(self, name: str, append_id: tuple[str, int]):
         """(size, ts, chunks) of a held append, pending or merged, read from a snapshot."""
         snap = self.snapshot(name)
-        for rec, (f, offset, size, crcs, _) in snap.pending_pieces():
-            if rec.id == append_id:
-                return size, rec.ts, _closing(snap, read_piece(f, offset, size, crcs, False))
-        for client, seq, ts, offset, size in snap.index:
-            if (client, seq) == append_id:
-                return size, ts, _closing(snap, self.read_range(snap, offset, size))
+        try:
+            for rec, (f, offset, size, crcs, _) in snap.pending_pieces():
+                if rec.id == append_id:
+                    return size, rec.ts, _closing(snap, read_piece(f, offset, size, crcs, False))
+            if append_id in IdSet(snap.summary["merged"]):   # newest first: catch-ups want those
+                for client, seq, ts, offset, size in reversed(snap.index):
+                    if (client, seq) == append_id:
+                        return size, ts, _closing(snap, self.read_range(snap, offset, size))
+        except BaseException:
+            snap.close()
+            raise
         snap.close()
         raise NoSuchFile(f"{name} holds no append {append_id}")
 
@@ -190,12 +195,17 @@ class ReplicaStore:
             folder = self._dir(name)
             snap = Snapshot(st.version(), st.size, st.summary(), list(st.pending),
                             index=st.index.view(folder), create_size=st.create_size)
-            if st.base_size:
-                base = open(os.path.join(folder, st.base_file), "rb")
-                snap.pieces.append(Piece(base, 0, st.base_size, list(st.base_crcs), True))
-            if st.pending:
-                log = open(os.path.join(folder, st.pending_file), "rb")
-                snap.pieces += [Piece(log, r.offset, r.size, [r.crc], False) for r in st.pending]
+            try:
+                if st.base_size:
+                    base = open(os.path.join(folder, st.base_file), "rb")
+                    snap.pieces.append(Piece(base, 0, st.base_size, list(st.base_crcs), True))
+                if st.pending:
+                    log = open(os.path.join(folder, st.pending_file), "rb")
+                    snap.pieces += [Piece(log, r.offset, r.size, [r.crc], False)
+                                    for r in st.pending]
+            except BaseException:
+                snap.close()
+                raise
             return snap
 
     def read_chunks(self, snap: Snapshot):

@@ -62,14 +62,19 @@ def send_state(conn: Connection, store: ReplicaStore, name: str, full: bool,
 
 def state_layout(msg: dict, bulk: int) -> tuple[int, dict]:
     """(base bytes, index header) of a full state message whose payload is `bulk` bytes;
-    ProtocolError if they do not add up."""
-    base_size = int(msg.get("base_size", bulk))
-    index = msg.get("index") or {"count": 0, "clients": []}
-    if not isinstance(index, dict) or not isinstance(index.get("clients"), list) \
-            or not 0 <= base_size <= bulk \
-            or bulk - base_size != int(index.get("count", -1)) * ROW.size:
+    ProtocolError unless they are whole numbers, client ids and add up."""
+    base_size, index = msg.get("base_size"), msg.get("index")
+    count = index.get("count") if isinstance(index, dict) else None
+    clients = index.get("clients") if isinstance(index, dict) else None
+    if not (_whole(base_size) and _whole(count) and isinstance(clients, list)
+            and all(isinstance(c, str) for c in clients)
+            and base_size + count * ROW.size == bulk):
         raise wire.ProtocolError("a state's base and index do not fill its payload")
     return base_size, index
+
+
+def _whole(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
 
 
 def send_records(conn: Connection, name: str, records: list) -> None:
