@@ -83,6 +83,14 @@ class MergedIndex:
         self._numbers: dict[str, int] = {}      # client id -> number
         self._last: Entry | None = None
 
+    def copy(self) -> "MergedIndex":
+        """An index to extend without changing this one (the rows it adds go past this
+        one's count, which reads never pass)."""
+        other = MergedIndex()
+        other.file_name, other._n, other._last = self.file_name, self._n, self._last
+        other._clients, other._numbers = list(self._clients), dict(self._numbers)
+        return other
+
     def meta(self) -> dict:
         """What meta.json records of the index."""
         return {"index_file": self.file_name, "index_count": self._n,

@@ -358,13 +358,17 @@ class ReplicaStore:
             new = base_file.in_merge_order(r for r in st.pending if r.id in target)
             if not new:
                 return []
-            folder = self._dir(name)
+            # The merge works on a copy, swapped in once committed: if anything fails on
+            # the way (a full disk), the copy in use is still the one meta.json names.
+            folder, st = self._dir(name), dataclasses.replace(st, index=st.index.copy())
             base_file.merge_in(st, folder, new)
             merged = st.merged.union(IdSet.of(r.id for r in new))
             remaining = [r for r in st.pending if r.id not in merged]
             self._rewrite_pending(st, folder, remaining)
             st.gen, st.merge_id, st.merged = max(st.gen + 1, gen), merge_id, merged
             layout.commit_meta(self.root, st)
+            with self._guard:
+                self._files[name] = st
             self._note_change(name)
             return []
 

@@ -360,3 +360,26 @@ def test_a_state_transfer_streams_the_index_after_the_base_not_in_its_header(tmp
     assert content(dst, "f") == content(src, "f")
     assert entries(dst, "f") == entries(src, "f")
     assert entries(ReplicaStore(str(tmp_path / "b")), "f") == entries(src, "f")
+
+
+def test_a_merge_whose_commit_fails_leaves_the_copy_that_meta_json_names(tmp_path, monkeypatch):
+    # review: the merge changed the state in use before meta.json committed it, so after a
+    # failed commit (a full disk) new appends went to a pending log meta.json did not name
+    from hydfs import layout
+    store = ReplicaStore(str(tmp_path))
+    store.create("f", "id1", [b"head"], 4)
+    store.append("f", "c1", 1, 1.0, b"+one")
+    real = layout.commit_meta
+
+    def full_disk(root, st):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(layout, "commit_meta", full_disk)
+    with pytest.raises(OSError):
+        store.apply_merge("f", 1, "m1", IdSet.of([("c1", 1)]))
+    monkeypatch.setattr(layout, "commit_meta", real)
+    assert store.state("f").gen == 0 and len(store.state("f").pending) == 1
+    store.append("f", "c1", 2, 2.0, b"+two")
+    assert content(ReplicaStore(str(tmp_path)), "f") == b"head+one+two"     # after a crash
+    assert store.apply_merge("f", 1, "m1", IdSet.of([("c1", 1), ("c1", 2)])) == []
+    assert content(ReplicaStore(str(tmp_path)), "f") == b"head+one+two"
+    assert entries(store, "f") == [("c1", 1, 1.0, 4, 4), ("c1", 2, 2.0, 8, 4)]
