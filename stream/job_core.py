@@ -192,10 +192,10 @@ class JobCore:
         gone = (set(self.live) - set(workers)) | set(failed)
         self.live = list(workers)
         lost = [t for t, st in self.tasks.items() if st.vm in gone and st.phase != DOWN]
+        # one failure per worker lost: two killed at once and detected together are two
+        self.failures_recovered += len({self.tasks[task].vm for task in lost})
         for task in lost:
             self._down(task, f"vm{self.tasks[task].vm} failed")
-        if lost:
-            self.failures_recovered += 1
         return self._take()
 
     def started(self, now: float, task: TaskId, epoch: int, address: str) -> list:

@@ -106,6 +106,16 @@ def test_tasks_of_a_failed_worker_restart_elsewhere_and_everyone_gets_the_schedu
     assert core.failures_recovered == 1
 
 
+def test_two_workers_lost_in_one_membership_change_are_two_failures_recovered():
+    # `make demo` kills two workers at once: its summary said "1 failures recovered"
+    core, starts = started_job()
+    for s in starts:
+        core.started(0.5, s.task, s.epoch, f"{s.vm}:{s.task.stage}")
+    victims = {s.vm for s in starts[:1]} | {next(s.vm for s in starts if s.vm != starts[0].vm)}
+    core.members(1.0, [vm for vm in ("02", "03", "04") if vm not in victims])
+    assert core.failures_recovered == 2
+
+
 def test_a_crashed_process_restarts_in_place_and_one_that_keeps_crashing_fails_the_job():
     core, starts = started_job()
     s = starts[0]
