@@ -246,7 +246,7 @@ class TaskRunner:
         elif isinstance(core, SourceCore) and core.poll_due(now):
             self._poll(core)
         else:           # messages until the core's next deadline, then its tick
-            for item in drain(self.inbox.items, core.next_deadline(now)):
+            for item in drain(self.inbox.items, lambda: core.next_deadline(time.monotonic())):
                 if item[0] is NEWS:      # a poll may be due now: back to the top
                     core.on_news(time.monotonic(), item[1])
                     break

@@ -172,13 +172,15 @@ def wait_for(items: queue.Queue, timeout: float):
         return None
 
 
-def drain(items: queue.Queue, deadline: float):
-    """Inbox items until `deadline` (monotonic), without busy-waiting; a flood of items
-    does not hold the caller past the deadline."""
+def drain(items: queue.Queue, deadline):
+    """Inbox items until `deadline()` (monotonic), asked again after each item: an item
+    may make something due sooner (the last ack a source waited for: it is done now, not
+    at its next commit). No busy-waiting, and a flood of items does not hold the caller
+    past the deadline."""
     while True:
-        item = wait_for(items, deadline - time.monotonic())
+        item = wait_for(items, deadline() - time.monotonic())
         if item is None:
             return
         yield item
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline():
             return

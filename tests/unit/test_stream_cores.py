@@ -365,6 +365,22 @@ def test_an_inbox_holds_one_copy_of_a_resent_block():
 
 
 @pytest.mark.timeout(10)
+def test_an_item_that_makes_the_tick_due_sooner_ends_the_wait_for_more():
+    """Regression: the task loop waited for inbox items until the deadline it computed
+    before them, so a source whose last ack had just arrived (done: due at once) slept
+    until its next periodic commit, up to batch_interval, at the end of every job."""
+    import queue
+    import time
+    from stream.task_io import drain
+    items, due = queue.Queue(), [time.monotonic() + 5.0]
+    items.put("the last ack")
+    started = time.monotonic()
+    for item in drain(items, lambda: due[0]):
+        due[0] = time.monotonic()              # the core has something to do now
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.timeout(10)
 def test_the_leader_keeps_only_the_newest_ended_jobs_in_memory():
     """Ended jobs stay listed from their HyDFS records; memory holds the newest few."""
     from stream.job_spec import parse_job
