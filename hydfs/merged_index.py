@@ -71,7 +71,21 @@ def new_name() -> str:
     return f"index.{uuid.uuid4().hex[:12]}"
 
 
-class MergedIndex:
+class _Rows:
+    """What both an index and a view of it say without reading: how many rows, the last."""
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def last(self) -> Entry | None:
+        return self._last
+
+
+class MergedIndex(_Rows):
     """A replica's committed index: what meta.json says of it, and its last entry."""
     __slots__ = ("file_name", "_n", "_clients", "_numbers", "_last")
 
@@ -95,15 +109,6 @@ class MergedIndex:
         """What meta.json records of the index."""
         return {"index_file": self.file_name, "index_count": self._n,
                 "index_clients": list(self._clients)}
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __bool__(self) -> bool:
-        return self._n > 0
-
-    def last(self) -> Entry | None:
-        return self._last
 
     def __repr__(self) -> str:
         return f"MergedIndex({self._n} entries in {self.file_name or 'no file'})"
@@ -216,7 +221,7 @@ class MergedIndex:
         return IndexView(f, self._n, self._clients, self._last)
 
 
-class IndexView:
+class IndexView(_Rows):
     """A fixed number of an index's rows, read through an open handle (`MergedIndex.view`)."""
     __slots__ = ("_file", "_n", "_clients", "_last")
 
@@ -226,15 +231,6 @@ class IndexView:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __bool__(self) -> bool:
-        return self._n > 0
-
-    def last(self) -> Entry | None:
-        return self._last
 
     def entry(self, i: int) -> Entry:
         if not 0 <= i < self._n:
