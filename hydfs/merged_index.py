@@ -6,8 +6,8 @@ timestamp (the merge order sorts by it) and where its bytes lie (offset, size): 
 re-replication of single appends and rebuilding merges read them. A file that takes
 appends for days holds millions, so they live on disk, not in memory: ``index.<token>``
 holds one fixed-size row per merged append (`ROW`: client number, seq, ts, offset, size,
-and a CRC-32 of those; 40 bytes), in base order, which is merge order (base_file.py), so the last row is the
-greatest. The few client ids (one per writer attempt) and the row count are in meta.json
+and a CRC-32 of those; 40 bytes), in base order, which is merge order (base_file.py), so
+the last row is the greatest. The few client ids (one per writer attempt) and the row count are in meta.json
 (`meta`). In memory a `MergedIndex` holds only its client table, its count and its last
 entry, and no open file (a node may hold thousands of files).
 
