@@ -177,10 +177,12 @@ def drain(items: queue.Queue, deadline):
     may make something due sooner (the last ack a source waited for: it is done now, not
     at its next commit). No busy-waiting, and a flood of items does not hold the caller
     past the deadline."""
+    left = deadline() - time.monotonic()
     while True:
-        item = wait_for(items, deadline() - time.monotonic())
+        item = wait_for(items, left)
         if item is None:
             return
         yield item
-        if time.monotonic() >= deadline():
+        left = deadline() - time.monotonic()
+        if left <= 0:
             return
