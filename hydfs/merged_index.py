@@ -62,6 +62,14 @@ def unpack_rows(data: bytes, first: int, where: str) -> list:
     return out
 
 
+def _number(numbers: dict[str, int], clients: list[str], client: str) -> int:
+    """`client`'s number in the table (`numbers` its inverse), added if it is new."""
+    number = numbers.setdefault(client, len(clients))
+    if number == len(clients):
+        clients.append(client)
+    return number
+
+
 class BadIndex(ValueError):
     """Index rows that do not describe the base they came with (a corrupt or hostile
     transfer, or a damaged file)."""
@@ -195,12 +203,8 @@ class MergedIndex(_Rows):
         if not entries:
             return
         numbers, clients = dict(self._numbers), list(self._clients)
-        rows = []
-        for client, seq, ts, offset, size in entries:
-            number = numbers.setdefault(client, len(clients))
-            if number == len(clients):
-                clients.append(client)
-            rows.append(pack_row(number, seq, ts, offset, size))
+        rows = [pack_row(_number(numbers, clients, client), seq, ts, offset, size)
+                for client, seq, ts, offset, size in entries]
         file_name = self.file_name or new_name()
         with open(os.path.join(folder, file_name), "r+b" if self.file_name else "wb") as f:
             os.pwrite(f.fileno(), b"".join(rows), self._n * ROW.size)
@@ -235,8 +239,7 @@ class IndexView(_Rows):
     def entry(self, i: int) -> Entry:
         if not 0 <= i < self._n:
             raise IndexError(i)
-        return self._entry(unpack_rows(os.pread(self._file.fileno(), ROW.size, i * ROW.size),
-                                       i, self._file.name)[0])
+        return self._entry(self._rows(i, i + 1)[0])
 
     def __iter__(self) -> Iterator[Entry]:
         for lo in range(0, self._n, READ_ROWS):
@@ -247,10 +250,14 @@ class IndexView(_Rows):
             yield from map(self._entry, reversed(self._rows(max(hi - READ_ROWS, 0), hi)))
 
     def _rows(self, lo: int, hi: int) -> list:
+        return unpack_rows(self._bytes(lo, hi), lo, self._file.name)
+
+    def _bytes(self, lo: int, hi: int) -> bytes:
+        """Rows [lo, hi) as stored; CorruptReplica if the file ends before them."""
         data = os.pread(self._file.fileno(), (hi - lo) * ROW.size, lo * ROW.size)
         if len(data) != (hi - lo) * ROW.size:
             raise CorruptReplica(f"{self._file.name} ends before index row {hi}")
-        return unpack_rows(data, lo, self._file.name)
+        return data
 
     def _entry(self, row: tuple) -> Entry:
         number, seq, ts, offset, size = row
@@ -270,11 +277,7 @@ class IndexView(_Rows):
     def chunks(self) -> Iterator[bytes]:
         """The rows' bytes, in blocks."""
         for lo in range(0, self._n, READ_ROWS):
-            hi = min(lo + READ_ROWS, self._n)
-            yield os.pread(self._file.fileno(), (hi - lo) * ROW.size, lo * ROW.size)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, IndexView) and list(self) == list(other)
+            yield self._bytes(lo, min(lo + READ_ROWS, self._n))
 
     def __repr__(self) -> str:
         return f"IndexView({self._n} entries)"
@@ -294,10 +297,7 @@ class IndexWriter:
         self._last: Entry | None = None
 
     def add(self, client: str, seq: int, ts: float, offset: int, size: int) -> None:
-        index = self.index
-        number = index._numbers.setdefault(client, len(index._clients))
-        if number == len(index._clients):
-            index._clients.append(client)
+        number = _number(self.index._numbers, self.index._clients, client)
         self._rows.append(pack_row(number, seq, ts, offset, size))
         self._last = (client, seq, ts, offset, size)
         if len(self._rows) >= READ_ROWS:
