@@ -25,8 +25,8 @@ Merges also happen on their own (`merge_due`): a replica keeps each pending appe
 in memory, and a file that takes appends for as long as a following job runs (its source,
 its DEST, its tasks' logs) would hold ever more of them. The file's primary merges it once
 it holds `[hydfs] merge_after_appends` pending appends or MERGE_AFTER_BYTES of them, so what
-a replica keeps per file is bounded; merged appends cost only their compact index entry
-(merged_index.py). A merge changes no view (view.py), so readers of the file never notice.
+a replica keeps per file is bounded; a merged append costs only its row in the index file
+beside the base (merged_index.py), on disk. A merge changes no view (view.py), so readers of the file never notice.
 
 An automatic merge takes fewer appends than `merge` (`automatic_plan`): what any replica
 merged already, and the coordinator's own pending appends stamped MERGE_GRACE seconds ago
