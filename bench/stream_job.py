@@ -98,6 +98,27 @@ def placement(cluster: LocalCluster, job: str, vms=None) -> dict:
     return where
 
 
+def running_tasks(cluster: LocalCluster, vm: str = LEADER, timeout: float = 30.0) -> dict:
+    """task name -> node of the job that runs now, once every task of it runs (`jobs`,
+    then `job JOBID`: where the leader placed them, chained OP1 tasks included)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [j["job"] for j in cluster.query(vm, "jobs")["jobs"]
+                   if j["state"] == "running"]
+        if running:
+            tasks = cluster.query(vm, "job", running[0])["tasks"]
+            if tasks and all(t["state"] == "running" for t in tasks):
+                return {t["task"]: t["vm"] for t in tasks}
+        time.sleep(0.05)
+    raise TimeoutError(f"no job with every task running within {timeout:g} s")
+
+
+def workers_without_a_source(tasks: dict) -> list[str]:
+    """The nodes that run tasks of the job (`running_tasks`) but none of its sources."""
+    sources = {vm for task, vm in tasks.items() if task.startswith("source-")}
+    return sorted({vm for vm in tasks.values()} - sources)
+
+
 def rainstorm_run(cluster: LocalCluster, app: int, n: int, rep: int, src: str,
                   expected: Counter, gate: QuietGate, tasks: int = TASKS,
                   tag: str = "") -> dict:

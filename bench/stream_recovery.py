@@ -1,8 +1,10 @@
 """The recovery part of the stream benchmark: App 2 at a fixed rate, with and without a
 kill -9 of two workers, and the times of what follows the kill.
 
-`expected_schedule` predicts where the leader puts the tasks (stream.scheduler's `assign`),
-so that the victims are workers that run no source task. Each scenario gets a fresh cluster
+`expected_schedule` predicts where the leader puts the tasks (stream.scheduler's `assign`;
+App 2's OP1 is a filter, so it runs in the source tasks, `[stream] chain`), so that the
+victims are chosen by what they run: two OP2 workers, and a source (with its OP1) with an
+OP2 worker. Each scenario gets a fresh cluster
 and a warm-up job; the run's times come from the leader's output lines (JobRun.lines) and
 the nodes' logs: kill -> FAIL at the leader -> "task X moves" -> replacement tasks started,
 the longest stretch without output, the first progress line with more output, and
@@ -22,7 +24,7 @@ from bench.stream_job import APP2_ROW, MOVE, JobRun, first_job, placement
 from bench.stream_measure import OthersMeter, QuietGate
 from bench.stream_setup import LEADER, MEMBERSHIP, NODES, TASKS, Oracle, data_file
 from hydfs.ring import Ring
-from stream.scheduler import assign, workers_for
+from stream.scheduler import CHAINED_STAGES, assign, workers_for
 
 
 def expected_schedule(vms: list, src: str) -> dict:
@@ -30,9 +32,11 @@ def expected_schedule(vms: list, src: str) -> dict:
     assign, sources first on the workers that hold a replica of SRC (when assign takes
     source_hosts, as it does since sources read their replica from local disk)."""
     workers = workers_for(vms, LEADER)
-    if "source_hosts" in inspect.signature(assign).parameters:
-        return assign(workers, TASKS, source_hosts=Ring(vms, RING_BITS).replicas(src, REPLICAS))
-    return assign(workers, TASKS)
+    params = inspect.signature(assign).parameters
+    extra = {"stages": CHAINED_STAGES} if "stages" in params else {}
+    if "source_hosts" in params:
+        extra["source_hosts"] = Ring(vms, RING_BITS).replicas(src, REPLICAS)
+    return assign(workers, TASKS, **extra)
 
 
 class Recovery:
@@ -49,16 +53,14 @@ class Recovery:
         schedule = expected_schedule([f"{i:02d}" for i in range(1, NODES + 1)], src)
         sources = {vm for t, vm in schedule.items() if t.stage == 0}
         non_source = [vm for vm in sorted(set(schedule.values())) if vm not in sources]
-        by_stage = {s: [vm for t, vm in sorted(schedule.items()) if t.stage == s] for s in (1, 2)}
-        stage_of = {vm: t.stage for t, vm in schedule.items()}
+        op2s = [vm for t, vm in sorted(schedule.items()) if t.stage == 2]
         first_two = non_source[:2]
         scenarios = [("none", []), ("first two workers without a source task", first_two)]
-        if not self.args.quick:     # the other mix of OP1 / OP2 workers than first_two's
-            op1s, op2s = by_stage[1], by_stage[2]
-            if sorted(stage_of[vm] for vm in first_two) == [1, 1]:
-                scenarios.append(("an OP1 and an OP2 (count) worker", [op1s[0], op2s[0]]))
-            else:
-                scenarios.append(("two OP1 workers", op1s[:2]))
+        if not self.args.quick:     # a source, which runs OP1, and an OP2 (count) worker
+            source = next(vm for t, vm in sorted(schedule.items()) if t.stage == 0
+                          and vm not in op2s)
+            scenarios.append(("a source (with OP1) and an OP2 (count) worker",
+                              [source, next(vm for vm in op2s if vm != source)]))
         rows = []
         for i, (label, victims) in enumerate(scenarios):
             with running_cluster(self.workdir / f"recovery-{i}", NODES, MEMBERSHIP,

@@ -119,7 +119,11 @@ def render_throughput(r: dict, reps: int) -> str:
     out.append("### Ratios (medians): RainStorm time / peer time\n\n" + md_table(
         ["app", "lines", "RainStorm s"] + [f"{e} s" for e in engines] +
         [f"RS / {e}" for e in engines], rows))
-    roles = ["leader node", "worker nodes", "source tasks", "op1 tasks", "op2 tasks"]
+    # OP1 runs in the source tasks when it is stateless ([stream] chain): no op1 tasks
+    chained = not any(s.get("cpu", {}).get("op1 tasks") for s in summary.values())
+    roles = ["leader node", "worker nodes", "source tasks"] + \
+        ([] if chained else ["op1 tasks"]) + ["op2 tasks"]
+    labels = {"source tasks": "source tasks (with OP1)"} if chained else {}
     for extra in ("mixed tasks", "spare tasks"):
         if any(s.get("cpu", {}).get(extra) for s in summary.values()):
             roles.append(extra)
@@ -140,7 +144,7 @@ def render_throughput(r: dict, reps: int) -> str:
                "(the tasks it ran, and the warm spare task processes it starts as a job ends, "
                "as far as they got by then). "
                f"Idle, the ten nodes use {r['idle_cluster_cpu']:.1%} of one core.\n\n" +
-               md_table(["app", "lines", "job s"] + [f"{k}" for k in roles] +
+               md_table(["app", "lines", "job s"] + [labels.get(k, k) for k in roles] +
                         ["total", f"share of {os.cpu_count()} cores"], rows))
     return "\n\n".join(out)
 

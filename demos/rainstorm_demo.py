@@ -18,10 +18,10 @@ import tempfile
 import threading
 
 from bench import reference_apps
+from bench.stream_job import running_tasks, workers_without_a_source
 from bench.gen_traffic_signs import iter_lines, write_csv
 from cluster.local_cluster import LocalCluster
 from stream.commands import summary_text
-from stream.scheduler import assign, workers_for
 
 APPS = {
     "App 1": ("grep", "signs_select", "No Outlet"),
@@ -36,7 +36,9 @@ def expected(app: str, lines: list[str]) -> collections.Counter:
     return reference_apps.app2_expected_rows(lines, arg)
 
 
-def run_app(cluster, app: str, src: str, dest: str, rate: str, kill: list[str]) -> dict:
+def run_app(cluster, app: str, src: str, dest: str, rate: str, kill: int = 0) -> dict:
+    """Run one app; `kill`: kill -9 that many workers that run its tasks (no source, not the
+    leader) once it reads, where the leader placed them."""
     op1, op2, arg = APPS[app]
     print(f"\n== {app}: RainStorm {op1} {op2} {src} {dest} 3 --op1-args \"{arg}\"")
     result, reading = {}, threading.Event()
@@ -53,8 +55,9 @@ def run_app(cluster, app: str, src: str, dest: str, rate: str, kill: list[str]) 
     thread.start()
     if kill:
         reading.wait(30)
-        print(f"  !! kill -9 of workers vm{' and vm'.join(kill)}")
-        for vm in kill:
+        victims = workers_without_a_source(running_tasks(cluster))[:kill]
+        print(f"  !! kill -9 of workers vm{' and vm'.join(victims)}")
+        for vm in victims:
             cluster.kill(vm)
     thread.join()
     print("  " + summary_text(result))
@@ -88,14 +91,11 @@ def main() -> None:
         cluster.query("01", "create", f"{root}/{src}", src, timeout=120)
         print(f"10 nodes up; {src} ({args.lines} lines) created in HyDFS")
         lines = list(iter_lines(args.lines))
-        run_app(cluster, "App 1", src, "app1_out", "0", kill=[])
+        run_app(cluster, "App 1", src, "app1_out", "0")
         check(cluster, "App 1", "app1_out", lines)
-        schedule = assign(workers_for(cluster.vms, "01"), 3)
-        sources = {vm for t, vm in schedule.items() if t.stage == 0}
-        victims = [] if args.no_kill else \
-            [vm for vm in workers_for(cluster.vms, "01") if vm not in sources][:2]
-        rate = str(max(args.lines // 4, 1000)) if victims else "0"
-        run_app(cluster, "App 2", src, "app2_out", rate, kill=victims)
+        kill = 0 if args.no_kill else 2
+        rate = str(max(args.lines // 4, 1000)) if kill else "0"
+        run_app(cluster, "App 2", src, "app2_out", rate, kill=kill)
         check(cluster, "App 2", "app2_out", lines)
         print(f"\nlogs: {root}/logs/   task logs in HyDFS: rainstorm/<job>/<task>.log")
     finally:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stream.scheduler import TaskId, assign, reassign
+from stream.scheduler import ALL_STAGES, TaskId, assign, reassign
 
 MAX_TASK_RESTARTS = 3          # a task that keeps dying (a broken operator) fails the job
 AVOID_FOR = 10.0               # seconds a worker that failed a start is passed over
@@ -104,12 +104,13 @@ class TaskState:
 class JobCore:
     def __init__(self, num_tasks: int, workers: list[str], now: float, stall_timeout: float,
                  source_hosts: list[str] = (), silence: float = 30.0, following: bool = False,
-                 epoch_floor: int = 0):
+                 epoch_floor: int = 0, stages: tuple = ALL_STAGES):
         """`silence`: a running attempt that has not reported for this long is taken for
         dead (its node's word of its exit may have been lost). `following`: a job that
         reads SRC until stopped, which may rightly be idle for ever. `epoch_floor`: every
-        attempt this core starts gets a higher epoch."""
-        placement = assign(workers, num_tasks, source_hosts=source_hosts)
+        attempt this core starts gets a higher epoch. `stages`: those that have tasks
+        (CHAINED_STAGES when the sources run OP1)."""
+        placement = assign(workers, num_tasks, source_hosts=source_hosts, stages=stages)
         self.tasks = {task: TaskState(vm=vm) for task, vm in placement.items()}
         self.num_tasks = num_tasks
         self.live = list(workers)
@@ -265,9 +266,11 @@ class JobCore:
     def totals(self) -> dict:
         def total(stage, key):
             return sum(st.stats.get(key, 0) for t, st in self.tasks.items() if t.stage == stage)
-        return {"in": total(0, "in"), "op1_out": total(1, "out"), "out": total(2, "out"),
-                "dropped": total(1, "dropped") + total(2, "dropped"),
-                "errors": total(1, "errors") + total(2, "errors")}
+        # a source that runs OP1 (chained) counts OP1's output, drops and errors itself
+        return {"in": total(0, "in"), "op1_out": total(0, "out") + total(1, "out"),
+                "out": total(2, "out"),
+                "dropped": sum(total(stage, "dropped") for stage in ALL_STAGES),
+                "errors": sum(total(stage, "errors") for stage in ALL_STAGES)}
 
     # -- placing ----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from stream.job import Job
 from stream.job_core import JobCore
 from stream.job_spec import JobSpec
 from stream.operators import AGGREGATE, OperatorError, load_operator
-from stream.scheduler import STAGES, TaskId
+from stream.scheduler import ALL_STAGES, CHAINED_STAGES, TaskId
 from stream.source_plan import Partition, block_bytes_for, plan_partitions
 from stream.succession import attempt_floor
 from stream.task_spec import TaskSpec
@@ -80,12 +80,16 @@ class JobSetup:
             raise CommandError(str(exc)) from None
         return view
 
-    def plan(self, ctx: Context, job: Job, op2, view, workers: list[str],
+    def plan(self, ctx: Context, job: Job, ops, view, workers: list[str],
              logs_made: bool = False) -> None:
         """Partitions, the tasks' logs, their specs and first placement on `workers`
-        (`logs_made`: an earlier leader may have made the logs, empty)."""
+        (`logs_made`: an earlier leader may have made the logs, empty). `ops`: the loaded
+        (OP1, OP2); a stateless OP1 runs in the sources when `[stream] chain` is on."""
         spec = job.spec
-        tasks = [TaskId(stage, i) for stage in range(STAGES) for i in range(spec.num_tasks)]
+        op1, op2 = ops
+        chained = self.config.stream.chain and op1.kind != AGGREGATE
+        stages = CHAINED_STAGES if chained else ALL_STAGES
+        tasks = [TaskId(stage, i) for stage in stages for i in range(spec.num_tasks)]
         with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
             # the tasks' (empty) logs, made while the partitions are cut
             logs = [pool.submit(create_empty, self.client, task_log.log_name(job.id, str(t)),
@@ -99,13 +103,16 @@ class JobSetup:
             raise CommandError("no live worker to run the job")
         job.core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
                            source_hosts=self.client.owners(spec.src), silence=self.lease,
-                           following=spec.follow, epoch_floor=attempt_floor(job.epoch))
+                           following=spec.follow, epoch_floor=attempt_floor(job.epoch),
+                           stages=stages)
         for task in job.core.tasks:
-            job.templates[task] = self._task_spec(ctx, job, task, op2, partitions, size, view)
+            job.templates[task] = self._task_spec(ctx, job, task, op2, partitions, size, view,
+                                                  chained)
         placed = {st.vm for st in job.core.tasks.values()}
         ctx.emit(f"job {job.id}: {spec.op1} -> {spec.op2} over {spec.src} ({size} bytes"
                  f"{', following its appends' if spec.follow else ''}) into {spec.dest}, "
-                 f"{spec.num_tasks} tasks per stage on {len(placed)} workers")
+                 f"{spec.num_tasks} tasks per stage on {len(placed)} workers"
+                 f"{f' ({spec.op1} runs in the source tasks)' if chained else ''}")
 
     def partitions(self, spec: JobSpec, view) -> tuple[int, list]:
         """(SRC's snapshot size, its partitions). Cutting them reads the whole snapshot to
@@ -130,15 +137,18 @@ class JobSetup:
             raise CommandError(str(exc)) from None
 
     def _task_spec(self, ctx, job: Job, task: TaskId, op2, partitions, size: int,
-                   view) -> TaskSpec:
+                   view, chained: bool) -> TaskSpec:
+        """`chained`: the sources run OP1, and send to stage 2 themselves."""
         spec = job.spec
-        operator, arg = [("", ""), (spec.op1, spec.op1_args), (spec.op2, spec.op2_args)][task.stage]
+        runs_op1 = task.stage == 1 or (chained and task.stage == 0)
+        operator, arg = [("", ""), (spec.op1, spec.op1_args), (spec.op2, spec.op2_args)][
+            1 if runs_op1 else task.stage]
         source = task.stage == 0
         return TaskSpec(
             job.id, task, spec.num_tasks, spec.src, spec.dest,
             self.config.stream.batch_interval, self.config.stream.state_flush_interval,
-            operator, arg, ctx.cwd, next_stateful=task.stage == 1 and op2.kind == AGGREGATE,
-            next_reads_values=task.stage != 1 or op2.reads_values,
+            operator, arg, ctx.cwd, next_stateful=runs_op1 and op2.kind == AGGREGATE,
+            next_reads_values=not runs_op1 or op2.reads_values, chained=chained,
             partition=partitions[task.index] if source else None,
             block_bytes=block_bytes_for(size, spec.num_tasks),
             source_rate=spec.source_rate / spec.num_tasks, lease=self.lease,

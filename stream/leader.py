@@ -298,7 +298,8 @@ class Leader(JobDriver):
             job.templates[template.task] = template
         job.core = JobCore(spec.num_tasks, self._workers(), time.monotonic(),
                            self.stall_timeout, silence=self.lease, following=spec.follow,
-                           epoch_floor=attempt_floor(epoch))
+                           epoch_floor=attempt_floor(epoch),
+                           stages=tuple(sorted({t.stage for t in job.templates})))
         effects = job.core.adopt(
             time.monotonic(), placement_of(record),
             [(task, vm, epoch, address) for job_id, task, vm, epoch, address in running
@@ -322,7 +323,7 @@ class Leader(JobDriver):
         if job_id == ctx.request and (job_id in self.jobs or self._readable_record(job_id)):
             return self._again(ctx, spec, job_id, epoch)
         job = Job(job_id, spec, epoch=epoch)
-        _, op2 = self.setup.check_operators(ctx, spec)
+        ops = self.setup.check_operators(ctx, spec)
         self.setup.check_names(spec)
         try:
             self.records.create(job.id, {"spec": spec.to_wire(), "cwd": ctx.cwd}, epoch)
@@ -338,7 +339,7 @@ class Leader(JobDriver):
         ctx.note({"job": job.id})
         if not spec.detach:
             job.consoles.append(ctx)
-        self._prepare(ctx, job, dest_made=False, op2=op2)
+        self._prepare(ctx, job, dest_made=False, ops=ops)
         if spec.detach:
             return {"job": job.id, "state": RUNNING}
         return self._await(job)
@@ -351,15 +352,15 @@ class Leader(JobDriver):
             return {"job": job_id, "state": job.state if job else RUNNING}
         return self.wait(ctx, job_id)
 
-    def _prepare(self, ctx: Context, job: Job, dest_made: bool, op2=None) -> None:
+    def _prepare(self, ctx: Context, job: Job, dest_made: bool, ops=None) -> None:
         """Snapshot, DEST, partitions, the tasks' logs and specs, into the record; then the
         job's thread. `dest_made`: an earlier leader may have made DEST and the logs (and
         nothing else: no task starts before the specs are in the record). On failure the
         job is failed (or, if this node was deposed meanwhile, left to the new leader)."""
         try:
-            op2 = op2 or self.setup.check_operators(ctx, job.spec)[1]
+            ops = ops or self.setup.check_operators(ctx, job.spec)
             view = self.setup.check_files(job.spec, dest_made)
-            self.setup.plan(ctx, job, op2, view, self._workers(), logs_made=dest_made)
+            self.setup.plan(ctx, job, ops, view, self._workers(), logs_made=dest_made)
             self.records.update(job.id, {"templates": [
                 job.templates[t].to_wire() for t in sorted(job.templates)]}, job.epoch,
                 strict=True)

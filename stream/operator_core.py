@@ -41,10 +41,9 @@ from stream import delivery
 from stream import messages as m
 from stream import task_log, tuple_codec
 from stream.effects import AppendDest
-from stream.partition import route_block, split_by_key
+from stream.forwarding import apply_to_lines, block_messages, route_output
 from stream.scheduler import TaskId
-from stream.source_plan import block_lines
-from stream.task_core import SAMPLE_ROWS, TaskCore, stage_salt
+from stream.task_core import SAMPLE_ROWS, TaskCore
 from stream.task_log import Recovered
 from stream.task_spec import TaskSpec
 
@@ -196,15 +195,16 @@ class OperatorCore(TaskCore):
         batch, self.pending = self.pending, {}
         outputs, counts = {}, {}
         state_before = dict(self.state) if self.op.stateful else None
+        state = self.state if self.op.stateful else None
         for bid, (message, payload) in batch.items():
-            result, n_in = None, message.get("lines")
             if message["enc"] == "lines":
-                result = self.op.apply_lines(payload, message["first_line"], self.spec.src)
-            if result is None:
-                keys, values = self._tuples(message, payload)
-                n_in = len(keys) if n_in is None else n_in
-                result = self.op.apply(keys, values, self.state if self.op.stateful else None)
-            outputs[bid] = self._route(bid, result.keys, result.values)
+                result, _ = apply_to_lines(self.op, payload, message["first_line"],
+                                           self.spec.src, state)
+                n_in = message["lines"]
+            else:
+                keys, values = tuple_codec.decode(message, payload)
+                result, n_in = self.op.apply(keys, values, state), len(keys)
+            outputs[bid] = route_output(self.spec, bid, result.keys, result.values, self.final)
             counts[bid] = {"in": n_in, "out": len(result.keys), "dropped": result.dropped,
                            "errors": result.errors}
         if not self.write_ahead:
@@ -231,35 +231,12 @@ class OperatorCore(TaskCore):
             for bid, outs in outputs.items():
                 self._forward(now, bid, outs)
 
-    def _tuples(self, message: dict, payload: bytes) -> tuple[list, list]:
-        if message["enc"] == "lines":
-            values = block_lines(payload)
-            first, src = message["first_line"], self.spec.src
-            return [f"{src}:{first + i}" for i in range(len(values))], values
-        return tuple_codec.decode(message, payload)
-
-    def _route(self, bid: str, keys: list, values: list) -> dict:
-        if self.final:
-            return {"dest": [keys, values]} if keys else {}
-        if not self.spec.next_reads_values:       # e.g. count: its values go unread
-            values = [""] * len(keys)
-        n = self.spec.num_tasks
-        if self.spec.next_stateful:
-            return {str(i): [k, v] for i, (k, v) in enumerate(split_by_key(keys, values, n)) if k}
-        return {str(route_block(stage_salt(2, bid), n)): [keys, values]} if keys else {}
-
     def _forward(self, now: float, bid: str, outs: dict) -> None:
         if not outs:
             self._finish(bid)
             return
         self.inflight[bid] = {int(d) for d in outs}
-        self.sent[bid] = {}
-        for dest, (keys, values) in outs.items():
-            to = TaskId(2, int(dest))
-            how, payload = tuple_codec.encode(keys, values)
-            message = dict({"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
-                            "to": to.to_wire(), "id": bid}, **how)
-            self.sent[bid][to] = (message, payload)
+        self.sent[bid] = block_messages(self.spec, bid, outs)
         self._resend(now, bid, self.sent[bid])
 
     def _resend(self, now: float, bid: str, by_dest: dict, only=None) -> None:

@@ -21,6 +21,11 @@ def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
+def stage_salt(stage: int, bid: str) -> str:
+    """What block `bid` is routed by on its way into `stage`: each hop draws afresh."""
+    return f"{bid}/{stage}"
+
+
 def route_block(block_id: str, num_tasks: int) -> int:
     return stable_hash(block_id) % num_tasks
 

@@ -1,6 +1,7 @@
 """Task placement: which worker runs which task, and where a failed worker's tasks go.
 
-A job has three stages (0 = source, 1 = OP1, 2 = OP2) of NUM_TASKS tasks each. The leader
+A job has three stages (0 = source, 1 = OP1, 2 = OP2) of NUM_TASKS tasks each; when OP1 is
+stateless its sources run it (chained), and only stages 0 and 2 have tasks. The leader
 deals tasks out stage by stage to the live workers, always to the worker with the fewest
 tasks so far (ties broken by a rotating start), so every worker gets within one task of the
 same load and a stage's tasks land on different workers when there are enough of them. The
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 STAGES = 3
 STAGE_NAMES = ("source", "op1", "op2")
+ALL_STAGES = (0, 1, 2)
+CHAINED_STAGES = (0, 2)          # the sources run a stateless OP1 themselves (chained)
 
 
 @dataclass(frozen=True, order=True)
@@ -43,17 +46,18 @@ def workers_for(live: list[str], leader: str) -> list[str]:
     return workers or sorted(live)
 
 
-def assign(workers: list[str], num_tasks: int,
-           source_hosts: list[str] = ()) -> dict[TaskId, str]:
-    """Deal the tasks out; sources go first to `source_hosts` (the workers holding a replica
-    of the source file: they read it from their own disk) while those are not busier."""
+def assign(workers: list[str], num_tasks: int, source_hosts: list[str] = (),
+           stages: tuple = ALL_STAGES) -> dict[TaskId, str]:
+    """Deal the tasks of `stages` out; sources go first to `source_hosts` (the workers
+    holding a replica of the source file: they read it from their own disk) while those are
+    not busier."""
     if not workers:
         raise ValueError("no live workers to run the job")
     load = {vm: 0 for vm in workers}
     local = [vm for vm in source_hosts if vm in load]
     schedule = {}
     turn = 0
-    for stage in range(STAGES):
+    for stage in stages:
         for index in range(num_tasks):
             order = workers[turn % len(workers):] + workers[:turn % len(workers)]
             if stage == 0 and local:

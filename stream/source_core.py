@@ -41,16 +41,17 @@ no earlier than its first line is due, which replays the file as a stream.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 
 from hydfs.idset import IdSet
-from stream import delivery
 from stream import messages as m
 from stream import task_log
-from stream.partition import route_block
+from stream.forwarding import apply_to_lines, block_messages, route_output
+from stream.in_flight import InFlight
+from stream.partition import route_block, stage_salt
 from stream.scheduler import TaskId
 from stream.source_plan import cut_blocks
-from stream.task_core import TaskCore, stage_salt
+from stream.task_core import TaskCore
 from stream.task_log import Recovered
 from stream.task_spec import TaskSpec
 
@@ -61,17 +62,17 @@ FAILED_POLL_PAUSE = 1.0
 
 
 class SourceCore(TaskCore):
-    def __init__(self, spec: TaskSpec, recovered: Recovered, now: float):
+    def __init__(self, spec: TaskSpec, recovered: Recovered, now: float, operator=None):
         super().__init__(spec, recovered, now)
+        self.op = operator                         # a chained OP1 (spec.chained), or None
         self.read_before = recovered.stats.get("in", 0)   # lines read by earlier attempts
         self.read = 0                                     # ... and by this one, from the start
         self.acked = recovered.completed
-        self.ready: deque = deque()                # (bid, dest, message, block, due) to send
+        self.ready: deque = deque()                # (bid, first line, lines, block, due)
         self.ready_bytes = 0
-        self.unacked: OrderedDict = OrderedDict()  # bid -> [dest, message, block, sent_at]
-        self.unacked_bytes = 0
+        self.unacked = InFlight(spec.resend_after, now)   # sent, not acked by all: resent
         self.newly_acked: list[str] = []
-        self.heard: dict[TaskId, float] = {}       # OP1 task -> when it last acked
+        self.op_counts: dict[str, dict] = {}       # chained: block -> OP1's counts, till done
         self.leftover = b""
         self.block_no = 0
         self.line = spec.partition.first_line
@@ -168,7 +169,7 @@ class SourceCore(TaskCore):
         """Should the shell ask for SRC's settled appends now?"""
         return (self.follower and self.partition_read and not self.fed_all
                 and not self.batches and self.end is None and self._room()
-                and self.unacked_bytes <= self.spec.window_bytes and now >= self.next_poll)
+                and self.unacked.bytes <= self.spec.window_bytes and now >= self.next_poll)
 
     def on_news(self, now: float, held: IdSet | None = None) -> None:
         """A replica of SRC holds an append this source has not seen (`held`: what that
@@ -254,23 +255,36 @@ class SourceCore(TaskCore):
         if task_log.block_key(bid) in self.acked:
             self._count(lines)
             return                                  # a replacement: done before
-        dest = TaskId(1, route_block(stage_salt(1, bid), self.spec.num_tasks))
-        message = {"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
-                   "to": dest.to_wire(), "id": bid, "enc": "lines", "first_line": first,
-                   "lines": lines}
         due = self._due(first) if paced else float("-inf")
-        self.ready.append((bid, dest, message, block, due))
+        self.ready.append((bid, first, lines, block, due))
         self.ready_bytes += len(block)
 
     def _release(self, now: float) -> None:
         """Send what the window and the rate allow."""
         while self.ready and self.ready[0][4] <= now and self._window_takes(self.ready[0][3]):
-            bid, dest, message, block, _ = self.ready.popleft()
-            self._count(message["lines"])       # `--rate` paces this: so do the counts
+            bid, first, lines, block, _ = self.ready.popleft()
+            self._count(lines)                  # `--rate` paces this: so do the counts
             self.ready_bytes -= len(block)
-            self.unacked[bid] = [dest, message, block, now]
-            self.unacked_bytes += len(block)
-            self.send(dest, message, block)
+            sends = self._messages(bid, first, lines, block)
+            if not sends:                       # a chained OP1 put nothing out: done
+                self.newly_acked.append(bid)
+                continue
+            for to, message, payload in self.unacked.add(now, bid, sends, len(block)):
+                self.send(to, message, payload)
+
+    def _messages(self, bid: str, first: int, lines: int, block: bytes) -> dict:
+        """Block `bid`'s messages: the lines to their OP1 task, or a chained OP1's output
+        to the stage-2 tasks it goes to (none, for none)."""
+        if self.op is None:
+            to = TaskId(1, route_block(stage_salt(1, bid), self.spec.num_tasks))
+            return {to: ({"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
+                          "to": to.to_wire(), "id": bid, "enc": "lines",
+                          "first_line": first, "lines": lines}, block)}
+        result, _ = apply_to_lines(self.op, block, first, self.spec.src)
+        self.op_counts[bid] = {"op1_in": lines, "out": len(result.keys),
+                               "dropped": result.dropped, "errors": result.errors}
+        return block_messages(self.spec, bid,
+                              route_output(self.spec, bid, result.keys, result.values))
 
     def _count(self, lines: int) -> None:
         """Lines read (`in`): those sent, or done by an attempt before; exact after any
@@ -280,7 +294,7 @@ class SourceCore(TaskCore):
 
     def _window_takes(self, block: bytes) -> bool:
         """May `block` go out now: within the window, or alone if it is bigger?"""
-        return not self.unacked or self.unacked_bytes + len(block) <= self.spec.window_bytes
+        return not self.unacked or self.unacked.bytes + len(block) <= self.spec.window_bytes
 
     def _due(self, first_line: int) -> float:
         """When a partition's line is due under `source_rate`."""
@@ -297,26 +311,14 @@ class SourceCore(TaskCore):
         if self.is_stale(message):
             self.dropped_stale += 1
             return
-        self.heard[TaskId.from_wire(message["from"])] = now
-        for bid in message["ids"]:
-            entry = self.unacked.pop(bid, None)
-            if entry is not None:
-                self.unacked_bytes -= len(entry[2])
-                self.newly_acked.append(bid)
+        sender = TaskId.from_wire(message["from"])
+        self.newly_acked += self.unacked.acked(now, sender, message["ids"])
         self._release(now)
 
     def on_tick(self, now: float) -> None:
         self._release(now)
-        for bid, entry in list(self.unacked.items()):   # oldest timer first
-            if now - entry[3] < self.spec.resend_after:
-                break
-            heard = self.heard.get(entry[0], self.started)
-            if delivery.resend_due(entry[3], heard, now, self.spec.resend_after):
-                entry[3] = now
-                self.send(entry[0], entry[1], entry[2])
-            else:                  # its task acks others: alive and busy; a period from then
-                entry[3] = heard
-            self.unacked.move_to_end(bid)
+        for to, message, payload in self.unacked.due(now):
+            self.send(to, message, payload)
         if now >= self._next_commit:
             self._next_commit = now + self.spec.batch_interval
             self._commit()
@@ -326,7 +328,12 @@ class SourceCore(TaskCore):
             self.report(source_done=True, blocks=self.block_no)
 
     def _commit(self) -> None:
+        """Log the blocks acked since the last commit as done (with a chained OP1's counts
+        of them: counted in the record that marks them done, so exactly once)."""
         resume = self._checkpoint()
+        for bid in self.newly_acked:
+            for key, n in self.op_counts.pop(bid, {}).items():
+                self.stats[key] = self.stats.get(key, 0) + n
         if self.newly_acked or resume:
             record = {"done": task_log.ids_of(self.newly_acked).to_wire()}
             if resume:
@@ -363,18 +370,15 @@ class SourceCore(TaskCore):
         self.read = self.line - self.spec.partition.first_line
 
     def on_moved(self, now: float, moved: list[TaskId]) -> None:
-        for bid, entry in list(self.unacked.items()):
-            if entry[0] in moved:
-                entry[3] = now
-                self.unacked.move_to_end(bid)
-                self.send(entry[0], entry[1], entry[2])
+        for to, message, payload in self.unacked.moved(now, moved):
+            self.send(to, message, payload)
 
     def own_deadline(self, now: float) -> float:
         deadlines = [self._next_commit]
         if self.ready and self._window_takes(self.ready[0][3]):
             deadlines.append(self.ready[0][4])
         if self.unacked:
-            deadlines.append(next(iter(self.unacked.values()))[3] + self.spec.resend_after)
+            deadlines.append(self.unacked.next_due())
         if self.fed_all and not self.done and not self.ready and not self.unacked:
             deadlines.append(now)
         if self.poll_due(float("inf")):
@@ -383,6 +387,6 @@ class SourceCore(TaskCore):
 
     def report_extras(self) -> dict:
         return {"source_done": self.done, "blocks": self.block_no,
-                "in_flight": self.unacked_bytes, "window": self.spec.window_bytes,
+                "in_flight": self.unacked.bytes, "window": self.spec.window_bytes,
                 "unacked": len(self.unacked)}
 

@@ -209,7 +209,7 @@ class TaskRunner:
             dest_sealed = self._fence(self.spec.dest) if final else None
         now = time.monotonic()
         if self.spec.task.stage == 0:
-            return SourceCore(self.spec, recovered, now)
+            return SourceCore(self.spec, recovered, now, self.operator)
         return OperatorCore(self.spec, recovered, now, self.operator, dest_sealed)
 
     def _read_log(self, sealed) -> bytes:

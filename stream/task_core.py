@@ -31,7 +31,7 @@ from __future__ import annotations
 from stream import delivery
 from stream import messages as m
 from stream.effects import AppendLog, Lead, Report, Route, Send, Stop
-from stream.partition import route_block
+from stream.partition import route_block, stage_salt
 from stream.scheduler import TaskId
 from stream.task_log import Recovered
 from stream.task_spec import TaskSpec
@@ -40,13 +40,10 @@ REPORT_EVERY = 0.5
 SAMPLE_ROWS = 5
 
 
-def stage_salt(stage: int, bid: str) -> str:
-    return f"{bid}/{stage}"
-
-
-def upstream_of(bid: str, stage: int, num_tasks: int) -> TaskId:
-    """The task that sent block `bid` to a stage-`stage` task (routing is deterministic)."""
-    if stage == 1:
+def upstream_of(bid: str, stage: int, num_tasks: int, chained: bool = False) -> TaskId:
+    """The task that sent block `bid` to a stage-`stage` task (routing is deterministic;
+    `chained`: the job's sources run OP1, and send to stage 2 themselves)."""
+    if stage == 1 or chained:
         return TaskId(0, int(bid.split(":")[0]))
     return TaskId(1, route_block(stage_salt(1, bid), num_tasks))
 
@@ -190,7 +187,7 @@ class TaskCore:
         self._effects.append(effect)
 
     def ack(self, bid: str) -> None:
-        up = upstream_of(bid, self.task.stage, self.spec.num_tasks)
+        up = upstream_of(bid, self.task.stage, self.spec.num_tasks, self.spec.chained)
         self._acks.setdefault(up, []).append(bid)
 
     def flush_acks(self) -> None:

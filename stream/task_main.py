@@ -43,7 +43,8 @@ def main() -> int:
     secret = setup.get("secret", "")
     inbox = Inbox(setup["node"][0], wire.secret_key(secret))
     link = NodeLink(tuple(setup["node"]), tuple(setup["leader"]), secret)
-    operator = load_operator(spec.operator, spec.arg, spec.cwd) if spec.task.stage else None
+    # a source runs an operator only when it is chained into it (spec.chained)
+    operator = load_operator(spec.operator, spec.arg, spec.cwd) if spec.operator else None
     runner = TaskRunner(spec, link, inbox, operator)
     print(f"READY {inbox.address}", flush=True)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()

@@ -2,7 +2,8 @@
 
 A spec names the job and the task (stage, index), the attempt's `epoch` (every start or
 restart of a task gets a higher one: the fence of its log and DEST, fences.py), the files,
-the timings, the operator for stages 1 and 2, and a source's partition of the job's
+the timings, the operator for stages 1 and 2 (and for a source that runs OP1 itself,
+`chained`), and a source's partition of the job's
 snapshot of SRC (`view`: the appends it holds, see hydfs `read_view`), whether the job
 follows SRC's later appends (`follow`, a `--follow` job: its last source reads them) and
 whether the job is being stopped (`stopping`: a replacement started after `stop` reads
@@ -49,6 +50,8 @@ class TaskSpec:
     leader_epoch: int = 0        # of the leader that started this attempt (succession.py)
     first: bool = False          # the task's first attempt: its log is empty, no attempt
                                  # before it can write, so it fences and reads nothing
+    chained: bool = False        # the job's sources run its stateless OP1 (`operator`) and
+                                 # send to stage 2: there are no OP1 tasks
 
     @property
     def name(self) -> str:
@@ -84,7 +87,7 @@ class TaskSpec:
                 "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after,
                 "view": self.view, "follow": self.follow, "stopping": self.stopping,
                 "window_bytes": self.window_bytes, "leader_epoch": self.leader_epoch,
-                "first": self.first}
+                "first": self.first, "chained": self.chained}
 
     @classmethod
     def from_wire(cls, d: dict) -> "TaskSpec":
@@ -106,4 +109,5 @@ class TaskSpec:
         spec.window_bytes = int(d.get("window_bytes", DEFAULT_WINDOW))
         spec.leader_epoch = int(d.get("leader_epoch", 0))
         spec.first = bool(d.get("first"))
+        spec.chained = bool(d.get("chained"))
         return spec

@@ -48,7 +48,7 @@ from stream.job_core import Done, Fail, JobCore, Say, SendSchedule, StartTask, S
 from stream.messages import SCHEDULE, STOP
 from stream.operator_core import OperatorCore
 from stream.operators import load_operator
-from stream.scheduler import TaskId
+from stream.scheduler import ALL_STAGES, CHAINED_STAGES, TaskId
 from stream.source_core import SourceCore
 from stream.source_plan import plan_partitions
 from stream.succession import attempt_floor
@@ -121,6 +121,7 @@ class Knobs:
     stop_at: float = 0.0
     leader_fail_at: float = 0.0   # the leader fails then (0: never); a successor takes over
     leader_zombie: float = 0.0    # ... and the old one acts on this long, deposed
+    chained: bool = False         # the sources run OP1 (`[stream] chain`): no OP1 tasks
 
 
 @dataclass
@@ -162,7 +163,8 @@ def knobs_for(rng: random.Random) -> Knobs:
                  source_rate=rng.choice([0.0, 20.0, 60.0]),
                  leader_drop=rng.choice([0.0, 0.0, 0.05]), exit_drop=rng.choice([0.0, 0.0, 0.1]),
                  leader_fail_at=rng.choice([0.0, 0.0, rng.uniform(0.02, 1.5)]),
-                 leader_zombie=rng.choice([0.0, rng.uniform(0.1, 3.0)]))
+                 leader_zombie=rng.choice([0.0, rng.uniform(0.1, 3.0)]),
+                 chained=rng.random() < 0.5)
 
 
 def follow_knobs_for(rng: random.Random) -> Knobs:
@@ -212,9 +214,10 @@ class World:
         op1, op2, arg = APPS[self.k.app]
         self.ops = (op1, op2, arg)
         self.leader_epoch = 1
+        self.stages = CHAINED_STAGES if self.k.chained else ALL_STAGES
         self.core = JobCore(self.k.num_tasks, list(self.live), 0.0, stall_timeout=60.0,
                             silence=5.0, following=self.k.follow,
-                            epoch_floor=attempt_floor(self.leader_epoch))
+                            epoch_floor=attempt_floor(self.leader_epoch), stages=self.stages)
         self.record = {"placement": {}, "sources_done": set(), "failures_recovered": 0}
         self.zombie_core: JobCore | None = None       # a deposed leader, acting on
         self.zombie_until = 0.0
@@ -319,11 +322,12 @@ class World:
         partitions = plan_partitions([self.src], len(self.src), self.k.num_tasks)
         specs = {}
         for task in self.core.tasks:
-            operator, op_arg = [("", ""), (op1, arg), (op2, "")][task.stage]
+            runs_op1 = task.stage == 1 or (self.k.chained and task.stage == 0)
+            operator, op_arg = [("", ""), (op1, arg), (op2, "")][1 if runs_op1 else task.stage]
             specs[task] = dict(
                 job=JOB, task=task, num_tasks=self.k.num_tasks, src=SRC, dest=DEST,
                 batch_interval=0.1, state_flush_interval=0.1, operator=operator, arg=op_arg,
-                next_stateful=task.stage == 1 and self.k.app == 2,
+                next_stateful=runs_op1 and self.k.app == 2, chained=self.k.chained,
                 partition=partitions[task.index] if task.stage == 0 else None,
                 block_bytes=self.k.block_bytes, lease=5.0, resend_after=0.5,
                 source_rate=self.k.source_rate,
@@ -390,7 +394,7 @@ class World:
                  f"{len(running)} attempts run")
         self.core = JobCore(self.k.num_tasks, list(self.live), self.now, stall_timeout=60.0,
                             silence=5.0, following=self.k.follow,
-                            epoch_floor=attempt_floor(self.leader_epoch))
+                            epoch_floor=attempt_floor(self.leader_epoch), stages=self.stages)
         self.leader(self.core.adopt(self.now, dict(self.record["placement"]), running,
                                     set(self.record["sources_done"]),
                                     self.record["failures_recovered"], self.stopping))
@@ -430,7 +434,8 @@ class World:
             if spec.first and self.hydfs.read(log_file):
                 raise AssertionError(f"{a.address}: a first attempt found a log")
             if spec.task.stage == 0:
-                a.core = SourceCore(spec, recovered, self.now)
+                operator = load_operator(spec.operator, spec.arg) if spec.chained else None
+                a.core = SourceCore(spec, recovered, self.now, operator)
             else:
                 sealed = (IdSet() if spec.first else
                           self.hydfs.fence(DEST, spec.writer_key, spec.epoch)) \

@@ -93,7 +93,12 @@ def test_every_nodes_metrics_follow_the_rules_and_add_up(cluster):
         m, "rainstorm_stream_job_records_out_total", job=job) > 0
     assert pt.value(m, "rainstorm_stream_job_records_in_total", job=job) == len(lines) \
         == stopped["records_in"]
-    for stage in ("source", "op1", "op2"):
+    series = {(dict(k)["stage"], int(dict(k)["task"])) for k in
+              pt.series(m, "rainstorm_stream_task_records_in_total") if dict(k)["job"] == job}
+    # signs_by_category is a filter: it runs in the source tasks ([stream] chain), which
+    # count its output; there are no op1 tasks
+    assert series == {(stage, task) for stage in ("source", "op2") for task in range(3)}
+    for stage in ("source", "op2"):
         for task in range(3):
             took = pt.value(m, "rainstorm_stream_task_records_in_total", job=job,
                             stage=stage, task=task)

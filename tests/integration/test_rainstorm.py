@@ -11,8 +11,8 @@ import pytest
 
 from bench import reference_apps
 from bench.gen_traffic_signs import iter_lines, write_csv
+from bench.stream_job import running_tasks, workers_without_a_source
 from cluster.local_cluster import CommandFailed, LocalCluster
-from stream.scheduler import TaskId, assign, workers_for
 from stream.operator_core import csv_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -107,20 +107,18 @@ def revive(cluster, vms: list[str]) -> None:
 
 
 def victims_for(cluster) -> list[str]:
-    """Two workers that run no source task (placement is deterministic)."""
-    schedule = assign(workers_for(cluster.vms, "01"), 3)
-    sources = {vm for t, vm in schedule.items() if t.stage == 0}
-    return [vm for vm in workers_for(cluster.vms, "01") if vm not in sources][:2]
+    """Two workers that run tasks of the running job but none of its sources."""
+    return workers_without_a_source(running_tasks(cluster))[:2]
 
 
 @pytest.mark.parametrize("app", [APP1, APP2], ids=["app1", "app2"])
 def test_two_workers_killed_mid_job_output_is_still_exact(cluster, app):
     name = "app1" if app is APP1 else "app2"
-    victims = victims_for(cluster)
     for attempt in ("killed", "restarted"):
         dest = f"{name}_{attempt}"
         job = JobThread(cluster, app, "TrafficSigns_10000", dest, "--rate", "3000")
-        time.sleep(1.5)                   # "about 1.5 s into the job", as the demo does
+        victims = victims_for(cluster)    # where the leader placed the tasks
+        time.sleep(1.0)                   # "about 1.5 s into the job", as the demo does
         try:
             for vm in victims:
                 cluster.kill(vm)
@@ -135,10 +133,9 @@ def test_task_log_is_readable_and_a_replacement_resumes_from_it(cluster):
     """Kill the worker of the count task op2-0 mid-job: its replacement must continue from
     the logged counts (a restart from zero would emit `Category,1` twice) and the log's
     commit numbers continue where the dead task stopped."""
-    schedule = assign(workers_for(cluster.vms, "01"), 3)
-    victim = schedule[TaskId(2, 0)]
     job = JobThread(cluster, APP2, "TrafficSigns_10000", "resume_out", "--rate", "3000")
-    time.sleep(1.5)
+    victim = running_tasks(cluster)["op2-0"]
+    time.sleep(1.0)
     try:
         cluster.kill(victim)
         result = job.outcome()

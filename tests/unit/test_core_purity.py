@@ -19,7 +19,8 @@ CORES = ["membership/member.py", "membership/probe.py", "membership/suspicion.py
          "stream/task_core.py", "stream/source_core.py", "stream/operator_core.py",
          "stream/job_core.py", "stream/task_spec.py", "stream/task_log.py",
          "stream/scheduler.py", "stream/partition.py", "stream/source_plan.py",
-         "stream/succession.py", "stream/tuple_codec.py"]
+         "stream/succession.py", "stream/tuple_codec.py", "stream/forwarding.py",
+         "stream/in_flight.py"]
 FORBIDDEN = {"socket", "threading", "time", "selectors", "asyncio", "subprocess"}
 
 

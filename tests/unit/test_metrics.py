@@ -167,3 +167,29 @@ def test_a_broken_collector_leaves_the_other_metrics_served():
     r.collect(lambda: 1 / 0)
     assert pt.value(pt.parse(r.render()), "rainstorm_fine_total") == 1
     assert r.collector_errors.total == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_chained_op1_is_listed_as_its_tasks_where_its_sources_run():
+    """`job JOBID` still shows the job's three stages when OP1 runs in the sources: each
+    op1-N with its source's node and state, OP1's counts and `"chained": "source-N"`."""
+    from stream.job import Job, task_docs
+    from stream.job_core import JobCore
+    from stream.job_spec import parse_job
+    from stream.scheduler import CHAINED_STAGES, TaskId
+    from stream.task_spec import TaskSpec
+    spec = parse_job(["grep", "count", "s", "d", "2"])
+    job = Job("j1", spec, core=JobCore(2, ["02", "03"], 0.0, 60.0, stages=CHAINED_STAGES))
+    for task in job.core.tasks:
+        job.templates[task] = TaskSpec("j1", task, 2, "s", "d", 0.1, 0.1, chained=True)
+    job.core.tasks[TaskId(0, 1)].stats = {"in": 10, "op1_in": 8, "out": 3}
+    job.sample(0.0)
+    job.core.tasks[TaskId(0, 1)].stats = {"in": 20, "op1_in": 20, "out": 7}
+    job.sample(2.0)
+    docs = {d["task"]: d for d in task_docs(job)}
+    assert list(docs) == ["source-0", "source-1", "op1-0", "op1-1", "op2-0", "op2-1"]
+    source, op1 = docs["source-1"], docs["op1-1"]
+    assert (source["records_in"], source["records_out"]) == (20, 20)
+    assert (op1["records_in"], op1["records_out"], op1["chained"]) == (20, 7, "source-1")
+    assert op1["vm"] == source["vm"] and op1["state"] == source["state"]
+    assert op1["rate"] == 2.0 and source["rate"] == 5.0

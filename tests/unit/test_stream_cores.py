@@ -246,6 +246,100 @@ def test_an_attempt_that_hears_from_no_one_for_its_lease_stops_itself():
     assert stop.lost
 
 
+# -- a source that runs OP1 itself (chained) -------------------------------------------------
+
+def chained_source(op1: str, arg: str, num_tasks: int = 1, epoch: int = 1, log: bytes = b"",
+                   **kw) -> SourceCore:
+    part = Partition(0, 0, len(LINES), 1)
+    s = TaskSpec("j", TaskId(0, 0), num_tasks, "src", "dest", 0.1, 0.1, op1, arg,
+                 partition=part, block_bytes=90, epoch=epoch, resend_after=2.0, chained=True,
+                 **kw)
+    core = SourceCore(s, task_log.recover(log), 0.0, load_operator(op1, arg))
+    core.step(0.0, schedule(*[(2, i, f"op2:{i}", 1) for i in range(num_tasks)]))
+    return core
+
+
+def ack_from(task: TaskId, ids: list, epoch: int = 1) -> dict:
+    return {"t": ACK, "job": "j", "from": task.to_wire(), "to": [0, 0], "ids": ids,
+            "epoch": epoch}
+
+
+def test_a_chained_source_runs_op1_and_sends_its_output_to_stage_two():
+    core = chained_source("grep", "line 1")       # line 1, 10..19: 11 of 40 lines
+    sends = of(core.feed(0.0, LINES, last=True), Send)
+    assert sends and all(s.to == TaskId(2, 0) for s in sends)
+    tuples = [tuple_codec.decode(s.message, s.payload) for s in sends]
+    assert [k for keys, _ in tuples for k in keys] == \
+        ["src:1"] + [f"src:{i}" for i in range(10, 20)]
+    assert [v for _, values in tuples for v in values][:2] == ["line 1", "line 10"]
+
+
+def test_a_chained_block_without_output_is_done_at_once_and_counted_with_its_done_mark():
+    core = chained_source("grep", "line 4")       # line 4 and 40: two blocks put something out
+    sends = of(core.feed(0.0, LINES, last=True), Send)
+    assert len(sends) == 2
+    (log,) = of(core.tick(0.2), AppendLog)
+    done = IdSet(log.record["done"])
+    assert len(done) >= 2 and not any(task_log.block_key(s.message["id"]) in done
+                                      for s in sends)
+    assert log.record["stats"]["op1_in"] < 40 and log.record["stats"]["out"] == 0
+    core.step(0.3, ack_from(TaskId(2, 0), [s.message["id"] for s in sends]))
+    effects = core.tick(0.4)
+    (log,) = of(effects, AppendLog)
+    assert log.record["stats"] == {"in": 40, "op1_in": 40, "out": 2, "dropped": 0,
+                                   "errors": 0}
+    assert any(isinstance(e, Report) and e.fields.get("source_done") for e in effects)
+
+
+def test_a_chained_source_split_by_key_waits_for_every_destination_and_resends_to_the_silent():
+    core = chained_source("grep", "line", num_tasks=3, next_stateful=True)
+    sends = of(core.feed(0.0, LINES, last=True), Send)
+    first = sends[0].message["id"]
+    dests = {s.to for s in sends if s.message["id"] == first}
+    assert len(dests) > 1                           # one block's keys go to several tasks
+    one, *others = sorted(dests)
+    core.step(0.5, ack_from(one, [first]))
+    assert first in core.unacked
+    again = of(core.tick(2.6), Send)               # `one` acked 2.1 s ago, the others never
+    assert {s.to for s in again if s.message["id"] == first} == set(others)
+    for task in others:
+        core.step(2.7, ack_from(task, [first]))
+    assert first not in core.unacked
+
+
+def test_a_chained_replacement_skips_done_blocks_and_keeps_the_counts_it_inherits():
+    core = chained_source("grep", "line")
+    bids = [s.message["id"] for s in of(core.feed(0.0, LINES, last=True), Send)]
+    core.step(0.1, ack_from(TaskId(2, 0), bids[:2]))
+    (log,) = of(core.tick(0.2), AppendLog)
+    inherited = log.record["stats"]["out"]
+    again = chained_source("grep", "line", epoch=2, log=task_log.encode(log.record))
+    resent = [s.message["id"] for s in of(again.feed(5.0, LINES, last=True), Send)]
+    assert resent == bids[2:]
+    again.step(5.1, ack_from(TaskId(2, 0), resent))
+    (log,) = of(again.tick(5.2), AppendLog)
+    assert log.record["stats"]["out"] == 40 and inherited < 40
+
+
+def test_a_stage_two_task_of_a_chained_job_acks_the_source():
+    core = OperatorCore(spec(2, chained=True), task_log.recover(b""), 0.0,
+                        load_operator("signs_select", ""))
+    core.step(0.0, schedule((0, 0, "src:1", 1)))
+    how, payload = tuple_codec.encode(["src:1"], ["a,b"])
+    core.step(0.01, dict({"t": BLOCK, "job": "j", "from": [0, 0], "to": [2, 0], "id": "0:0",
+                          "epoch": 1}, **how), payload)
+    acks = [e for e in core.tick(0.2) if isinstance(e, Send) and e.message["t"] == ACK]
+    assert [a.to for a in acks] == [TaskId(0, 0)]
+
+
+def test_a_chained_job_has_no_op1_tasks_and_counts_op1_at_the_sources():
+    core = JobCore(2, ["02", "03"], 0.0, stall_timeout=30.0, stages=(0, 2))
+    assert sorted(core.tasks) == [TaskId(0, 0), TaskId(0, 1), TaskId(2, 0), TaskId(2, 1)]
+    for task in core.tasks:
+        core.tasks[task].stats = {"in": 10, "out": 3} if task.stage == 0 else {"out": 2}
+    assert core.totals() == {"in": 20, "op1_out": 6, "out": 4, "dropped": 0, "errors": 0}
+
+
 # -- an operator ----------------------------------------------------------------------------
 
 def block(bid: str, lines: list[str], epoch: int = 1) -> tuple[dict, bytes]:
