@@ -22,8 +22,9 @@ with SRC's later appends, batch by batch:
 Cutting. Whole-line blocks (source_plan.py); block n of partition p is ``"p:n"``, the same
 lines after any restart. Each block goes to the OP1 task its id hashes to, and is kept
 until that task acks it: resent when the task moves, and when no ack came for
-`resend_after` seconds. Acked blocks are logged as done every `batch_interval`, so a
-replacement skips them.
+`resend_after` seconds. Acked blocks are logged as done every DONE_LOG_EVERY seconds
+(`batch_interval` if longer), so a replacement skips them: nothing waits for these records
+(a block leaves memory once acked), so logging them more often would only add appends.
 
 Stopping. When the job stops (the schedule says so, or the spec of a replacement), the
 source reads nothing new. In a following job every source still reads its partition, and
@@ -59,6 +60,7 @@ READ_AHEAD_BYTES = 16 << 20       # cut but not yet sent: read no more beyond th
 SLOW_POLL = 5.0                   # a following source polls this often without news
 AWAIT_POLL_MAX = 1.0              # ... and at least this often while news is not settled
 FAILED_POLL_PAUSE = 1.0
+DONE_LOG_EVERY = 0.5              # acked blocks are logged as done this often
 
 
 class SourceCore(TaskCore):
@@ -80,7 +82,8 @@ class SourceCore(TaskCore):
         self.fed_all = False                       # no more blocks will be cut
         self.done = False
         self.started = now
-        self._next_commit = now + spec.batch_interval
+        self.commit_every = max(spec.batch_interval, DONE_LOG_EVERY)
+        self._next_commit = now + self.commit_every
         # following: the batches logged and not read yet, what they and the snapshot hold
         self.batches: deque = deque(recovered.tail)
         self.taken = spec.view_ids
@@ -320,7 +323,7 @@ class SourceCore(TaskCore):
         for to, message, payload in self.unacked.due(now):
             self.send(to, message, payload)
         if now >= self._next_commit:
-            self._next_commit = now + self.spec.batch_interval
+            self._next_commit = now + self.commit_every
             self._commit()
         if not self.done and self.fed_all and not self.ready and not self.unacked:
             self._commit()

@@ -278,13 +278,13 @@ def test_a_chained_block_without_output_is_done_at_once_and_counted_with_its_don
     core = chained_source("grep", "line 4")       # line 4 and 40: two blocks put something out
     sends = of(core.feed(0.0, LINES, last=True), Send)
     assert len(sends) == 2
-    (log,) = of(core.tick(0.2), AppendLog)
+    (log,) = of(core.tick(0.6), AppendLog)             # done marks go out every 0.5 s
     done = IdSet(log.record["done"])
     assert len(done) >= 2 and not any(task_log.block_key(s.message["id"]) in done
                                       for s in sends)
     assert log.record["stats"]["op1_in"] < 40 and log.record["stats"]["out"] == 0
-    core.step(0.3, ack_from(TaskId(2, 0), [s.message["id"] for s in sends]))
-    effects = core.tick(0.4)
+    core.step(0.7, ack_from(TaskId(2, 0), [s.message["id"] for s in sends]))
+    effects = core.tick(0.8)                           # all acked: the last one at once
     (log,) = of(effects, AppendLog)
     assert log.record["stats"] == {"in": 40, "op1_in": 40, "out": 2, "dropped": 0,
                                    "errors": 0}
@@ -311,7 +311,8 @@ def test_a_chained_replacement_skips_done_blocks_and_keeps_the_counts_it_inherit
     core = chained_source("grep", "line")
     bids = [s.message["id"] for s in of(core.feed(0.0, LINES, last=True), Send)]
     core.step(0.1, ack_from(TaskId(2, 0), bids[:2]))
-    (log,) = of(core.tick(0.2), AppendLog)
+    assert not of(core.tick(0.2), AppendLog)           # done marks go out every 0.5 s
+    (log,) = of(core.tick(0.6), AppendLog)
     inherited = log.record["stats"]["out"]
     again = chained_source("grep", "line", epoch=2, log=task_log.encode(log.record))
     resent = [s.message["id"] for s in of(again.feed(5.0, LINES, last=True), Send)]
