@@ -278,7 +278,9 @@ class JobCore:
         """Start every task that is not running or starting: where it was if that worker
         is fine (a crashed process restarts in place), else on the least loaded live
         worker that has not just failed a start (scheduler.reassign)."""
-        down = sorted(t for t, st in self.tasks.items() if st.phase == DOWN)
+        # the last stage first: a source's first schedule then names where to send
+        down = sorted((t for t, st in self.tasks.items() if st.phase == DOWN),
+                      key=lambda t: (-t.stage, t.index))
         usable = [vm for vm in self.live if self._avoid.get(vm, 0) <= now] or self.live
         if not down or not usable:
             return                       # no worker at all: wait (the stall bound applies)

@@ -68,32 +68,31 @@ class JobSetup:
         else:
             raise CommandError(f"file {spec.dest} already exists in HyDFS")
 
-    def check_files(self, spec: JobSpec, dest_made: bool = False):
-        """Create DEST (`dest_made`: it may exist, empty); the job's snapshot of SRC: the
-        appends settled on its replicas (a merge first, so that they usually read as one
-        stretch of the base)."""
+    def snapshot(self, spec: JobSpec):
+        """The job's snapshot of SRC: the appends settled on its replicas (a merge first,
+        so that they usually read as one stretch of the base)."""
         try:
             self.client.merge(spec.src)
-            view = self.client.settled(spec.src)
-            create_empty(self.client, spec.dest, may_exist=dest_made)
+            return self.client.settled(spec.src)
         except HydfsError as exc:
             raise CommandError(str(exc)) from None
-        return view
 
-    def plan(self, ctx: Context, job: Job, ops, view, workers: list[str],
-             logs_made: bool = False) -> None:
-        """Partitions, the tasks' logs, their specs and first placement on `workers`
-        (`logs_made`: an earlier leader may have made the logs, empty). `ops`: the loaded
-        (OP1, OP2); a stateless OP1 runs in the sources when `[stream] chain` is on."""
+    def plan(self, ctx: Context, job: Job, ops, workers: list[str],
+             made: bool = False) -> None:
+        """DEST, the tasks' logs (made at the same time as the snapshot of SRC and its
+        partitions), their specs and first placement on `workers` (`made`: an earlier
+        leader may have made DEST and the logs, empty). `ops`: the loaded (OP1, OP2); a
+        stateless OP1 runs in the sources when `[stream] chain` is on."""
         spec = job.spec
         op1, op2 = ops
         chained = self.config.stream.chain and op1.kind != AGGREGATE
         stages = CHAINED_STAGES if chained else ALL_STAGES
         tasks = [TaskId(stage, i) for stage in stages for i in range(spec.num_tasks)]
-        with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
-            # the tasks' (empty) logs, made while the partitions are cut
-            logs = [pool.submit(create_empty, self.client, task_log.log_name(job.id, str(t)),
-                                logs_made) for t in tasks]
+        with ThreadPoolExecutor(max_workers=len(tasks) + 1) as pool:
+            # DEST and the tasks' logs (empty), made while SRC's snapshot is taken and cut
+            files = [spec.dest] + [task_log.log_name(job.id, str(t)) for t in tasks]
+            logs = [pool.submit(create_empty, self.client, name, made) for name in files]
+            view = self.snapshot(spec)
             size, partitions = self.partitions(spec, view)
             log.info("JOB %s partitions planned at %.3f s", job.id,
                      time.monotonic() - job.started)

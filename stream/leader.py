@@ -359,8 +359,7 @@ class Leader(JobDriver):
         job is failed (or, if this node was deposed meanwhile, left to the new leader)."""
         try:
             ops = ops or self.setup.check_operators(ctx, job.spec)
-            view = self.setup.check_files(job.spec, dest_made)
-            self.setup.plan(ctx, job, ops, view, self._workers(), logs_made=dest_made)
+            self.setup.plan(ctx, job, ops, self._workers(), made=dest_made)
             self.records.update(job.id, {"templates": [
                 job.templates[t].to_wire() for t in sorted(job.templates)]}, job.epoch,
                 strict=True)

@@ -31,8 +31,9 @@ source reads nothing new. In a following job every source still reads its partit
 the follower polls once more (so every append that returned before the stop is taken),
 reads that last batch and its unfinished last line; in a finite job a source ends where
 it is. It logs its block count (`end`), so a
-replacement cuts exactly those blocks again. When every block is acked and logged, the
-source is done: it says so to the leader, which ends the job once every source is.
+replacement cuts exactly those blocks again. When every block is acked, the source is done:
+it says so to the leader, which ends the job once every source is, and then logs its last
+done marks.
 
 Backpressure. At most `window_bytes` are unacked at once (one block more only when none
 is), and no more is read or polled while as much (at most READ_AHEAD_BYTES) waits to be
@@ -326,23 +327,31 @@ class SourceCore(TaskCore):
             self._next_commit = now + self.commit_every
             self._commit()
         if not self.done and self.fed_all and not self.ready and not self.unacked:
-            self._commit()
+            # Every block is safe downstream: the leader hears it before the last done
+            # marks are logged, one append less before the job's end. They only spare a
+            # replacement work, and a source the leader knows is done is not started again.
+            self._count_acked()
             self.done = True
             self.report(source_done=True, blocks=self.block_no)
+            self._commit()
 
     def _commit(self) -> None:
-        """Log the blocks acked since the last commit as done (with a chained OP1's counts
-        of them: counted in the record that marks them done, so exactly once)."""
+        """Log the blocks acked since the last commit as done, with a chained OP1's counts
+        of them: counted in the record that marks them done, so exactly once."""
         resume = self._checkpoint()
-        for bid in self.newly_acked:
-            for key, n in self.op_counts.pop(bid, {}).items():
-                self.stats[key] = self.stats.get(key, 0) + n
+        self._count_acked()
         if self.newly_acked or resume:
             record = {"done": task_log.ids_of(self.newly_acked).to_wire()}
             if resume:
                 record["resume"] = resume
             self.log(record)
             self.newly_acked = []
+
+    def _count_acked(self) -> None:
+        """Add a chained OP1's counts of the blocks acked since the last commit."""
+        for bid in self.newly_acked:
+            for key, n in self.op_counts.pop(bid, {}).items():
+                self.stats[key] = self.stats.get(key, 0) + n
 
     # -- checkpoints (a follower's) ----------------------------------------------------------
 

@@ -32,13 +32,13 @@ LOST_EXIT = 4
 
 
 def main() -> int:
+    start_trimming()                         # before any thread starts, and off the clock
     line = sys.stdin.readline()              # a spare process waits here, warm
     if not line:
         return 0                             # its node stopped without using it
     setup = json.loads(line)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"%(asctime)s task {setup['spec']['job']}/%(message)s")
-    start_trimming()
     spec = TaskSpec.from_wire(setup["spec"])
     secret = setup.get("secret", "")
     inbox = Inbox(setup["node"][0], wire.secret_key(secret))
