@@ -35,7 +35,9 @@ def summary_text(doc: dict) -> str:
     return (f"job {doc['job']} {doc.get('state', 'done')} after {doc['seconds']:.2f} s: "
             f"{doc['records_in']} lines read, "
             f"{doc['records_out']} rows into {doc['dest']}, {doc['dropped']} unparsable lines "
-            f"dropped, {doc['errors']} operator errors, {doc['failures_recovered']} failures "
+            f"dropped, {doc['errors']} operator errors"
+            + (f" (the first {doc['first_error']})" if doc.get("first_error") else "")
+            + f", {doc['failures_recovered']} failures "
             f"recovered, {doc['lines_per_second']:,} lines/s"
             + (f" ({doc['not_printed']} output rows not printed here; all are in "
                f"{doc['dest']})" if doc.get("not_printed") else "")

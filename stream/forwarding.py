@@ -19,14 +19,14 @@ from stream.task_spec import TaskSpec
 
 
 def apply_to_lines(op, block: bytes, first_line: int, src: str, state=None):
-    """(the operator's Result, input tuples) on a source block: whole lines of SRC, keyed
-    `SRC:LINE` from `first_line` on."""
+    """The operator's Result on a source block: whole lines of SRC, keyed `SRC:LINE` from
+    `first_line` on (through its fast path on the raw bytes, if it has one)."""
     result = op.apply_lines(block, first_line, src)
     if result is not None:
-        return result, None
+        return result
     values = block_lines(block)
     keys = [f"{src}:{first_line + i}" for i in range(len(values))]
-    return op.apply(keys, values, state), len(keys)
+    return op.apply(keys, values, state)
 
 
 def route_output(spec: TaskSpec, bid: str, keys: list, values: list,

@@ -6,13 +6,12 @@ whole, several for a chained OP1's output split by key), the destinations whose 
 still awaited, when it last went out and its size. The block is finished when no ack is
 awaited. A destination that stays silent gets the block again after `resend_after`
 (delivery.resend_due); one that acks other blocks is alive and busy, and the block's timer
-restarts from its last ack. A destination that moves gets what it awaits at once. Entries
-are kept in timer order, oldest first, so a scan for resends stops at the first one not due.
+restarts from its last ack. A destination that moves gets what it awaits at once. The
+entries are at most a window's worth of blocks: every scan looks at them all (a timer
+restarted from an older ack is not in any order with the others).
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict
 
 from stream import delivery
 from stream.scheduler import TaskId
@@ -32,7 +31,7 @@ class InFlight:
     def __init__(self, resend_after: float, started: float):
         self.resend_after = resend_after
         self.started = started
-        self.entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.entries: dict[str, _Entry] = {}
         self.heard: dict[TaskId, float] = {}     # destination -> when it last acked
         self.bytes = 0                           # the sizes of the entries, summed
 
@@ -67,9 +66,9 @@ class InFlight:
     def due(self, now: float) -> list:
         """The resends due now, as (to, message, payload)."""
         out = []
-        for bid, entry in list(self.entries.items()):      # oldest timer first
+        for entry in self.entries.values():
             if now - entry.sent_at < self.resend_after:
-                break
+                continue
             silent = [to for to in entry.waiting if delivery.resend_due(
                 entry.sent_at, self.heard.get(to, self.started), now, self.resend_after)]
             if silent:
@@ -77,22 +76,20 @@ class InFlight:
                 out += [(to, *entry.sends[to]) for to in silent]
             else:               # they ack others: alive and busy; a period from then
                 entry.sent_at = min(self.heard.get(to, self.started) for to in entry.waiting)
-            self.entries.move_to_end(bid)
         return out
 
     def moved(self, now: float, moved: list[TaskId]) -> list:
         """The destinations `moved` get again what they have not acked."""
         out = []
-        for bid, entry in list(self.entries.items()):
+        for entry in self.entries.values():
             tos = [to for to in entry.waiting if to in moved]
             if tos:
                 entry.sent_at = now
-                self.entries.move_to_end(bid)
                 out += [(to, *entry.sends[to]) for to in tos]
         return out
 
     def next_due(self) -> float | None:
-        """When the oldest timer runs out, if any block is in flight."""
+        """When the first timer runs out, if any block is in flight."""
         if not self.entries:
             return None
-        return next(iter(self.entries.values())).sent_at + self.resend_after
+        return min(e.sent_at for e in self.entries.values()) + self.resend_after

@@ -15,7 +15,7 @@ from stream.job_core import JobCore
 from stream.job_spec import JobSpec
 from stream.job_states import ENDED, STARTING
 from stream.metrics import LatencyTotals
-from stream.scheduler import TaskId
+from stream.task_figures import shown_tasks
 
 HISTORY = 180                  # samples of a job's totals kept for the web page (one a second)
 
@@ -52,8 +52,8 @@ class Job:
         read for a source, records put out for an operator, per second since the last."""
         t = totals(self)
         self.history.append([round(time.time(), 2), t["in"], t["out"]])
-        counts = {task: doc["records_in" if task.stage == 0 else "records_out"]
-                  for task, doc in _task_figures(self)}
+        counts = {task: stats["in" if task.stage == 0 else "out"]
+                  for task, _, stats in shown_tasks(self.core, self.templates)}
         if self._sampled and now > self._sampled[0]:
             then, before = self._sampled
             self.rates = {task: round(max(0, n - before.get(task, 0)) / (now - then), 1)
@@ -100,9 +100,18 @@ def summary(job: Job) -> dict:
            "seconds": seconds,
            "lines_per_second": round(t["in"] / seconds) if seconds else 0,
            "printed": job.printed, "not_printed": job.skipped}
+    first = first_error(job)
+    if first:
+        doc["first_error"] = first
     if job.error:
         doc["error"] = job.error
     return doc
+
+
+def first_error(job: Job) -> str:
+    """The first operator error that a task of the job reported (of the first such task)."""
+    return next((job.extras[t]["first_error"] for t in sorted(job.extras)
+                 if job.extras[t].get("first_error")), "")
 
 
 def listing(job: Job) -> dict:
@@ -118,37 +127,19 @@ def task_docs(job: Job) -> list[dict]:
     """`job JOBID`'s tasks. An OP1 chained into its sources (`[stream] chain`) is listed as
     its OP1 tasks too, each where its source runs, with `"chained": "source-N"`."""
     tasks = []
-    for task, doc in _task_figures(job):
-        st = job.core.tasks[TaskId(0, task.index) if task not in job.core.tasks else task]
-        doc.update({"vm": st.vm, "state": "done" if job.state in ENDED else st.phase,
-                    "epoch": st.epoch, "restarts": st.replacements,
-                    "rate": 0.0 if job.state in ENDED else job.rates.get(task, 0.0)})
-        if task in job.core.tasks:
+    for task, runner, stats in (shown_tasks(job.core, job.templates) if job.core else ()):
+        st = job.core.tasks[runner]
+        doc = {"task": str(task), "vm": st.vm,
+               "state": "done" if job.state in ENDED else st.phase, "epoch": st.epoch,
+               "records_in": stats["in"], "records_out": stats["out"],
+               "restarts": st.replacements,
+               "rate": 0.0 if job.state in ENDED else job.rates.get(task, 0.0)}
+        if task == runner:
             doc.update(job.extras.get(task, {}))
+        else:
+            doc["chained"] = str(runner)
         tasks.append(doc)
     return tasks
-
-
-def _task_figures(job: Job) -> list[tuple[TaskId, dict]]:
-    """(task, {"task", "records_in", "records_out"}) for every task of the job, in order,
-    the OP1 tasks chained into sources included."""
-    figures = []
-    for task, st in (job.core.tasks.items() if job.core else ()):
-        stats = st.stats
-        chained = task.stage == 0 and _chained(job, task)
-        figures.append((task, {"task": str(task), "records_in": stats.get("in", 0),
-                               "records_out": stats.get("op1_in" if chained else "out", 0)}))
-        if chained:
-            op1 = TaskId(1, task.index)
-            figures.append((op1, {"task": str(op1), "chained": str(task),
-                                  "records_in": stats.get("op1_in", 0),
-                                  "records_out": stats.get("out", 0)}))
-    return sorted(figures, key=lambda pair: pair[0])
-
-
-def _chained(job: Job, task: TaskId) -> bool:
-    template = job.templates.get(task)
-    return template is not None and template.chained
 
 
 def listing_of_record(record: dict) -> dict:

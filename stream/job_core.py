@@ -153,13 +153,19 @@ class JobCore:
         return self._take()
 
     def adopt(self, now: float, placement: dict, running: list, sources_done=(),
-              failures_recovered: int = 0, stopping: bool = False, leader: str = "") -> list:
+              failures_recovered: int = 0, stopping: bool = False, leader: str = "",
+              done_stats: dict | None = None) -> list:
         """Take the job over: `placement` is the record's {task: (vm, epoch)}, `running`
         the attempts the live workers run, [(task, vm, epoch, address)]. The newest attempt
         of a task runs on if it is not older than the record's; every other one is told to
         stop, and tasks with none are started anew by the next `tick`. Attempts on the
-        new leader's own node (`leader`, a worker until now) run on too."""
+        new leader's own node (`leader`, a worker until now) run on too. `done_stats`: the
+        counters of the sources done ({index: stats}, `done_stats()`): such a source is
+        not started again, and its process may be gone, so nothing would report them."""
         self.sources_done = set(sources_done)
+        for index, stats in (done_stats or {}).items():
+            if TaskId(0, int(index)) in self.tasks:
+                self.tasks[TaskId(0, int(index))].stats = dict(stats)
         self.failures_recovered = failures_recovered
         self.stopping = stopping
         newest: dict[TaskId, tuple] = {}
@@ -244,12 +250,18 @@ class JobCore:
         if source_done and task.stage == 0 and task.index not in self.sources_done:
             self.sources_done.add(task.index)
             self._last_progress = now
+            if st.phase == DOWN:    # it exited after it said so: nothing left to redo
+                st.phase, st.address = FINISHED, None
             if len(self.sources_done) == self.num_tasks:
                 self.finished = True
                 self._effects.append(Done())
         return self._take()
 
     # -- views ------------------------------------------------------------------------------
+
+    def done_stats(self) -> dict[str, dict]:
+        """The counters of the sources that are done, by index: for the job's record."""
+        return {str(i): dict(self.tasks[TaskId(0, i)].stats) for i in sorted(self.sources_done)}
 
     def running(self) -> dict[TaskId, str]:
         """Address of every running attempt."""

@@ -39,7 +39,8 @@ SAMPLE_EVERY = 1.0             # the job's throughput and task rates, for the we
 PRINT_ROWS_PER_SECOND = 10
 TURN = 0.2                     # seconds the job's thread waits for news before a tick
 FINAL_REPORTS_WAIT = 5.0
-REPORTED = ("in_flight", "window", "unacked", "pending")   # a report's figures job docs show
+REPORTED = ("in_flight", "window", "unacked", "pending",   # a report's figures job docs show
+            "first_error")
 KEEP_ENDED = 100               # ended jobs kept in memory (all stay in their records)
 
 
@@ -145,6 +146,7 @@ class JobDriver:
                                   bool(msg.get("source_done")))
             if len(core.sources_done) != done_before:   # a next leader need not redo them
                 self.records.update(job.id, {"sources_done": sorted(core.sources_done),
+                                             "done_stats": core.done_stats(),
                                              "failures_recovered": core.failures_recovered},
                                     job.epoch)
             return effects

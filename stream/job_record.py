@@ -5,8 +5,9 @@ Every job has one file, ``rainstorm/<job>/job``, of JSON lines that the leader a
 the job changes. The first line names the job: its spec, its tasks' specs (`templates`,
 each without its epoch), when and by which leader it was created. Later lines give what
 changed: the placement and epoch of every task (`tasks`, written before those attempts are
-started), `sources_done` and `failures_recovered`, a new `state` and, at the end, the
-summary. Reading folds the lines in order, so the last word on each field wins: by leader
+started), `sources_done` with their counters (`done_stats`: a source that is done is not
+started again, so no attempt of it may be left to report them) and `failures_recovered`, a
+new `state` and, at the end, the summary. Reading folds the lines in order, so the last word on each field wins: by leader
 epoch first (each line carries its writer's, `le`: the merge order of two leaders' appends
 follows their clocks, which may disagree), then as appended (one client's appends keep their
 order). ``rainstorm/jobs`` lists every job id, one line each.

@@ -100,14 +100,15 @@ class JobSetup:
                 made.result()
         if not workers:
             raise CommandError("no live worker to run the job")
-        job.core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
-                           source_hosts=self.client.owners(spec.src), silence=self.lease,
-                           following=spec.follow, epoch_floor=attempt_floor(job.epoch),
-                           stages=stages)
-        for task in job.core.tasks:
+        core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
+                       source_hosts=self.client.owners(spec.src), silence=self.lease,
+                       following=spec.follow, epoch_floor=attempt_floor(job.epoch),
+                       stages=stages)
+        for task in core.tasks:
             job.templates[task] = self._task_spec(ctx, job, task, op2, partitions, size, view,
                                                   chained)
-        placed = {st.vm for st in job.core.tasks.values()}
+        job.core = core        # after the templates: `job JOBID` reads both (chained OP1s)
+        placed = {st.vm for st in core.tasks.values()}
         ctx.emit(f"job {job.id}: {spec.op1} -> {spec.op2} over {spec.src} ({size} bytes"
                  f"{', following its appends' if spec.follow else ''}) into {spec.dest}, "
                  f"{spec.num_tasks} tasks per stage on {len(placed)} workers"

@@ -305,7 +305,7 @@ class Leader(JobDriver):
             [(task, vm, epoch, address) for job_id, task, vm, epoch, address in running
              if job_id == job.id],
             record.get("sources_done", ()), int(record.get("failures_recovered", 0)),
-            job.state == STOPPING, leader=self.vm)
+            job.state == STOPPING, leader=self.vm, done_stats=record.get("done_stats"))
         job.events.put(("effects", effects))
         return job
 

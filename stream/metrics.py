@@ -8,6 +8,9 @@ processed by an operator) until its commit is durable in the task's log and its 
 The histogram is the attempt's own; `LatencyTotals` adds each replaced attempt's last counts
 to its successor's, so a task's histogram only grows.
 
+An OP1 chained into the sources has its counters under stage "op1", as `job JOBID` shows
+it (task_figures.py), and its backlog, restarts and latency under its source's.
+
 The leader exports the jobs it drives and those that ended under it (an ended job's
 per-task series for TASK_SERIES_AFTER_END seconds more). A task's counters are the figures
 of its last reports, never lowered (a replacement that went back to its last commit redoes
@@ -22,6 +25,7 @@ from __future__ import annotations
 from cluster.metrics import TIME_BUCKETS, Counter, Gauge, Histogram, Registry, bucket_of
 from stream.job_states import ENDED, STATES
 from stream.scheduler import STAGE_NAMES
+from stream.task_figures import shown_tasks
 
 LABELS = ("job", "stage", "task")
 TASK_SERIES_AFTER_END = 600.0
@@ -104,17 +108,18 @@ def job_metrics(jobs, now: float) -> list:
         sums = {"in": 0, "out": 0}
         show_tasks = job.state not in ENDED or job.seconds is None or \
             now - (job.started + job.seconds) < TASK_SERIES_AFTER_END
-        for task in sorted(job.core.tasks):
-            stats = job.core.tasks[task].stats
-            peaks = {key: job.peak((task, key), stats.get(key, 0)) for key, _, _ in _TASK_COUNTERS}
+        for task, runner, stats in shown_tasks(job.core, job.templates):
+            peaks = {key: job.peak((task, key), stats[key]) for key, _, _ in _TASK_COUNTERS}
             sums["in"] += peaks["in"] if task.stage == 0 else 0
             sums["out"] += peaks["out"] if task.stage == len(STAGE_NAMES) - 1 else 0
             if not show_tasks:
                 continue
-            doc = job.extras.get(task, {})
             labels = {"job": job.id, "stage": STAGE_NAMES[task.stage], "task": task.index}
             for key, _, _ in _TASK_COUNTERS:
                 tasks[key].set_total(peaks[key], **labels)
+            if task != runner:       # an OP1 chained into its source: the source's process
+                continue
+            doc = job.extras.get(task, {})
             unacked.set(doc.get("unacked", 0), **labels)
             if task.stage == 0:
                 in_flight.set(doc.get("in_flight", 0), **labels)

@@ -198,12 +198,13 @@ class OperatorCore(TaskCore):
         state = self.state if self.op.stateful else None
         for bid, (message, payload) in batch.items():
             if message["enc"] == "lines":
-                result, _ = apply_to_lines(self.op, payload, message["first_line"],
-                                           self.spec.src, state)
+                result = apply_to_lines(self.op, payload, message["first_line"],
+                                        self.spec.src, state)
                 n_in = message["lines"]
             else:
                 keys, values = tuple_codec.decode(message, payload)
                 result, n_in = self.op.apply(keys, values, state), len(keys)
+            self.note_error(result)
             outputs[bid] = route_output(self.spec, bid, result.keys, result.values, self.final)
             counts[bid] = {"in": n_in, "out": len(result.keys), "dropped": result.dropped,
                            "errors": result.errors}

@@ -1,5 +1,6 @@
 """A source task's core: its partition of HYDFS_SRC, then (following) SRC's new appends,
-cut into blocks and fed to OP1 (pure).
+cut into blocks and fed to OP1: sent to OP1's tasks, or, when the job chains a stateless
+OP1 into its sources, run through OP1 here and its output sent to OP2's (pure).
 
 Reading. The job reads a snapshot of SRC: the create's content and the appends that were
 settled when the job began (the spec's `view`), in HyDFS's merge order, so every replica
@@ -20,8 +21,10 @@ with SRC's later appends, batch by batch:
 - line numbers go on from the partition's last line.
 
 Cutting. Whole-line blocks (source_plan.py); block n of partition p is ``"p:n"``, the same
-lines after any restart. Each block goes to the OP1 task its id hashes to, and is kept
-until that task acks it: resent when the task moves, and when no ack came for
+lines after any restart. Each block goes to the OP1 task its id hashes to (chained: OP1's
+output of it goes to OP2's tasks as forwarding.py routes it, under the same id, and its
+counts wait in `op_counts` for the record that marks it done), and is kept until every
+task it went to acks it (in_flight.py): resent when the task moves, and when no ack came for
 `resend_after` seconds. Acked blocks are logged as done every DONE_LOG_EVERY seconds
 (`batch_interval` if longer), so a replacement skips them: nothing waits for these records
 (a block leaves memory once acked), so logging them more often would only add appends.
@@ -30,8 +33,9 @@ Stopping. When the job stops (the schedule says so, or the spec of a replacement
 source reads nothing new. In a following job every source still reads its partition, and
 the follower polls once more (so every append that returned before the stop is taken),
 reads that last batch and its unfinished last line; in a finite job a source ends where
-it is. It logs its block count (`end`), so a
-replacement cuts exactly those blocks again. When every block is acked, the source is done:
+it is if it is its task's first attempt. It logs its block count (`end`), so a replacement
+cuts exactly those blocks again. A replacement that did not find an end in its log reads its
+whole partition when the job stops: it may be behind what its predecessor sent. When every block is acked, the source is done:
 it says so to the leader, which ends the job once every source is, and then logs its last
 done marks.
 
@@ -105,11 +109,8 @@ class SourceCore(TaskCore):
         if self.follower and recovered.resume:
             self._resume(recovered.resume)
             self._after_batches()              # a stopped predecessor's end may be here
-        if self.stopping and self.end is None and not spec.follow:
-            # started after the stop, which its predecessor did not log: end where that
-            # one's blocks were acked up to
-            self.end = task_log.blocks_through_last_acked(self.acked, self.task.index)
-            self._end_to_log = True
+        # A finite job's replacement started after the stop, which its predecessor did not
+        # log (no `end`), reads its whole partition, as on_stopping says.
 
     # -- reading: the partition -------------------------------------------------------------
 
@@ -222,12 +223,14 @@ class SourceCore(TaskCore):
     def on_stopping(self, now: float) -> None:
         """The job stops. A following job's sources finish their partitions, and its
         follower polls once more after the stop; a finite job's sources end where they
-        are."""
+        are, if they are their task's first attempt. A replacement reads its partition to
+        the end: it may be behind its predecessor, which may have sent blocks it has not
+        cut yet, and the output of those may be in DEST (their lines must be counted)."""
         if self.stopping or self.fed_all:
             self.stopping = True
             return
         self.stopping = True
-        if not self.spec.follow:
+        if not self.spec.follow and self.spec.first:
             self._end(final_line=False)
         elif self.follower:
             self.next_poll = now               # the last poll: after the stop
@@ -284,7 +287,8 @@ class SourceCore(TaskCore):
             return {to: ({"t": m.BLOCK, "job": self.spec.job, "from": self.task.to_wire(),
                           "to": to.to_wire(), "id": bid, "enc": "lines",
                           "first_line": first, "lines": lines}, block)}
-        result, _ = apply_to_lines(self.op, block, first, self.spec.src)
+        result = apply_to_lines(self.op, block, first, self.spec.src)
+        self.note_error(result)
         self.op_counts[bid] = {"op1_in": lines, "out": len(result.keys),
                                "dropped": result.dropped, "errors": result.errors}
         return block_messages(self.spec, bid,

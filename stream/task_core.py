@@ -61,6 +61,7 @@ class TaskCore:
         self.stopped = False
         self.leader_epoch = spec.leader_epoch     # the newest leader heard from
         self.dropped_stale = 0                    # messages from replaced attempts
+        self.first_error = ""                     # the first operator error it met
         self._acks: dict[TaskId, list[str]] = {}  # block ids to ack, by upstream task
         self._effects: list = []
         self._last_contact = now
@@ -197,7 +198,15 @@ class TaskCore:
         self._acks = {}
 
     def report(self, **extra) -> None:
-        self._effects.append(Report(dict({"stats": dict(self.stats)}, **extra)))
+        fields = dict({"stats": dict(self.stats)}, **extra)
+        if self.first_error:
+            fields["first_error"] = self.first_error
+        self._effects.append(Report(fields))
+
+    def note_error(self, result) -> None:
+        """Keep the first error an operator `result` describes, for the job's summary."""
+        if result.first_error and not self.first_error:
+            self.first_error = result.first_error
 
     def finish(self, reason: str) -> None:
         """A normal end: the last report, then stop."""

@@ -11,7 +11,9 @@ block ids, ``"<partition>:<block>"`` (see source_plan.py): every stage deduplica
      "state": {"Warning": 17},       changed per-key state (aggregates)
      "out": {"0:13": {"1": [[keys], [values]]}, ...},   outputs by block and destination
                                                          ("dest" for the final stage)
-     "stats": {"in": 0, "out": 0, "dropped": 0, "errors": 0},   running totals
+     "stats": {"in": 0, "out": 0, "dropped": 0, "errors": 0},   running totals (a source
+                                     that runs a chained OP1 also has "op1_in", the lines
+                                     OP1 took, and OP1's out, dropped and errors)
      "tail": {"client": [[1, 40]]},  a following source's next batch of SRC's appends (IdSet)
      "end": 57,                      a stopped source's number of blocks: it cuts no more
      "resume": {"batches": 9, "block": 40, "line": 812}}   a follower's checkpoint: every
@@ -23,7 +25,8 @@ it sends any of their lines: the batches, in log order, fix the order and number
 lines it reads after its partition, for every later attempt.
 
 A *stateless* task logs only "done" (and stats): replaying its input regenerates the same
-output. A *stateful* or *final* task logs "blocks", "state" and "out" before it sends
+output. So does a source, OP1 chained into it or not: its blocks are the same lines after
+any restart. A *stateful* or *final* task logs "blocks", "state" and "out" before it sends
 anything (write-ahead), because its output depends on state that later input changes; a
 replacement resends the logged output instead of recomputing it, and the final stage
 appends a commit's rows to DEST again unless DEST's fence shows an earlier attempt did.
@@ -59,11 +62,6 @@ def block_key(bid: str) -> tuple[str, int]:
 def block_number(bid: str) -> int:
     """The block number n of block id "p:n"."""
     return int(bid.rsplit(":", 1)[1])
-
-
-def blocks_through_last_acked(acked: IdSet, partition: int) -> int:
-    """How many blocks of `partition` there are up to its last one in `acked`."""
-    return acked.max_seq(str(partition))        # block_key counts blocks from 1
 
 
 def ids_of(bids) -> IdSet:

@@ -269,6 +269,32 @@ class World:
             return reference_apps.app1_lines(lines, arg)
         return reference_apps.app2_expected_rows(lines, arg)
 
+    def count_errors(self, stopped: bool = False) -> list[str]:
+        """How the job's counters disagree with its input and its DEST. A task's counters
+        are the most that its log or its reports to the leader say (a done source's last
+        done marks may not be logged; the simulated leader waits for no final report). Of
+        a job that was `stopped` early only the stages' agreement is checked."""
+        counts = {}
+        for task, st in self.core.tasks.items():
+            logged = task_log.recover(self.hydfs.read(task_log.log_name(JOB, str(task)))).stats
+            counts[task] = {k: max(logged.get(k, 0), st.stats.get(k, 0))
+                            for k in set(logged) | set(st.stats)}
+
+        def total(stage: int, key: str) -> int:
+            return sum(c.get(key, 0) for t, c in counts.items() if t.stage == stage)
+        rows, errors = len(self.hydfs.read(DEST).decode().splitlines()), []
+        lines = len(self.lines) + len(self._taken_lines())
+        if not stopped and total(0, "in") != lines:
+            errors.append(f"sources read {total(0, 'in')} lines of {lines}")
+        if self.k.chained and total(0, "op1_in") != total(0, "in"):
+            errors.append(f"OP1 took {total(0, 'op1_in')} lines of {total(0, 'in')} read")
+        if total(0, "out") + total(1, "out") != total(2, "in"):
+            errors.append(f"OP1 put out {total(0, 'out') + total(1, 'out')}, "
+                          f"OP2 took {total(2, 'in')}")
+        if total(2, "out") != rows:
+            errors.append(f"OP2 put out {total(2, 'out')}, DEST has {rows} rows")
+        return errors
+
     def _taken(self) -> list:
         """The batches of SRC's appends the following source's log took, in log order."""
         if not self.k.follow:
@@ -397,7 +423,8 @@ class World:
                             epoch_floor=attempt_floor(self.leader_epoch), stages=self.stages)
         self.leader(self.core.adopt(self.now, dict(self.record["placement"]), running,
                                     set(self.record["sources_done"]),
-                                    self.record["failures_recovered"], self.stopping))
+                                    self.record["failures_recovered"], self.stopping,
+                                    done_stats=self.record.get("done_stats")))
 
     def on_zombie_leader_tick(self, epoch: int) -> None:
         if self.now < self.zombie_until:
@@ -495,6 +522,11 @@ class World:
 
     def execute(self, a: Attempt, effects: list) -> None:
         spec = a.spec
+        if effects and a.frozen_until > self.now:
+            # paused midway through an earlier call's effects: these come after them, when
+            # the process resumes (it runs its effects in order, on one thread)
+            self.at(a.frozen_until, "resume", a.address, effects)
+            return
         cut = self._freeze_point(effects) if a.vm in self.armed and not a.zombie else None
         for i, effect in enumerate(effects):
             if not a.alive:
@@ -559,6 +591,7 @@ class World:
         if leader_epoch == self.leader_epoch:
             self.leader(self.core.report(self.now, task, epoch, stats, source_done))
             self.record["sources_done"] = set(self.core.sources_done)
+            self.record["done_stats"] = self.core.done_stats()
         elif self.zombie_core is not None and self.now < self.zombie_until:
             self.leader(self.zombie_core.report(self.now, task, epoch, stats, source_done),
                         leader_epoch)      # a report to the old leader's address

@@ -240,15 +240,18 @@ def test_a_slow_stage_slows_the_sources_instead_of_filling_memory(cluster):
     write_csv(lines - 1, str(cluster.root / "slow_src"))
     cluster.query("01", "create", str(cluster.root / "slow_src"), "slow_src", timeout=60)
     (cluster.root / "slow_op.py").write_text(SLOW_OPERATOR)
-    doc = cluster.query("01", "RainStorm", str(cluster.root / "slow_op.py"), "signs_select",
-                        "slow_src", "slow_out", "3", "--detach", timeout=60)
+    # the slow operator is OP2: as OP1, a transform, it would run inside the sources
+    # ([stream] chain), and nothing would hold them back (review regression)
+    doc = cluster.query("01", "RainStorm", "grep", str(cluster.root / "slow_op.py"),
+                        "slow_src", "slow_out", "3", "--op1-args", ",", "--detach",
+                        timeout=60)
     job, window = doc["job"], WINDOW_MB * (1 << 20)
     ahead = []
     while (status := cluster.query("02", "job", job))["state"] not in ("done", "failed"):
         sources = [t for t in status["tasks"] if t["task"].startswith("source")]
         for t in sources:
             assert t.get("in_flight", 0) <= window, t
-        processed = sum(t["records_in"] for t in status["tasks"] if t["task"].startswith("op1"))
+        processed = sum(t["records_in"] for t in status["tasks"] if t["task"].startswith("op2"))
         ahead.append(sum(t["records_in"] for t in sources) - processed)
         time.sleep(0.2)
     assert status["state"] == "done" and status["records_in"] == lines

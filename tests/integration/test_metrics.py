@@ -95,10 +95,16 @@ def test_every_nodes_metrics_follow_the_rules_and_add_up(cluster):
         == stopped["records_in"]
     series = {(dict(k)["stage"], int(dict(k)["task"])) for k in
               pt.series(m, "rainstorm_stream_task_records_in_total") if dict(k)["job"] == job}
-    # signs_by_category is a filter: it runs in the source tasks ([stream] chain), which
-    # count its output; there are no op1 tasks
-    assert series == {(stage, task) for stage in ("source", "op2") for task in range(3)}
-    for stage in ("source", "op2"):
+    # signs_by_category is a filter: it runs in the source tasks ([stream] chain); its
+    # counters are still op1's, as `job JOBID` shows them, and what op1 put out is what op2
+    # took in
+    assert series == {(stage, task) for stage in ("source", "op1", "op2") for task in range(3)}
+    def stage_sum(name: str, stage: str) -> float:
+        return sum(v for k, v in pt.series(m, name).items()
+                   if dict(k)["job"] == job and dict(k)["stage"] == stage)
+    assert stage_sum("rainstorm_stream_task_records_out_total", "op1") == \
+        stage_sum("rainstorm_stream_task_records_in_total", "op2") > 0
+    for stage in ("source", "op2"):          # op1's batches are its source's
         for task in range(3):
             took = pt.value(m, "rainstorm_stream_task_records_in_total", job=job,
                             stage=stage, task=task)

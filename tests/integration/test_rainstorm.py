@@ -129,6 +129,27 @@ def test_two_workers_killed_mid_job_output_is_still_exact(cluster, app):
         assert result["failures_recovered"] >= 1
 
 
+def test_a_killed_source_running_op1_is_replaced_and_output_and_counts_stay_exact(cluster):
+    """signs_by_category is a filter, so it runs inside the source tasks ([stream] chain):
+    a replacement source recomputes OP1's output for the blocks it had not logged done,
+    and OP1's counts, logged with those done marks, stay exact (review: no test killed a
+    source's worker)."""
+    job = JobThread(cluster, APP2, "TrafficSigns_10000", "source_killed", "--rate", "3000")
+    tasks = running_tasks(cluster)
+    assert all(tasks[f"op1-{i}"] == tasks[f"source-{i}"] for i in range(3))
+    victim = tasks["source-1"]
+    time.sleep(1.0)
+    try:
+        cluster.kill(victim)
+        result = job.outcome()
+    finally:
+        revive(cluster, [victim])
+    assert result["failures_recovered"] >= 1
+    assert rows_of(cluster, "source_killed") == expected(APP2, 10000)
+    assert result["records_in"] == 10001
+    assert result["records_out"] == sum(expected(APP2, 10000).values())
+
+
 def test_task_log_is_readable_and_a_replacement_resumes_from_it(cluster):
     """Kill the worker of the count task op2-0 mid-job: its replacement must continue from
     the logged counts (a restart from zero would emit `Category,1` twice) and the log's

@@ -232,6 +232,25 @@ def test_a_source_drops_acks_of_a_replaced_attempt_and_a_replacement_skips_done_
     assert resent == bids[2:] and again.stats["in"] == 40
 
 
+def test_a_finite_jobs_source_replaced_after_the_stop_without_an_end_reads_its_partition():
+    """Regression (review): such a replacement ended at its predecessor's last block logged
+    done, but that one may have sent later blocks whose output stage 2 put in DEST: their
+    lines were never counted in `in` (nor, chained, OP1's counts)."""
+    core = SourceCore(spec(0), task_log.recover(b""), 0.0)
+    core.step(0.0, schedule((1, 0, "op1:1", 1)))
+    bids = [s.message["id"] for s in of(core.feed(0.0, LINES, last=True), Send)]
+    done = task_log.encode({"seq": 1, "done": task_log.ids_of(bids[:1]).to_wire()})
+    again = SourceCore(spec(0, epoch=2, stopping=True), task_log.recover(done), 5.0)
+    again.step(5.0, schedule((1, 0, "op1:2", 1)))
+    resent = [s.message["id"] for s in of(again.feed(5.0, LINES, last=True), Send)]
+    assert resent == bids[1:]
+    again.step(5.1, {"t": ACK, "job": "j", "from": [1, 0], "to": [0, 0], "ids": resent,
+                     "epoch": 1})
+    effects = again.tick(5.2)
+    assert any(isinstance(e, Report) and e.fields.get("source_done") for e in effects)
+    assert again.stats["in"] == 40
+
+
 def test_a_schedule_naming_a_newer_attempt_of_this_task_stops_it():
     core = SourceCore(spec(0, epoch=1), task_log.recover(b""), 0.0)
     effects = core.step(1.0, schedule((0, 0, "src:9", 2), (1, 0, "op1:1", 1)))
@@ -537,3 +556,55 @@ def test_tuples_between_stages_round_trip_as_text_or_json(keys, values, enc):
 def test_a_malformed_block_of_tuples_is_refused(how, payload):
     with pytest.raises(ValueError):
         tuple_codec.decode(how, payload)
+
+
+def test_a_block_whose_timer_restarted_from_an_older_ack_is_still_resent_in_time():
+    """Review: the in-flight table kept timers in order and stopped at the first not due,
+    but a timer restarted from a busy destination's last ack is older than the ones after
+    it, so its resend came late."""
+    from stream.in_flight import InFlight
+    table, a, b = InFlight(resend_after=2.0, started=0.0), TaskId(2, 0), TaskId(2, 1)
+    table.add(0.0, "0:0", {a: ({"id": "0:0"}, b"")}, 1)
+    table.add(1.5, "0:1", {b: ({"id": "0:1"}, b"")}, 1)
+    table.acked(1.0, a, [])                    # a acks others: alive and busy
+    assert table.due(2.5) == []                # 0:0's timer restarts from 1.0
+    assert table.next_due() == 3.0
+    assert sorted(m["id"] for _, m, _ in table.due(3.6)) == ["0:0", "0:1"]
+
+
+def test_the_first_operator_error_reaches_the_report_and_the_summary(tmp_path):
+    """Review: operators.py promised that the summary names the first error; nothing
+    carried it past the operator."""
+    from stream.commands import summary_text
+    from stream.job import Job, summary
+    from stream.job_spec import parse_job
+    (tmp_path / "bad.py").write_text(
+        'KIND = "filter"\n\ndef process(key, value, arg):\n'
+        '    if value.endswith("7"):\n        raise ValueError("no sevens")\n'
+        '    return key, value\n')
+    core = chained_source(str(tmp_path / "bad.py"), "")
+    core.feed(0.0, LINES, last=True)
+    (report,) = [e for e in core.tick(0.6) if isinstance(e, Report)]
+    assert report.fields["first_error"] == \
+        "on key 'src:7': ValueError: no sevens"
+    job = Job("j1", parse_job(["a", "b", "s", "d", "1"]), core=JobCore(1, ["02"], 0.0, 60.0))
+    job.extras[TaskId(0, 0)] = {"first_error": report.fields["first_error"]}
+    job.core.tasks[TaskId(0, 0)].stats = {"in": 40, "errors": 4}
+    doc = summary(job)
+    assert doc["first_error"] == "on key 'src:7': ValueError: no sevens"
+    assert "4 operator errors (the first on key 'src:7'" in summary_text(doc)
+
+
+def test_a_source_whose_done_report_comes_after_its_exit_is_not_started_again():
+    """Regression (simulator, seed 1661 with chained sources): a source reports done before
+    it logs its last done marks; when it died in between, the leader heard of the exit
+    first, started it again, and the replacement's counts, from its log, replaced those
+    of the done report."""
+    core, starts = started_job()
+    for s in starts:
+        core.started(0.5, s.task, s.epoch, f"{s.vm}:{s.task.stage}")
+    source = TaskId(0, 0)
+    core.exited(1.0, source, 1, -9)
+    core.report(1.01, source, 1, {"in": 30, "op1_in": 30}, source_done=True)
+    assert source not in [s.task for s in of(core.tick(1.2), StartTask)]
+    assert core.tasks[source].stats == {"in": 30, "op1_in": 30}
