@@ -24,13 +24,15 @@ from stream.job_core import JobCore
 from stream.job_spec import JobSpec
 from stream.operators import AGGREGATE, OperatorError, load_operator
 from stream.scheduler import ALL_STAGES, CHAINED_STAGES, TaskId
-from stream.source_plan import Partition, block_bytes_for, plan_partitions
+from stream.source_plan import (Partition, Segment, block_bytes_for, cut_segment,
+                                join_segments, plan_partitions, segment_target)
 from stream.succession import attempt_floor
 from stream.task_spec import TaskSpec
 
 log = logging.getLogger("stream")
 
 PLAN_TIMEOUT = 600.0      # cutting a large SRC reads all of it
+PARALLEL_PLAN_BYTES = 16 << 20   # SRC this big has its partitions cut in parallel
 
 
 class JobSetup:
@@ -118,8 +120,14 @@ class JobSetup:
         """(SRC's snapshot size, its partitions). Cutting them reads the whole snapshot to
         count lines, so a replica of SRC that holds the snapshot cuts them from its own
         copy (`stream.plan_partitions`, worker.py), and only a leader that finds none
-        reads SRC itself, across the network if it holds no copy."""
+        reads SRC itself, across the network if it holds no copy. A big file's partitions
+        are cut in parallel, each by one of SRC's replicas (`_in_parallel`)."""
         owners = self.client.owners(spec.src)
+        if spec.num_tasks > 1 and not spec.follow and \
+                self.client.size(spec.src) >= PARALLEL_PLAN_BYTES:
+            cut = self._in_parallel(spec, view, owners)
+            if cut is not None:
+                return cut
         if self.client.service.vm not in owners:      # a replica reads its own copy here
             for vm in owners:
                 try:
@@ -135,6 +143,29 @@ class JobSetup:
             return cut_partitions(self.client, spec.src, view, spec.num_tasks, spec.follow)
         except HydfsError as exc:
             raise CommandError(str(exc)) from None
+
+    def _in_parallel(self, spec: JobSpec, view, owners: list[str]):
+        """(size, partitions), each partition cut and its lines counted on its own by one of
+        SRC's replicas, from its copy (source_plan.cut_segment); None if that fails, or the
+        cuts are not those of a single pass (a line that spans a partition's target)."""
+        def cut(index: int) -> dict:
+            vm = owners[index % len(owners)]
+            if vm == self.client.service.vm:
+                return segment_of(self.client, spec.src, view, spec.num_tasks, index)
+            return self.client.peers.call(vm, {
+                "t": m.PLAN_PARTITIONS, "name": spec.src, "ids": view.to_wire(),
+                "count": spec.num_tasks, "part": index}, PLAN_TIMEOUT)
+        try:
+            with ThreadPoolExecutor(max_workers=spec.num_tasks) as pool:
+                replies = list(pool.map(cut, range(spec.num_tasks)))
+            sizes = {int(r["size"]) for r in replies}
+            segments = [Segment(int(r["start"]), int(r["end"]), int(r["lines"]))
+                        for r in replies]
+        except (Unreachable, RemoteError, HydfsError, KeyError, TypeError, ValueError) as exc:
+            log.info("partitions of %s not cut in parallel (%s): in one pass", spec.src, exc)
+            return None
+        parts = join_segments(segments, sizes.pop()) if len(sizes) == 1 else None
+        return None if parts is None else (int(replies[0]["size"]), parts)
 
     def _task_spec(self, ctx, job: Job, task: TaskId, op2, partitions, size: int,
                    view, chained: bool) -> TaskSpec:
@@ -163,6 +194,20 @@ def cut_partitions(client: HydfsClient, name: str, view, count: int,
     if it holds one); HydfsError if it cannot be read."""
     size, chunks = client.read_view(name, view, True, 0, 1 << 62)
     return size, plan_partitions(chunks if size else [b""], size, count, follow=follow)
+
+
+def segment_of(client: HydfsClient, name: str, view, count: int, index: int) -> dict:
+    """Partition `index` of `count` of the view of `name`, cut on its own (cut_segment)
+    from the bytes from its target on, as a plan_partitions reply with `part`."""
+    size, nothing = client.read_view(name, view, True, 0, 0)
+    nothing.close()
+    offset = segment_target(size, count, index)
+    _, chunks = client.read_view(name, view, True, offset, size - offset)
+    try:
+        seg = cut_segment(chunks, size, count, index, count_lines=index < count - 1)
+    finally:
+        chunks.close()             # read no further than the partition's end
+    return {"size": size, "start": seg.start, "end": seg.end, "lines": seg.lines}
 
 
 def create_empty(client: HydfsClient, name: str, may_exist: bool) -> None:

@@ -22,6 +22,8 @@ Task process -> its own node (node_link.py, served by worker.py):
     stream.lease {job, task, epoch}                -> ok {stop: why, or null}
 Leader -> a worker holding SRC (job_setup.py, served by worker.py):
     stream.plan_partitions {name, ids, count, follow} -> ok {size, partitions}
+    stream.plan_partitions {name, ids, count, part}   -> ok {size, start, end, lines}
+                                                  (one partition, cut on its own)
 Task or worker -> leader (leader.py):
     stream.report {job, task, stats, ...}          -> ok {stop, leader_epoch, leader}
     stream.task_exit {job, task, vm, code}         -> ok

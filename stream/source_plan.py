@@ -75,6 +75,65 @@ def plan_partitions(chunks, size: int, count: int, follow: bool = False) -> list
             for i in range(count)]
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One partition's bounds and (if counted) its lines, cut on its own (`cut_segment`)."""
+    start: int
+    end: int
+    lines: int
+
+
+def segment_target(size: int, count: int, index: int) -> int:
+    """Where partition `index` of `count` is aimed to start in a `size`-byte file."""
+    return size * index // count
+
+
+def cut_segment(chunks, size: int, count: int, index: int, count_lines: bool) -> Segment:
+    """Partition `index` of `count`, cut from the file's bytes from its target on (`chunks`,
+    read in order and no further than its end), on its own, so that the partitions of a big
+    file are cut in parallel: it starts after the first line end at or after its target (at
+    0 for the first), and ends after the first at or after the next one's (at `size` for
+    the last). `count_lines`: count its lines (the last partition's are never needed).
+    `join_segments` checks that these are plan_partitions' cuts."""
+    offset = segment_target(size, count, index)
+    start = 0 if index == 0 else None
+    end = size if index == count - 1 else None
+    ends_at = segment_target(size, count, index + 1)
+    lines = 0
+    for chunk in chunks:
+        at = 0
+        if start is None:
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                start, at = offset + nl + 1, nl + 1
+        if start is not None and end is not None:
+            break                                  # the last partition: its start is all
+        if start is not None:
+            nl = chunk.find(b"\n", max(ends_at - offset, at))
+            if nl >= 0:
+                end = offset + nl + 1
+                lines += chunk.count(b"\n", at, nl + 1) if count_lines else 0
+                break
+            lines += chunk.count(b"\n", at) if count_lines else 0
+        offset += len(chunk)
+    return Segment(size if start is None else start, size if end is None else end, lines)
+
+
+def join_segments(segments: list[Segment], size: int) -> list[Partition] | None:
+    """The partitions from their segments, or None where they are not plan_partitions'
+    (a line that spans a partition's target: only the sequential cut decides there)."""
+    count = len(segments)
+    for i in range(count - 1):
+        if segments[i].end != segments[i + 1].start or \
+                segments[i].start > segment_target(size, count, i + 1):
+            return None
+    parts, line = [], 1
+    for i, seg in enumerate(segments):
+        parts.append(Partition(i, seg.start, seg.end - seg.start, line))
+        line += seg.lines
+    return parts
+
+
 def cut_blocks(data: bytes, final: bool, limit: int = BLOCK_BYTES,
                flush: bool = False) -> tuple[list[bytes], bytes]:
     """Whole-line blocks of about `limit` bytes from `data`; returns (blocks, leftover).

@@ -30,7 +30,7 @@ from cluster.rpc import Peers, RemoteError, Unreachable
 from hydfs.client import HydfsClient, HydfsError
 from hydfs import messages as hm
 from stream import messages as m
-from stream.job_setup import cut_partitions
+from stream.job_setup import cut_partitions, segment_of
 from stream.metrics import worker_metrics
 from stream.succession import Claim
 
@@ -323,6 +323,16 @@ class StreamWorker:
         if not 1 <= count <= MAX_PARTITIONS:
             raise HandlerError(BAD_REQUEST, f"count must be 1 .. {MAX_PARTITIONS}")
         started = time.monotonic()
+        if msg.get("part") is not None:       # one partition of a plan cut in parallel
+            index = int(msg["part"])
+            if not 0 <= index < count:
+                raise HandlerError(BAD_REQUEST, f"part must be 0 .. {count - 1}")
+            reply = _hydfs(segment_of, self.client, str(msg["name"]), hm.id_set(msg, "ids"),
+                           count, index)
+            log.info("PLAN %s: partition %d of %d cut here in %.3f s", msg["name"], index,
+                     count, time.monotonic() - started)
+            conn.send(dict({"t": OK}, **reply))
+            return
         size, partitions = _hydfs(cut_partitions, self.client, str(msg["name"]),
                                   hm.id_set(msg, "ids"), count, bool(msg.get("follow")))
         log.info("PLAN %s: %d partitions of %d bytes cut here in %.3f s", msg["name"],

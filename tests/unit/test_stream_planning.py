@@ -108,3 +108,26 @@ def test_a_following_jobs_unfinished_last_line_is_the_followers(data, count):
     for p in parts[:-1]:
         assert p.offset + p.length <= last_end      # no other partition has it
     assert sum(p.length for p in parts) == len(data)
+
+
+def test_partitions_cut_one_by_one_are_those_of_one_pass_or_refused():
+    """A big SRC's partitions are cut in parallel, each by one replica (job_setup.py);
+    joined, they must be plan_partitions' exactly, or be refused (then one pass cuts)."""
+    from stream.source_plan import cut_segment, join_segments
+    rng = random.Random(7)
+    joined = 0
+    for _ in range(3000):
+        data = b"".join(rng.choice([b"a", b"bb", b"\n", b"ccc\n", b"\n\n", b"dddddddd"])
+                        for _ in range(rng.randint(0, 60)))
+        count, chunk = rng.randint(1, 6), rng.randint(1, 20)
+        want = plan_partitions(chunked(data, chunk) or [b""], len(data), count)
+        segments = [cut_segment(chunked(data[len(data) * i // count:], chunk), len(data),
+                                count, i, i < count - 1) for i in range(count)]
+        got = join_segments(segments, len(data))
+        assert got is None or got == want, (data, count)
+        joined += got is not None
+    assert joined > 2000
+    lines = b"".join(b"line %d,with,fields\n" % i for i in range(5000))
+    segments = [cut_segment(chunked(lines[len(lines) * i // 4:], 4096), len(lines), 4, i,
+                            i < 3) for i in range(4)]
+    assert join_segments(segments, len(lines)) == plan_partitions([lines], len(lines), 4)
