@@ -35,9 +35,9 @@ the follower polls once more (so every append that returned before the stop is t
 reads that last batch and its unfinished last line; in a finite job a source ends where
 it is if it is its task's first attempt. It logs its block count (`end`), so a replacement
 cuts exactly those blocks again. A replacement that did not find an end in its log reads its
-whole partition when the job stops: it may be behind what its predecessor sent. When every block is acked, the source is done:
-it says so to the leader, which ends the job once every source is, and then logs its last
-done marks.
+whole partition when the job stops: it may be behind what its predecessor sent. When every
+block is acked, the source is done: it says so to the leader, which ends the job once every
+source is, and then logs its last done marks.
 
 Backpressure. At most `window_bytes` are unacked at once (one block more only when none
 is), and no more is read or polled while as much (at most READ_AHEAD_BYTES) waits to be
