@@ -87,6 +87,7 @@ class SourceCore(TaskCore):
         self.fed_all = False                       # no more blocks will be cut
         self.done = False
         self.started = now
+        self.paced_from: int | None = None         # under `source_rate`: its first line sent
         self.commit_every = max(spec.batch_interval, DONE_LOG_EVERY)
         self._next_commit = now + self.commit_every
         # following: the batches logged and not read yet, what they and the snapshot hold
@@ -262,6 +263,8 @@ class SourceCore(TaskCore):
         if task_log.block_key(bid) in self.acked:
             self._count(lines)
             return                                  # a replacement: done before
+        if paced and self.paced_from is None:
+            self.paced_from = first                 # the first line this attempt sends
         due = self._due(first) if paced else float("-inf")
         self.ready.append((bid, first, lines, block, due))
         self.ready_bytes += len(block)
@@ -305,11 +308,12 @@ class SourceCore(TaskCore):
         return not self.unacked or self.unacked.bytes + len(block) <= self.spec.window_bytes
 
     def _due(self, first_line: int) -> float:
-        """When a partition's line is due under `source_rate`."""
+        """When a partition's line is due under `source_rate`: paced from the first line
+        this attempt sends (a replacement does not wait again for the lines an earlier
+        attempt sent and had acked)."""
         if not self.spec.source_rate:
             return float("-inf")
-        return self.started + (first_line - self.spec.partition.first_line) \
-            / self.spec.source_rate
+        return self.started + (first_line - self.paced_from) / self.spec.source_rate
 
     # -- acks, time -------------------------------------------------------------------------
 

@@ -218,6 +218,19 @@ def test_under_a_rate_the_lines_read_count_what_was_sent_not_what_was_read_ahead
     assert core.stats["in"] == 40
 
 
+def test_under_a_rate_a_replacement_paces_from_its_first_line_not_the_partitions():
+    """Regression (recovery benchmark): a replacement source waited again, at the rate, for
+    every line its predecessor had sent and had acked before it sent anything."""
+    core = SourceCore(spec(0), task_log.recover(b""), 0.0)
+    core.step(0.0, schedule((1, 0, "op1:1", 1)))
+    bids = [s.message["id"] for s in of(core.feed(0.0, LINES, last=True), Send)]
+    done = task_log.encode({"seq": 1, "done": task_log.ids_of(bids[:3]).to_wire()})
+    again = SourceCore(spec(0, epoch=2, source_rate=10.0), task_log.recover(done), 5.0)
+    again.step(5.0, schedule((1, 0, "op1:2", 2)))
+    assert [s.message["id"] for s in of(again.feed(5.0, LINES, last=True), Send)] == \
+        [bids[3]]                        # due at once, not 3 blocks' lines / 10 s later
+
+
 def test_a_source_drops_acks_of_a_replaced_attempt_and_a_replacement_skips_done_blocks():
     core = SourceCore(spec(0), task_log.recover(b""), 0.0)
     core.step(0.0, schedule((1, 0, "op1:2", 2)))
