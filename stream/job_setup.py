@@ -182,7 +182,8 @@ class JobSetup:
             next_reads_values=not runs_op1 or op2.reads_values, chained=chained,
             partition=partitions[task.index] if source else None,
             block_bytes=block_bytes_for(size, spec.num_tasks),
-            source_rate=spec.source_rate / spec.num_tasks, lease=self.lease,
+            source_rate=spec.source_rate / spec.num_tasks, rate_origin=job.created,
+            lease=self.lease,
             resend_after=self.resend_after, view=view.to_wire() if source else None,
             follow=spec.follow and source,
             window_bytes=int(self.config.stream.source_window_mb * (1 << 20)))

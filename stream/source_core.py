@@ -42,7 +42,8 @@ source is, and then logs its last done marks.
 Backpressure. At most `window_bytes` are unacked at once (one block more only when none
 is), and no more is read or polled while as much (at most READ_AHEAD_BYTES) waits to be
 sent: a slow stage slows the source instead of filling memory. With `source_rate` a partition's block leaves
-no earlier than its first line is due, which replays the file as a stream.
+no earlier than its first line is due, which replays the file as a stream (from the job's
+start: a replacement catches up at once on the lines due while no attempt ran).
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ DONE_LOG_EVERY = 0.5              # acked blocks are logged as done this often
 
 
 class SourceCore(TaskCore):
-    def __init__(self, spec: TaskSpec, recovered: Recovered, now: float, operator=None):
+    def __init__(self, spec: TaskSpec, recovered: Recovered, now: float, operator=None,
+                 rate_origin: float | None = None):
+        """`rate_origin`: when (on the caller's clock) the stream's first line was due,
+        under `source_rate`; now, if not given."""
         super().__init__(spec, recovered, now)
         self.op = operator                         # a chained OP1 (spec.chained), or None
         self.read_before = recovered.stats.get("in", 0)   # lines read by earlier attempts
@@ -87,7 +91,7 @@ class SourceCore(TaskCore):
         self.fed_all = False                       # no more blocks will be cut
         self.done = False
         self.started = now
-        self.paced_from: int | None = None         # under `source_rate`: its first line sent
+        self.rate_origin = now if rate_origin is None else rate_origin
         self.commit_every = max(spec.batch_interval, DONE_LOG_EVERY)
         self._next_commit = now + self.commit_every
         # following: the batches logged and not read yet, what they and the snapshot hold
@@ -263,8 +267,6 @@ class SourceCore(TaskCore):
         if task_log.block_key(bid) in self.acked:
             self._count(lines)
             return                                  # a replacement: done before
-        if paced and self.paced_from is None:
-            self.paced_from = first                 # the first line this attempt sends
         due = self._due(first) if paced else float("-inf")
         self.ready.append((bid, first, lines, block, due))
         self.ready_bytes += len(block)
@@ -308,12 +310,13 @@ class SourceCore(TaskCore):
         return not self.unacked or self.unacked.bytes + len(block) <= self.spec.window_bytes
 
     def _due(self, first_line: int) -> float:
-        """When a partition's line is due under `source_rate`: paced from the first line
-        this attempt sends (a replacement does not wait again for the lines an earlier
-        attempt sent and had acked)."""
+        """When a partition's line is due under `source_rate`, counted from the stream's
+        start (`rate_origin`): a replacement sends what fell due while no attempt ran at
+        once, as a real stream's backlog would be, and goes on at the rate from there."""
         if not self.spec.source_rate:
             return float("-inf")
-        return self.started + (first_line - self.paced_from) / self.spec.source_rate
+        return self.rate_origin + (first_line - self.spec.partition.first_line) \
+            / self.spec.source_rate
 
     # -- acks, time -------------------------------------------------------------------------
 

@@ -209,7 +209,10 @@ class TaskRunner:
             dest_sealed = self._fence(self.spec.dest) if final else None
         now = time.monotonic()
         if self.spec.task.stage == 0:
-            return SourceCore(self.spec, recovered, now, self.operator)
+            # the stream's start on this clock: a replacement catches up on what fell due
+            origin = now - max(0.0, time.time() - self.spec.rate_origin) \
+                if self.spec.rate_origin else None
+            return SourceCore(self.spec, recovered, now, self.operator, origin)
         return OperatorCore(self.spec, recovered, now, self.operator, dest_sealed)
 
     def _read_log(self, sealed) -> bytes:

@@ -50,6 +50,7 @@ class TaskSpec:
     leader_epoch: int = 0        # of the leader that started this attempt (succession.py)
     first: bool = False          # the task's first attempt: its log is empty, no attempt
                                  # before it can write, so it fences and reads nothing
+    rate_origin: float = 0.0     # unix time the stream began (`source_rate`): the job's start
     chained: bool = False        # the job's sources run its stateless OP1 (`operator`) and
                                  # send to stage 2: there are no OP1 tasks
 
@@ -87,7 +88,8 @@ class TaskSpec:
                 "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after,
                 "view": self.view, "follow": self.follow, "stopping": self.stopping,
                 "window_bytes": self.window_bytes, "leader_epoch": self.leader_epoch,
-                "first": self.first, "chained": self.chained}
+                "first": self.first, "chained": self.chained,
+                "rate_origin": self.rate_origin}
 
     @classmethod
     def from_wire(cls, d: dict) -> "TaskSpec":
@@ -110,4 +112,5 @@ class TaskSpec:
         spec.leader_epoch = int(d.get("leader_epoch", 0))
         spec.first = bool(d.get("first"))
         spec.chained = bool(d.get("chained"))
+        spec.rate_origin = float(d.get("rate_origin", 0.0))
         return spec

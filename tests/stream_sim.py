@@ -462,7 +462,7 @@ class World:
                 raise AssertionError(f"{a.address}: a first attempt found a log")
             if spec.task.stage == 0:
                 operator = load_operator(spec.operator, spec.arg) if spec.chained else None
-                a.core = SourceCore(spec, recovered, self.now, operator)
+                a.core = SourceCore(spec, recovered, self.now, operator, rate_origin=0.0)
             else:
                 sealed = (IdSet() if spec.first else
                           self.hydfs.fence(DEST, spec.writer_key, spec.epoch)) \
