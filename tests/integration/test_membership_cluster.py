@@ -16,10 +16,17 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 SLACK = 1.5   # process scheduling on a loaded 2-core machine, plus dissemination
 
 
-def bound(suspicion: bool) -> float:
-    m = FAST_MEMBERSHIP
+def bound(suspicion: bool, **timings) -> float:
+    m = dict(FAST_MEMBERSHIP, **timings)
     return detection_bound(m["protocol_period"], m["ping_timeout"], suspicion,
                            m["suspicion_timeout"]) + SLACK
+
+
+# Plain Ping-Ack fails a member at its first missed ack: at the fast timings (an ack within
+# 0.3 s), a node that the 2-core machine does not schedule for that long is failed too
+# (CI, 2026-12-02: vm03, once in about seven runs). That is the protocol, not what this test
+# checks, so its Ping-Ack runs give an ack a second.
+PING_ACK = {"protocol_period": 0.5, "ping_timeout": 1.0}
 
 
 def test_ten_nodes_join_and_all_lists_agree(local_cluster):
@@ -33,13 +40,15 @@ def test_ten_nodes_join_and_all_lists_agree(local_cluster):
 
 @pytest.mark.parametrize("suspicion", [True, False], ids=["ping-ack+s", "ping-ack"])
 def test_kill_two_then_one_every_survivor_drops_exactly_them(local_cluster, suspicion):
-    cluster = local_cluster(10, membership={"suspicion": "on" if suspicion else "off"})
+    timings = {} if suspicion else PING_ACK
+    cluster = local_cluster(10, membership=dict({"suspicion": "on" if suspicion else "off"},
+                                                **timings))
     survivors = list(cluster.vms)
     for victims in (["04", "07"], ["09"]):
         for vm in victims:
             cluster.kill(vm)
             survivors.remove(vm)
-        cluster.wait_converged(survivors, timeout=bound(suspicion))
+        cluster.wait_converged(survivors, timeout=bound(suspicion, **timings))
     for vm in survivors:
         failed = set(re.findall(r" FAIL (\d\d)@", cluster.log(vm)))
         assert failed == {"04", "07", "09"}, f"vm{vm} logged failures of {failed}"
