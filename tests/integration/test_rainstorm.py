@@ -106,25 +106,28 @@ def revive(cluster, vms: list[str]) -> None:
     cluster.wait_converged(cluster.vms, timeout=20)
 
 
-def victims_for(cluster) -> list[str]:
-    """Two workers that run tasks of the running job but none of its sources."""
-    return workers_without_a_source(running_tasks(cluster))[:2]
+def run_killing(cluster, app, dest: str, victims_of) -> dict:
+    """`app` on TrafficSigns_10000 at 3000 lines/s, with the nodes `victims_of(tasks)` names
+    (`tasks`: where the leader placed them) killed -9 about 1.5 s into the job, as the demo
+    does; its summary. The victims are restarted afterwards, for the tests after it."""
+    job = JobThread(cluster, app, "TrafficSigns_10000", dest, "--rate", "3000")
+    victims = victims_of(running_tasks(cluster))
+    time.sleep(1.0)
+    try:
+        for vm in victims:
+            cluster.kill(vm)
+        return job.outcome()
+    finally:
+        revive(cluster, victims)
 
 
 @pytest.mark.parametrize("app", [APP1, APP2], ids=["app1", "app2"])
 def test_two_workers_killed_mid_job_output_is_still_exact(cluster, app):
     name = "app1" if app is APP1 else "app2"
     for attempt in ("killed", "restarted"):
-        dest = f"{name}_{attempt}"
-        job = JobThread(cluster, app, "TrafficSigns_10000", dest, "--rate", "3000")
-        victims = victims_for(cluster)    # where the leader placed the tasks
-        time.sleep(1.0)                   # "about 1.5 s into the job", as the demo does
-        try:
-            for vm in victims:
-                cluster.kill(vm)
-            result = job.outcome()
-        finally:
-            revive(cluster, victims)      # the second round runs with them back
+        dest = f"{name}_{attempt}"       # the second round runs with the victims back
+        result = run_killing(cluster, app, dest,
+                             lambda tasks: workers_without_a_source(tasks)[:2])
         assert rows_of(cluster, dest) == expected(app, 10000)
         assert result["failures_recovered"] >= 1
 
@@ -134,16 +137,10 @@ def test_a_killed_source_running_op1_is_replaced_and_output_and_counts_stay_exac
     a replacement source recomputes OP1's output for the blocks it had not logged done,
     and OP1's counts, logged with those done marks, stay exact (review: no test killed a
     source's worker)."""
-    job = JobThread(cluster, APP2, "TrafficSigns_10000", "source_killed", "--rate", "3000")
-    tasks = running_tasks(cluster)
-    assert all(tasks[f"op1-{i}"] == tasks[f"source-{i}"] for i in range(3))
-    victim = tasks["source-1"]
-    time.sleep(1.0)
-    try:
-        cluster.kill(victim)
-        result = job.outcome()
-    finally:
-        revive(cluster, [victim])
+    def source_1(tasks: dict) -> list[str]:
+        assert all(tasks[f"op1-{i}"] == tasks[f"source-{i}"] for i in range(3))
+        return [tasks["source-1"]]
+    result = run_killing(cluster, APP2, "source_killed", source_1)
     assert result["failures_recovered"] >= 1
     assert rows_of(cluster, "source_killed") == expected(APP2, 10000)
     assert result["records_in"] == 10001
@@ -154,14 +151,7 @@ def test_task_log_is_readable_and_a_replacement_resumes_from_it(cluster):
     """Kill the worker of the count task op2-0 mid-job: its replacement must continue from
     the logged counts (a restart from zero would emit `Category,1` twice) and the log's
     commit numbers continue where the dead task stopped."""
-    job = JobThread(cluster, APP2, "TrafficSigns_10000", "resume_out", "--rate", "3000")
-    victim = running_tasks(cluster)["op2-0"]
-    time.sleep(1.0)
-    try:
-        cluster.kill(victim)
-        result = job.outcome()
-    finally:
-        revive(cluster, [victim])
+    result = run_killing(cluster, APP2, "resume_out", lambda tasks: [tasks["op2-0"]])
     assert result["failures_recovered"] >= 1
     assert rows_of(cluster, "resume_out") == expected(APP2, 10000)
     assert result["records_out"] == sum(expected(APP2, 10000).values())
