@@ -93,13 +93,13 @@ class JobSetup:
         with ThreadPoolExecutor(max_workers=len(tasks) + 1) as pool:
             # DEST and the tasks' logs (empty), made while SRC's snapshot is taken and cut
             files = [spec.dest] + [task_log.log_name(job.id, str(t)) for t in tasks]
-            logs = [pool.submit(create_empty, self.client, name, made) for name in files]
+            creates = [pool.submit(create_empty, self.client, name, made) for name in files]
             view = self.snapshot(spec)
             size, partitions = self.partitions(spec, view)
             log.info("JOB %s partitions planned at %.3f s", job.id,
                      time.monotonic() - job.started)
-            for made in logs:
-                made.result()
+            for create in creates:
+                create.result()
         if not workers:
             raise CommandError("no live worker to run the job")
         core = JobCore(spec.num_tasks, workers, time.monotonic(), self.stall_timeout,
