@@ -1,14 +1,16 @@
-"""A source's blocks in flight: sent downstream, not yet acked by every task they went to;
-when, and to whom, each goes out again (pure).
+"""A task's blocks in flight: sent downstream, not yet acked by every task they went to;
+when, and to whom, each goes out again (pure). A source's (source_core.py) and an
+operator's that forwards its output (operator_core.py).
 
 An entry is one block id: its message to each destination task (one for a block routed
-whole, several for a chained OP1's output split by key), the destinations whose ack is
-still awaited, when it last went out and its size. The block is finished when no ack is
-awaited. A destination that stays silent gets the block again after `resend_after`
-(delivery.resend_due); one that acks other blocks is alive and busy, and the block's timer
-restarts from its last ack. A destination that moves gets what it awaits at once. The
-entries are at most a window's worth of blocks: every scan looks at them all (a timer
-restarted from an older ack is not in any order with the others).
+whole, several for output split by key), the destinations whose ack is still awaited, when
+it last went out and its size (a source's window counts it). The block is finished when
+no ack is awaited. A destination that stays silent gets the block again after
+`resend_after` (delivery.resend_due); one that acks other blocks is alive and busy, and
+the block's timer restarts from its last ack. A destination that moves gets what it awaits
+at once. The entries are few (the sources' windows bound what is in flight anywhere), and
+every scan looks at them all: a timer restarted from an older ack is in no order with the
+others.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class InFlight:
 
     def __iter__(self):
         return iter(self.entries)
+
+    def __contains__(self, bid: str) -> bool:
+        return bid in self.entries
 
     def add(self, now: float, bid: str, sends: dict, size: int) -> list:
         """Block `bid` goes out to every destination of `sends` ({TaskId: (message,

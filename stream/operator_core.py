@@ -42,6 +42,7 @@ from stream import messages as m
 from stream import task_log, tuple_codec
 from stream.effects import AppendDest
 from stream.forwarding import apply_to_lines, block_messages, route_output
+from stream.in_flight import InFlight
 from stream.scheduler import TaskId
 from stream.task_core import SAMPLE_ROWS, TaskCore
 from stream.task_log import Recovered
@@ -68,13 +69,9 @@ class OperatorCore(TaskCore):
         self.state = dict(recovered.state)
         self.completed = recovered.completed
         self.pending: dict[str, tuple[dict, bytes]] = {}   # arrived, not processed yet
-        self.inflight: dict[str, set] = {}     # block -> next-stage task indexes yet to ack
-        self.sent: dict[str, dict] = {}        # block -> {dest task: (message, payload)}
-        self.sent_at: dict[str, float] = {}    # block -> when its outputs last went out
+        self.inflight = InFlight(spec.resend_after, now)   # outputs sent, not all acked
         self.counts: dict[str, dict] = {}      # stateless: block -> its counters, till done
         self.newly_done: list[str] = []
-        self.heard: dict[int, float] = {}      # next-stage task index -> when it last acked
-        self.started = now
         self.sample: list[str] = []
         self.interval = spec.state_flush_interval if operator.stateful else spec.batch_interval
         self._next_batch = now + self.interval
@@ -120,36 +117,15 @@ class OperatorCore(TaskCore):
         if self.is_stale(message):
             self.dropped_stale += 1
             return
-        sender = TaskId.from_wire(message["from"]).index
-        self.heard[sender] = now
-        for bid in message["ids"]:
-            waiting = self.inflight.get(bid)
-            if waiting is None or sender not in waiting:
-                continue
-            waiting.discard(sender)
-            if not waiting:
-                del self.inflight[bid]
-                self.sent.pop(bid, None)
-                self.sent_at.pop(bid, None)
-                self._finish(bid)
+        for bid in self.inflight.acked(now, TaskId.from_wire(message["from"]), message["ids"]):
+            self._finish(bid)
 
     # -- time -------------------------------------------------------------------------------
 
     def on_tick(self, now: float) -> None:
         if now >= self._next_batch:
             self._flush(now)
-        for bid, when in list(self.sent_at.items()):
-            if now - when < self.spec.resend_after:
-                continue
-            waiting = [to for to in self.sent[bid] if to.index in self.inflight.get(bid, ())]
-            silent = [to for to in waiting
-                      if delivery.resend_due(when, self.heard.get(to.index, self.started),
-                                             now, self.spec.resend_after)]
-            if silent:
-                self._resend(now, bid, self.sent[bid], only=silent)
-            elif waiting:          # they ack others: alive and busy; a period from then
-                self.sent_at[bid] = min(self.heard.get(to.index, self.started)
-                                        for to in waiting)
+        self._send_all(self.inflight.due(now))
 
     def on_idle(self, now: float) -> None:
         if self._idle_flush_at() <= now:
@@ -178,13 +154,13 @@ class OperatorCore(TaskCore):
 
     def own_deadline(self, now: float) -> float:
         deadline = min(self._next_batch, self._idle_flush_at())
-        if self.sent_at:
-            deadline = min(deadline, min(self.sent_at.values()) + self.spec.resend_after)
+        if self.inflight:
+            deadline = min(deadline, self.inflight.next_due())
         return max(deadline, now)
 
     def report_extras(self) -> dict:
         sample, self.sample = self.sample, []
-        extras = {"unacked": len(self.sent), "pending": len(self.pending)}
+        extras = {"unacked": len(self.inflight), "pending": len(self.pending)}
         if sample:
             extras["sample"] = sample
         return extras
@@ -236,15 +212,11 @@ class OperatorCore(TaskCore):
         if not outs:
             self._finish(bid)
             return
-        self.inflight[bid] = {int(d) for d in outs}
-        self.sent[bid] = block_messages(self.spec, bid, outs)
-        self._resend(now, bid, self.sent[bid])
+        self._send_all(self.inflight.add(now, bid, block_messages(self.spec, bid, outs), 0))
 
-    def _resend(self, now: float, bid: str, by_dest: dict, only=None) -> None:
-        self.sent_at[bid] = now
-        for to, (message, payload) in by_dest.items():
-            if to.index in self.inflight.get(bid, ()) and (only is None or to in only):
-                self.send(to, dict(message), payload)
+    def _send_all(self, sends: list) -> None:
+        for to, message, payload in sends:
+            self.send(to, dict(message), payload)
 
     def _finish(self, bid: str) -> None:
         self.completed.add(*task_log.block_key(bid))
@@ -254,9 +226,7 @@ class OperatorCore(TaskCore):
         self.ack(bid)
 
     def on_moved(self, now: float, moved: list[TaskId]) -> None:
-        for bid, by_dest in list(self.sent.items()):
-            if any(to in moved for to in by_dest):
-                self._resend(now, bid, by_dest, only=moved)
+        self._send_all(self.inflight.moved(now, moved))
 
     # -- the last stage: rows into HYDFS_DEST -----------------------------------------------
 

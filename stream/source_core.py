@@ -90,7 +90,6 @@ class SourceCore(TaskCore):
         self.partition_read = False
         self.fed_all = False                       # no more blocks will be cut
         self.done = False
-        self.started = now
         self.rate_origin = now if rate_origin is None else rate_origin
         self.commit_every = max(spec.batch_interval, DONE_LOG_EVERY)
         self._next_commit = now + self.commit_every
