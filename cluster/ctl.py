@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import sys
-import threading
 
 from cluster import wire
 from cluster.commands import CommandError, Context, UsageError
 from cluster.config import Config
 from cluster.connection import Connection
+from cluster.ctl_session import TICKER, Session
 from cluster.messages import CTL, CTL_OUTPUT, CTL_RESULT, ERROR
 
 log = logging.getLogger("node")
@@ -37,7 +36,6 @@ log = logging.getLogger("node")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 10.0     # silence this long (no answer, no keepalive) means unreachable
-KEEPALIVE = 2.0
 
 
 # -- the caller's side --------------------------------------------------------------------------
@@ -136,38 +134,26 @@ def _fail(as_json: bool, reason: str, code: int, notes: dict | None = None) -> i
 # -- the node's side ----------------------------------------------------------------------------
 
 def serve(conn: Connection, message: dict, run) -> None:
-    """Answer one ctl request: `run(ctx, argv)` (a registry's) in a thread of its own, its
-    progress lines and keepalives sent as they come, then its result."""
+    """Answer one ctl request: `run(ctx, argv)` (a registry's) in this thread, its progress
+    lines and keepalives sent as they come (ctl_session.py), then its result."""
     argv = message.get("argv")
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         conn.send({"t": CTL_RESULT, "ok": False, "usage": True, "error": "bad argv"})
         return
-    outbox: queue.Queue = queue.Queue()
-    gone = threading.Event()        # the caller hung up: a long command stops talking to it
+    session = Session(conn)
     ctx = Context(cwd=str(message.get("cwd") or "."), json=bool(message.get("json")),
-                  emit=lambda line: None if gone.is_set() else
-                  outbox.put({"t": CTL_OUTPUT, "text": line}),
-                  attached=lambda: not gone.is_set(),
-                  note=lambda fields: None if gone.is_set() else
-                  outbox.put({"t": CTL_OUTPUT, "note": dict(fields)}),
+                  emit=session.emit, attached=session.attached, note=session.note,
                   request=str(message.get("request") or "")[:64])
-    threading.Thread(target=_run_into, args=(run, ctx, argv, outbox), daemon=True,
-                     name=f"ctl-{argv[0] if argv else ''}").start()
-    while True:
-        try:
-            reply = outbox.get(timeout=KEEPALIVE)
-        except queue.Empty:
-            reply = {"t": CTL_OUTPUT, "keepalive": True}
-        try:
-            conn.send(reply)
-        except OSError:
-            gone.set()
-            raise
-        if reply["t"] == CTL_RESULT:
-            return
+    TICKER.watch(session)
+    try:
+        result = _result_of(run, ctx, argv)
+    finally:
+        TICKER.unwatch(session)
+    session.finish(result)
 
 
-def _run_into(run, ctx: Context, argv: list, outbox: queue.Queue) -> None:
+def _result_of(run, ctx: Context, argv: list) -> dict:
+    """The ctl_result of `run(ctx, argv)`."""
     try:
         result = run(ctx, argv)
     except CommandError as exc:
@@ -175,9 +161,8 @@ def _run_into(run, ctx: Context, argv: list, outbox: queue.Queue) -> None:
                  "error": str(exc)}
         if exc.code:
             reply["code"] = exc.code
-        outbox.put(reply)
+        return reply
     except Exception as exc:
         log.exception("command %s failed", argv)
-        outbox.put({"t": CTL_RESULT, "ok": False, "error": f"internal error: {exc}"})
-    else:
-        outbox.put({"t": CTL_RESULT, "ok": True, "text": result.text, "doc": result.doc})
+        return {"t": CTL_RESULT, "ok": False, "error": f"internal error: {exc}"}
+    return {"t": CTL_RESULT, "ok": True, "text": result.text, "doc": result.doc}
