@@ -165,6 +165,11 @@ class Peers:
         whose reply was read whole, or close it."""
         return self._take(target, timeout)[0]
 
+    def take_kept(self, target, timeout: float | None = REPLY_TIMEOUT) -> tuple[Connection, bool]:
+        """`take`, and whether the connection is a kept one: a request that fails on a kept
+        one at once (CLOSED_UNDER_US) may be sent again on a new one, as `call`s are."""
+        return self._take(target, timeout)
+
     def give_back(self, target, conn: Connection) -> None:
         """Keep `conn` for the next request to `target`, unless unread bytes wait on it."""
         if conn.buffered():

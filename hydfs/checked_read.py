@@ -16,6 +16,12 @@ window is passed on window by window, but the window holding the last byte asked
 after the whole record's CRC matched. So a reader that stops at `CorruptReplica` has never
 passed on the end of what it was asked for: a receiver sees a truncated payload, never a
 complete wrong one.
+
+`early` spans (for a receiver that commits nothing before the payload is whole, such as a
+get into a local file, renamed into place at its end) pass a block on in PART-sized parts
+as they are read, with the same guarantee: the part holding the last byte asked for only
+after every block's CRC matched. The receiver then writes a block while the sender still
+checks it, instead of waiting for the check (0.5 ms per MiB here) before the first byte.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import BinaryIO, Iterator, NamedTuple
 
 BLOCK = 1 << 20          # a base file's checksum unit
 WINDOW = 4 * BLOCK       # the most bytes read at once for one window
+PART = 1 << 18           # what `early` spans pass on at once
 
 
 class CorruptReplica(Exception):
@@ -39,15 +46,37 @@ class Span(NamedTuple):
 
 
 def piece_spans(f: BinaryIO, offset: int, size: int, crcs: list[int], per_block: bool,
-                lo: int = 0, hi: int | None = None, window: int = WINDOW) -> Iterator[Span]:
+                lo: int = 0, hi: int | None = None, window: int = WINDOW,
+                early: bool = False) -> Iterator[Span]:
     """Checked spans of bytes [lo, hi) of the piece at `offset` in `f` (`size` bytes long),
-    each at most `window` bytes (a multiple of BLOCK). Blocks outside [lo, hi) are not
-    read; a record is always checked whole."""
+    each at most `window` bytes (a multiple of BLOCK); `early`: see the module's docstring.
+    Blocks outside [lo, hi) are not read; a record is always checked whole."""
     hi = size if hi is None else min(hi, size)
-    if per_block:
+    if per_block and early:
+        yield from _early_block_spans(f, offset, size, crcs, lo, hi)
+    elif per_block:
         yield from CheckedBlocks(f, offset, size, crcs).spans(lo, hi, window)
     else:
         yield from _record_spans(f, offset, size, crcs[0], lo, hi, window)
+
+
+def _early_block_spans(f, offset, size, crcs, lo, hi, part: int = PART):
+    """Bytes [lo, hi) of a per-block piece in parts, each passed on as soon as it is read;
+    the part with byte hi - 1 only once its block's CRC matched."""
+    for k in range(lo // BLOCK, (hi - 1) // BLOCK + 1 if lo < hi else 0):
+        start, end = k * BLOCK, min((k + 1) * BLOCK, size)
+        crc, held = 0, None
+        for at in range(start, end, part):
+            data = _read(f, offset + at, min(part, end - at))
+            crc = zlib.crc32(data, crc)
+            if at < hi <= at + len(data):
+                held = _clip(f, offset, at, data, lo, hi)
+            elif lo < at + len(data) and at < hi:
+                yield _clip(f, offset, at, data, lo, hi)
+        if crc != crcs[k]:
+            raise CorruptReplica(f"{f.name}: block {k} fails its checksum")
+        if held is not None:
+            yield held
 
 
 def read_piece(f: BinaryIO, offset: int, size: int, crcs: list[int], per_block: bool,

@@ -38,11 +38,12 @@ import uuid
 from cluster import wire
 from cluster.connection import Connection
 from cluster.errors import BAD_REQUEST, UNREACHABLE, CodedError
-from cluster.rpc import REPLY_TIMEOUT, Peers, RemoteError, Slow, Unreachable, check_reply
+from cluster.rpc import (CLOSED_UNDER_US, REPLY_TIMEOUT, Peers, RemoteError, Slow, Unreachable,
+                         check_reply)
 from hydfs import messages as m
 from hydfs import read_rules, write_rules
 from hydfs.cache import LruCache
-from hydfs.checked_read import as_bytes
+from hydfs.checked_read import BLOCK, as_bytes
 from hydfs.coordinator import no_quorum, too_small
 from hydfs.idset import IdSet
 from hydfs.names import BadName, check_name
@@ -283,6 +284,9 @@ class HydfsClient:
             data = cached[1]
             _write_local(local_path, [data])
             return {"name": name, "size": len(data), "replica": cached_from, "cached": True}
+        here = self._get_here(name, local_path, cached, epoch)
+        if here is not None:
+            return here
 
         def request(vm):
             return {"t": m.GET, "name": name,
@@ -292,6 +296,43 @@ class HydfsClient:
             name, request, time.monotonic() + self.write_deadline,
             lambda vm, conn, reply: self._receive_get(vm, conn, reply, name, local_path,
                                                       cached, epoch))
+
+    def _get_here(self, name: str, local_path: str, cached, epoch: int) -> dict | None:
+        """A get answered from this node's own copy when this node is the replica a get
+        asks first and its copy holds our last append: the bytes a request to ourselves
+        would bring, checked the same way, without the round trip. None if it cannot be
+        (no copy here, not the first replica, behind, or corrupt: then quarantined, and
+        the other replicas answer)."""
+        store, vm = self.service.store, self.service.vm
+        st = store.get_state(name)
+        if st is None or read_rules.read_order(self.owners(name))[:1] != [vm] or \
+                read_rules.is_behind(self._last_write.get(name), st.holds):
+            return None
+        try:
+            snap = store.snapshot(name)
+        except NoSuchFile:
+            return None
+        try:
+            version, _, cached_from = cached[0] if cached is not None else (None, 0, None)
+            if version is not None and \
+                    read_rules.version_to_revalidate(version, cached_from, vm) == snap.state_version:
+                data = cached[1]
+                self._keep(name, epoch, snap.state_version, vm, data)
+                _write_local(local_path, [data])
+                return {"name": name, "size": len(data), "replica": vm, "cached": True}
+            chunks = (as_bytes(span) for span in store.spans(snap, 0, snap.size, BLOCK))
+            if 0 < snap.size <= self.cache.capacity_bytes:     # small: kept in the cache too
+                data = b"".join(chunks)
+                _write_local(local_path, [data])
+                self._keep(name, epoch, snap.state_version, vm, data)
+            else:
+                _write_local(local_path, chunks)
+        except CorruptReplica as exc:
+            self.service.quarantine(name, exc)
+            return None
+        finally:
+            snap.close()
+        return {"name": name, "size": snap.size, "replica": vm, "cached": False}
 
     def get_from_replica(self, vm: str, name: str, local_path: str) -> dict:
         checked_name(name)
@@ -322,11 +363,7 @@ class HydfsClient:
         vm, conn, reply = self._read_from_replicas(
             name, lambda vm: {"t": m.GET, "name": name, "offset": offset, "length": length},
             deadline=0.0, receive=lambda vm, conn, reply: (vm, conn, reply))
-        with conn:      # once bytes went to the caller, a failure cannot move elsewhere
-            try:
-                yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
-            except (OSError, wire.ProtocolError) as exc:
-                raise HydfsError(UNREACHABLE, f"reading {name} from vm{vm}: {exc}") from None
+        yield from self._bulk_chunks(vm, conn, reply, name)
 
     def _read_from_replicas(self, name: str, request, deadline: float, receive,
                             tries_next=read_rules.tries_next_replica, failure=None):
@@ -399,13 +436,19 @@ class HydfsClient:
             read_rules.view_tries_next, read_rules.view_failure)
         return reply["size"], self._bulk_chunks(vm, conn, reply, name)
 
-    @staticmethod
-    def _bulk_chunks(vm: str, conn: Connection, reply: dict, name: str):
-        with conn:      # once bytes went to the caller, a failure cannot move elsewhere
-            try:
-                yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
-            except (OSError, wire.ProtocolError) as exc:
-                raise HydfsError(UNREACHABLE, f"reading {name} from vm{vm}: {exc}") from None
+    def _bulk_chunks(self, vm: str, conn: Connection, reply: dict, name: str):
+        """The reply's payload in chunks; the connection is kept once it was read whole,
+        closed if the reader stops early. Once bytes went to the caller, a failure cannot
+        move elsewhere."""
+        try:
+            yield from conn.recv_bulk_chunks(wire.bulk_length(reply))
+        except (OSError, wire.ProtocolError) as exc:
+            conn.close()
+            raise HydfsError(UNREACHABLE, f"reading {name} from vm{vm}: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._done_reading(vm, conn)
 
     def _local_view(self, name: str, ids: IdSet, create: bool, offset: int, length: int):
         """read_view's answer from this node's own copy, if it is a replica holding every
@@ -546,38 +589,57 @@ class HydfsClient:
                 os.unlink(path)
 
     def _request_read(self, vm: str, request: dict, patience: float):
-        """(connection, reply header) of a read request to `vm`. Slow if it does not start
-        answering within `patience` seconds (a paused or overloaded node: reads can go to
-        another replica instead of waiting); after the header, the usual timeout applies."""
-        conn = self.peers.open(vm, timeout=patience)
-        try:
-            conn.send(request)
-            reply = check_reply(conn.recv())
-        except socket.timeout:
-            conn.close()
-            raise Slow(f"node {vm} did not answer within {patience:g} s") from None
-        except (OSError, wire.ProtocolError) as exc:
-            conn.close()
-            raise Unreachable(f"node {vm}: {exc}") from None
-        except RemoteError:
-            conn.close()
-            raise
-        conn.sock.settimeout(REPLY_TIMEOUT)
-        return conn, reply
+        """(connection, reply header) of a read request to `vm`, on a kept connection when
+        there is one (give it back once its payload is read whole, or close it). Slow if
+        it does not start answering within `patience` seconds (a paused or overloaded
+        node: reads can go to another replica instead of waiting); after the header, the
+        usual timeout applies. A kept connection that the node had closed just before is
+        replaced by a new one, once."""
+        conn, reused = self.peers.take_kept(vm, patience)
+        while True:
+            try:
+                conn.send(request)
+                reply = check_reply(conn.recv())
+            except socket.timeout:
+                conn.close()
+                raise Slow(f"node {vm} did not answer within {patience:g} s") from None
+            except CLOSED_UNDER_US:
+                conn.close()
+                if not reused:
+                    raise Unreachable(f"node {vm}: connection closed") from None
+                conn, reused = self.peers.open(vm, timeout=patience), False
+                continue
+            except (OSError, wire.ProtocolError) as exc:
+                conn.close()
+                raise Unreachable(f"node {vm}: {exc}") from None
+            except RemoteError:
+                conn.close()
+                raise
+            conn.sock.settimeout(REPLY_TIMEOUT)
+            return conn, reply
+
+    def _done_reading(self, vm: str, conn: Connection) -> None:
+        """The reply on `conn` was read whole: keep the connection for the next read."""
+        self.peers.give_back(vm, conn)
 
     def _receive_get(self, vm, conn, reply, name, local_path, cached, epoch: int = 0,
                      use_cache: bool = True) -> dict:
         """Write what replica `vm` answered a get with into `local_path` (and the cache);
         OSError or ProtocolError if the transfer breaks."""
-        with conn:
-            if reply["t"] == m.NOT_MODIFIED:
-                data = cached[1]
-                _write_local(local_path, [data])
-                self._keep(name, epoch, reply["version"], vm, data)
-                return {"name": name, "size": len(data), "replica": vm, "cached": True}
-            size = wire.bulk_length(reply)
-            keep = use_cache and 0 < size <= self.cache.capacity_bytes
+        if reply["t"] == m.NOT_MODIFIED:
+            self._done_reading(vm, conn)
+            data = cached[1]
+            _write_local(local_path, [data])
+            self._keep(name, epoch, reply["version"], vm, data)
+            return {"name": name, "size": len(data), "replica": vm, "cached": True}
+        size = wire.bulk_length(reply)
+        keep = use_cache and 0 < size <= self.cache.capacity_bytes
+        try:
             kept = _receive_to_local(conn, size, local_path, keep)
+        except BaseException:
+            conn.close()
+            raise
+        self._done_reading(vm, conn)
         if keep:
             self._keep(name, epoch, reply["version"], vm, kept)
         return {"name": name, "size": size, "replica": vm, "cached": False}
@@ -629,10 +691,11 @@ def _check_local_target(path: str) -> None:
     if os.path.isdir(path):
         raise HydfsError(m.LOCAL_FILE, f"local path {path} is a directory, not a file")
     folder = os.path.dirname(os.path.abspath(path))
+    if os.access(folder, os.W_OK | os.X_OK):
+        return
     if not os.path.isdir(folder):
         raise HydfsError(m.LOCAL_FILE, f"local directory {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise HydfsError(m.LOCAL_FILE, f"local directory {folder} is not writable")
+    raise HydfsError(m.LOCAL_FILE, f"local directory {folder} is not writable")
 
 
 def _receive_to_local(conn: Connection, size: int, local_path: str, keep: bool):

@@ -9,6 +9,7 @@ crafted, can leave the node's data directory.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 
 MAX_NAME_BYTES = 255
@@ -24,6 +25,11 @@ def check_name(name) -> str:
     """Return `name` if it is a valid HyDFS name, else raise BadName."""
     if not isinstance(name, str) or not name:
         raise BadName("a HyDFS name must be a non-empty string")
+    return _checked(name)
+
+
+@functools.lru_cache(maxsize=4096)     # a request checks its name several times over
+def _checked(name: str) -> str:
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise BadName(f"HyDFS name longer than {MAX_NAME_BYTES} bytes")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):

@@ -26,10 +26,12 @@ This module is pure: no sockets, threads, clocks or randomness.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 
 
+@functools.lru_cache(maxsize=8192)     # every request places its file: hash a name once
 def ring_position(name: str, bits: int) -> int:
     """Return the ring position of `name` in 0 .. 2**bits - 1 (SHA-1, stable across runs)."""
     _check_bits(bits)

@@ -218,14 +218,18 @@ class ReplicaStore:
         for span in self.spans(snap, start, length):
             yield as_bytes(span)
 
-    def spans(self, snap: Snapshot, start: int, length: int, window: int = WINDOW):
+    def spans(self, snap: Snapshot, start: int, length: int, window: int = WINDOW,
+              early: bool = False):
         """The verified `Span`s (checked_read.py) of bytes [start, start + length) of the
-        snapshot, at most `window` bytes each: a sender can `sendfile` their ranges."""
+        snapshot, at most `window` bytes each: a sender can `sendfile` their ranges.
+        `early`: for a receiver that commits nothing before it has the whole payload
+        (checked_read.py)."""
         end, pos = start + length, 0
         for f, offset, size, crcs, per_block in snap.pieces:
             if pos < end and start < pos + size:
                 yield from piece_spans(f, offset, size, crcs, per_block,
-                                       max(start - pos, 0), min(end - pos, size), window)
+                                       max(start - pos, 0), min(end - pos, size), window,
+                                       early)
             pos += size
 
     def snapshot_records(self, snap: Snapshot, exclude: IdSet, merged_too: bool = False) -> list:

@@ -194,6 +194,7 @@ def test_corrupted_replica_is_detected_and_repaired(local_cluster):
     base.write_bytes(bytes(raw))
     with pytest.raises(CommandFailed):
         cluster.query("02", "getfromreplica", victim, "c", str(cluster.root / "bad"))
+    assert not (cluster.root / "bad").exists()      # the parts that went out: not kept
     assert "CORRUPT" in cluster.log(victim)
     cluster.query("02", "get", "c", str(cluster.root / "good"))    # fails over to a good copy
     assert (cluster.root / "good").read_bytes() == data

@@ -97,3 +97,38 @@ def test_settled_appends_read_the_same_from_every_replica_and_a_watch_sees_new_o
     assert grown.covers(settled) and len(grown) == 3
     size, chunks = client.read_view(name, grown, False, 0, 1 << 20)
     assert (size, b"".join(chunks)) == (21, b"from02|from03|from04|")
+
+
+def test_reads_of_one_replica_reuse_one_connection_and_one_cut_short_does_not(
+        local_cluster):
+    """A get, a byte range and a view read whole leave their connection kept for the next
+    read (a read costs a round trip, not a connection and a server thread); one stopped
+    early is closed, and a kept one whose node restarted is replaced, once."""
+    cluster = local_cluster(4)
+    name, vm = "pooled", "03"
+    data = bytes(range(256)) * 8192                   # 2 MiB: more than one chunk
+    cluster.query("02", "create", write(cluster, "big", data), name)
+    client = HydfsClient(Outside(cluster, [vm]), 0, 5)
+    opened = []
+    real_open = client.peers.open
+    client.peers.open = lambda target, timeout=None: opened.append(target) or \
+        real_open(target, timeout)
+
+    out = cluster.root / "got"
+    assert client.get(name, str(out))["size"] == len(data) and out.read_bytes() == data
+    assert b"".join(client.read_range(name, 10, 1000)) == data[10:1010]
+    ids = client.settled(name)                        # a summary call: pooled already
+    size, chunks = client.read_view(name, ids, True, 0, 100)
+    assert (size, b"".join(chunks)) == (len(data), data[:100])
+    assert opened == [vm]
+
+    chunks = client.read_range(name, 0, len(data))
+    assert len(next(chunks)) < len(data)
+    chunks.close()                                    # the rest of its payload is unread
+    assert b"".join(client.read_range(name, 0, 5)) == data[:5]
+    assert opened == [vm, vm]
+
+    cluster.kill(vm)
+    cluster.restart(vm)
+    assert b"".join(client.read_range(name, 0, 5)) == data[:5]
+    assert opened == [vm, vm, vm]

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from hydfs.checked_read import BLOCK, WINDOW, CorruptReplica, piece_spans, read_piece
+from hydfs.checked_read import BLOCK, PART, WINDOW, CorruptReplica, piece_spans, read_piece
 from hydfs.read_ahead import CheckedRanges
 
 pytestmark = pytest.mark.timeout(30)
@@ -68,6 +68,30 @@ def test_blocks_outside_the_range_are_not_checked(stored):
     corrupt(stored, 7 * BLOCK)
     assert b"".join(read_piece(stored, len(PREFIX), len(DATA), BLOCK_CRCS, True, 0, 100)) == \
         DATA[:100]
+
+
+@pytest.mark.parametrize("lo,hi", RANGES)
+def test_early_spans_read_the_right_bytes_in_parts(stored, lo, hi):
+    spans = list(piece_spans(stored, len(PREFIX), len(DATA), BLOCK_CRCS, True, lo, hi,
+                             early=True))
+    assert b"".join(bytes(s.data) for s in spans) == DATA[lo:hi]
+    assert all(len(s.data) <= PART for s in spans)
+    for span in spans:
+        assert os.pread(stored.fileno(), len(span.data), span.offset) == bytes(span.data)
+
+
+@pytest.mark.parametrize("bad", [4 * BLOCK + 17, len(DATA) - 1, 9 * BLOCK])
+def test_early_spans_of_a_bad_block_never_pass_on_the_last_byte(stored, bad):
+    """Parts of a bad block may go out before its check fails (the receiver of early spans
+    commits nothing before the payload is whole), but never the payload's end: it sees a
+    truncated payload, never a complete wrong one; and nothing after the bad block."""
+    corrupt(stored, bad)
+    seen = b""
+    with pytest.raises(CorruptReplica, match=f"block {bad // BLOCK}"):
+        for span in piece_spans(stored, len(PREFIX), len(DATA), BLOCK_CRCS, True, early=True):
+            seen += bytes(span.data)
+    assert len(seen) < len(DATA) and len(seen) <= (bad // BLOCK + 1) * BLOCK
+    assert seen[:bad // BLOCK * BLOCK] == DATA[:bad // BLOCK * BLOCK]
 
 
 def test_a_bad_record_never_passes_on_its_last_window(stored):
