@@ -31,10 +31,14 @@ def route_block(block_id: str, num_tasks: int) -> int:
 
 
 def split_by_key(keys: list[str], values: list[str], num_tasks: int) -> list[tuple[list, list]]:
-    """One (keys, values) part per destination task, each in input order."""
+    """One (keys, values) part per destination task, each in input order. A key repeats
+    (an aggregate's keys are few): it is hashed once per call."""
     parts = [([], []) for _ in range(num_tasks)]
+    part_of: dict[str, tuple[list, list]] = {}
     for key, value in zip(keys, values):
-        part = parts[zlib.crc32(key.encode("utf-8")) % num_tasks]
+        part = part_of.get(key)
+        if part is None:
+            part = part_of[key] = parts[zlib.crc32(key.encode("utf-8")) % num_tasks]
         part[0].append(key)
         part[1].append(value)
     return parts
