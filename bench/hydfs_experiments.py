@@ -24,7 +24,8 @@ from itertools import accumulate
 from pathlib import Path
 
 from bench.harness import REPLICAS, RING_BITS, log, running_cluster, timed
-from bench.hydfs_raw_socket import fresh_path, raw_references, settle, timed_settled
+from bench.hydfs_raw_socket import (fresh_path, raw_references, settle, small_get_reference,
+                                     timed_settled)
 from bench.hydfs_settings import KB, MB, MEMBERSHIP, SEED, ZIPF_A, Settings
 from cluster.local_cluster import CommandFailed, LocalCluster, wait_until
 from hydfs.ring import Ring
@@ -271,7 +272,9 @@ class Bench:
             with running_cluster(root, self.s.cache_nodes, MEMBERSHIP,
                                  hydfs={"cache_mb": cache_mb}) as cluster:
                 rows += self._cache_workloads(cluster, fraction, cache_mb)
-        return {"working_set_mb": working_set_mb, "rows": rows}
+        reference = small_get_reference(self.workdir)
+        log(f"small get reference: p50 {reference['p50_ms']:.3f} ms")
+        return {"working_set_mb": working_set_mb, "rows": rows, "reference": reference}
 
     def _cache_workloads(self, cluster: LocalCluster, fraction: float, cache_mb: float) -> list:
         names = [f"c{i:04d}" for i in range(self.s.cache_files)]

@@ -78,6 +78,44 @@ def raw_socket_copy(data: bytes, sink: Path | None = None, fsync: bool = False) 
     return finished["at"] - start
 
 
+def small_get_reference(scratch: Path, n: int = 500, size: int = 4096) -> dict:
+    """p50 / mean ms of the least a 4 KB get into a local file can cost in Python here: a
+    new loopback connection to a server thread of this process, a one-line request, a
+    reply of `size` bytes, written to a new file (temporary file, then rename). Measured in
+    the same run as the gets, it says how fast this machine is: the absolute targets were
+    set on one about twice as fast as some VMs that run this benchmark."""
+    payload = b"x" * size
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def serve():
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(payload)
+        threading.Thread(target=serve, daemon=True).start()
+        out, seconds = scratch / "small-ref", []
+        for _ in range(n):
+            fresh_path(out)
+            start = time.perf_counter()
+            with socket.create_connection(server.getsockname()) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(b'{"t": "get", "name": "c0001"}\n')
+                got = b""
+                while len(got) < size:
+                    got += sock.recv(size - len(got))
+            tmp = out.with_name(out.name + ".part")
+            tmp.write_bytes(got)
+            os.replace(tmp, out)
+            seconds.append(time.perf_counter() - start)
+        out.unlink(missing_ok=True)
+    seconds.sort()
+    return {"p50_ms": seconds[len(seconds) // 2] * 1000,
+            "mean_ms": statistics.mean(seconds) * 1000}
+
+
 def raw_references(path: Path, scratch: Path) -> dict:
     """MB/s of the raw copy, the copy into a file, and the copy into a file plus fsync.
     Each copy into a file writes a new one, as a get does (see `fresh_path`)."""

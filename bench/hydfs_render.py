@@ -58,7 +58,12 @@ def render_cache(r: dict) -> str:
                      f"{row['append_share']:.0%}", g["n"], f"{g['mean_ms']:.2f}",
                      f"{g['p50_ms']:.2f}", f"{g['p99_ms']:.2f}", f"{row['cached_share']:.0%}",
                      f"{a['mean_ms']:.2f}" if a else "-"])
-    return (f"Working set {r['working_set_mb'] * 1024:.0f} KB (4 KB files).\n\n" +
+    ref = r.get("reference")
+    note = "" if ref is None else (
+        f"Reference, same run: a 4 KB request/reply on a new loopback connection in Python, "
+        f"written to a new local file, takes p50 {ref['p50_ms']:.3f} ms (mean "
+        f"{ref['mean_ms']:.3f}): the least a get into a file can cost on this machine.\n\n")
+    return (f"Working set {r['working_set_mb'] * 1024:.0f} KB (4 KB files).\n\n" + note +
             md_table(["cache", "cache_mb", "keys", "appends", "gets", "get mean ms",
                       "get p50 ms", "get p99 ms", "served from cache", "append mean ms"], rows))
 
