@@ -31,9 +31,27 @@ SPLICE_FROM = 1 << 16     # smaller payload rests are copied through user space
 SOCKET_BUFFER = 4 << 20
 
 
+def _caps_allow_wide_buffers() -> bool:
+    """A size set by hand is never grown by the kernel: set one only where the caps let it
+    be SOCKET_BUFFER (else the kernel's own tuning, which may grow further, is better)."""
+    try:
+        for cap in ("rmem_max", "wmem_max"):
+            with open(f"/proc/sys/net/core/{cap}") as f:
+                if int(f.read()) < SOCKET_BUFFER:
+                    return False
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+WIDE_BUFFERS = _caps_allow_wide_buffers()
+
+
 def wide_buffers(sock: socket.socket) -> None:
     """Give `sock` SOCKET_BUFFER-sized buffers (before it connects or listens: the window
-    scale is agreed then). A refusal is harmless."""
+    scale is agreed then), where the system's caps allow it. A refusal is harmless."""
+    if not WIDE_BUFFERS:
+        return
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)

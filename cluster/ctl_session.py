@@ -69,7 +69,7 @@ class Session:
 
     def finish(self, result: dict) -> None:
         """Send `result` after everything queued before it; OSError if the caller is gone
-        (the connection is not used again)."""
+        (the connection is not used again), or what a failed send raised."""
         with self._cond:
             self._finished = True
             sender = self._sender
@@ -99,8 +99,9 @@ class Session:
                     {"t": CTL_OUTPUT, "keepalive": True}
             try:
                 self._send(reply)
-            except OSError as exc:
+            except Exception as exc:     # gone (OSError), or a reply JSON cannot carry
                 self._error = exc
+                self._gone.set()
                 return
             if reply["t"] == CTL_RESULT:
                 return

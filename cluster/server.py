@@ -48,7 +48,7 @@ MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, Overfl
 MAX_CONNECTIONS = 512      # beyond this, new connections are refused (closed at once)
 SPARE_ACCEPTORS = 2        # threads waiting in accept() at the start
 MIN_WAITING = 2            # fewer waiting, a new one is started
-MAX_WAITING = 4            # this many waiting, a thread whose connection closed ends
+MAX_WAITING = 8            # this many waiting, a thread whose connection closed ends
 
 
 class MessageServer:
@@ -85,8 +85,15 @@ class MessageServer:
     def _start_acceptor(self) -> None:
         with self._active_lock:
             self._waiting += 1
-        threading.Thread(target=self._accept_and_serve, name=f"tcp-{self.port}-accept",
-                         daemon=True).start()
+        try:
+            threading.Thread(target=self._accept_and_serve, name=f"tcp-{self.port}-accept",
+                             daemon=True).start()
+        except RuntimeError as exc:     # out of threads: the ones there go on serving
+            with self._active_lock:
+                self._waiting -= 1
+            n = self._internal_errors.due()
+            if n is not None:
+                log.error("cannot start a thread for new connections: %s (%d so far)", exc, n)
 
     def stop(self) -> None:
         self._stop.set()

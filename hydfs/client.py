@@ -330,6 +330,8 @@ class HydfsClient:
         except CorruptReplica as exc:
             self.service.quarantine(name, exc)
             return None
+        except OSError:     # a read error here, or the local file: the network path says
+            return None
         finally:
             snap.close()
         return {"name": name, "size": snap.size, "replica": vm, "cached": False}
@@ -632,9 +634,9 @@ class HydfsClient:
             _write_local(local_path, [data])
             self._keep(name, epoch, reply["version"], vm, data)
             return {"name": name, "size": len(data), "replica": vm, "cached": True}
-        size = wire.bulk_length(reply)
-        keep = use_cache and 0 < size <= self.cache.capacity_bytes
         try:
+            size = wire.bulk_length(reply)
+            keep = use_cache and 0 < size <= self.cache.capacity_bytes
             kept = _receive_to_local(conn, size, local_path, keep)
         except BaseException:
             conn.close()

@@ -88,3 +88,14 @@ def test_a_caller_that_hung_up_is_no_longer_written_to(pair):
     session.emit("dropped")
     with pytest.raises(OSError):
         session.finish(RESULT)
+
+
+def test_a_reply_json_cannot_carry_fails_the_request_instead_of_vanishing(pair):
+    """Regression (review): a sender thread that died on a note holding a set let finish()
+    return as if the result had gone out; the caller heard nothing until its timeout."""
+    node, _ = pair
+    session = Session(node)
+    session.note({"ids": {1, 2}})
+    with pytest.raises(TypeError):
+        session.finish(RESULT)
+    assert not session.attached()
