@@ -205,6 +205,33 @@ def test_corrupted_replica_is_detected_and_repaired(local_cluster):
     wait_until(repaired, REREPLICATION_BOUND, interval=0.3, what="the corrupt copy to be repaired")
 
 
+def test_a_primary_reads_its_own_copy_and_falls_over_when_it_is_corrupt(local_cluster):
+    """A get on a file's primary reads that node's own copy (no round trip to itself): it
+    reflects the node's own appends, revalidates its cache against its own copy, and a
+    corrupt copy is set aside while the get is answered by another replica."""
+    cluster = local_cluster(5, hydfs={"cache_mb": 8})
+    data = os.urandom(300_000)
+    cluster.query("01", "create", write(cluster, "own", data), "own")
+    primary = Ring(cluster.vms, 11).replicas("own", 3)[0]
+    out = cluster.root / "own.out"
+    assert cluster.query(primary, "get", "own", str(out)) == \
+        {"name": "own", "size": len(data), "replica": primary, "cached": False, "ok": True}
+    cluster.query(primary, "append", write(cluster, "more", b"more"), "own")
+    assert cluster.query(primary, "get", "own", str(out))["replica"] == primary
+    assert out.read_bytes() == data + b"more"
+    assert cluster.query(primary, "get", "own", str(out))["cached"] is True
+
+    folder = cluster.root / "data" / f"vm{primary}" / "hydfs" / "f-own"
+    base = next(p for p in folder.iterdir() if p.name.startswith("base."))
+    raw = bytearray(base.read_bytes())
+    raw[1000] ^= 0xFF
+    base.write_bytes(bytes(raw))
+    cluster.query(primary, "append", write(cluster, "x", b"x"), "own")   # drops the entry
+    got = cluster.query(primary, "get", "own", str(out), timeout=30)
+    assert got["replica"] != primary and out.read_bytes() == data + b"more" + b"x"
+    assert "CORRUPT" in cluster.log(primary)
+
+
 def test_get_reflects_own_appends_through_the_cache(local_cluster):
     cluster = local_cluster(4, hydfs={"cache_mb": 8})
     cluster.query("01", "create", write(cluster, "c0", b"0"), "cached")
