@@ -305,7 +305,8 @@ class HydfsClient:
         the other replicas answer)."""
         store, vm = self.service.store, self.service.vm
         st = store.get_state(name)
-        if st is None or read_rules.read_order(self.owners(name))[:1] != [vm] or \
+        if st is None or not self.service.checked(name) or \
+                read_rules.read_order(self.owners(name))[:1] != [vm] or \
                 read_rules.is_behind(self._last_write.get(name), st.holds):
             return None
         try:
@@ -358,8 +359,8 @@ class HydfsClient:
 
     def _read_range(self, name: str, offset: int, length: int):
         checked_name(name)
-        if self.service.store.get_state(name) is not None and \
-                self.service.vm in self.owners(name):
+        if self.service.store.get_state(name) is not None and self.service.checked(name) \
+                and self.service.vm in self.owners(name):
             yield from self._read_local_range(name, offset, length)    # no network at all
             return
         vm, conn, reply = self._read_from_replicas(

@@ -69,6 +69,10 @@ class HydfsService:
         # has them) or arriving here by push (not pulled a second time meanwhile).
         self.in_flight = InFlight()
         self._ring: tuple[tuple, Ring] | None = None     # (members, their ring)
+        # Copies held at our start or join, not yet compared with the others (on_membership).
+        self._unchecked: set[str] = set(self.store.names())
+        self._unchecked_since = time.monotonic()
+        self._unchecked_lock = threading.Lock()
         self._thread = threading.Thread(target=self._replicate_loop, name="hydfs-replicator",
                                         daemon=True)
 
@@ -82,8 +86,26 @@ class HydfsService:
                 m.WATCH: self.handle_watch}
 
     def on_membership(self, events) -> None:
-        """A membership change: re-replicate now (a membership listener)."""
+        """A membership change: re-replicate now (a membership listener). When this node
+        joins (at its start, or again after the group declared it failed), the copies it
+        holds may lack appends made while it was away: they serve no whole read until an
+        anti-entropy round has compared them with every other replica (`unchecked`)."""
+        if any(e.kind == "joined" for e in events):
+            with self._unchecked_lock:
+                self._unchecked = set(self.store.names())
+                self._unchecked_since = time.monotonic()
         self._wake.set()
+
+    def checked(self, name: str) -> bool:
+        """May this node's copy of `name` answer a read that names no appends (a get, a
+        byte range)? Not while it may be stale: see `on_membership`. (A view names its
+        appends, so a stale copy refuses it by itself.)"""
+        return name not in self._unchecked
+
+    def _mark_checked(self, names, round_started: float) -> None:
+        with self._unchecked_lock:
+            if round_started > self._unchecked_since:
+                self._unchecked.difference_update(names)
 
     def start(self) -> None:
         self._thread.start()
@@ -146,6 +168,9 @@ class HydfsService:
 
     def handle_get(self, conn, msg: dict) -> None:
         name, st = self._held(msg)
+        if not self.checked(name):
+            raise HandlerError(m.BEHIND, f"behind: vm{self.vm} rejoined and has not yet "
+                                         f"compared its copy of {name} with the others")
         try:
             behind = is_behind(msg.get("must_hold"), st.holds)
         except (TypeError, ValueError, IndexError):
@@ -377,7 +402,9 @@ class HydfsService:
                 log.exception("re-replication round failed")
 
     def resync(self) -> dict:
-        """One anti-entropy round; returns counts of what it did."""
+        """One anti-entropy round; returns counts of what it did. A round that heard every
+        other member marks the copies it found complete, or completed, `checked`."""
+        started = time.monotonic()
         ring = self.ring()
         others = [vm for vm in ring.nodes_in_order() if vm != self.vm]
         manifests = {}
@@ -389,11 +416,13 @@ class HydfsService:
                  if (st := self.store.get_state(n)) is not None}
         plan = replication.plan(self.vm, ring, self.replicas, local, manifests)
         done = {"pulled": 0, "dropped": 0}
+        unsure = {name for name, _ in plan.pulls}     # checked once pulled
         for name, vm in plan.pulls:
             if name in self.in_flight:
                 continue                  # a push of it is arriving right now
             try:
                 how = self.pull(name, vm)
+                unsure.discard(name)
                 done["pulled"] += 1
                 self.metrics.rereplications.inc()
                 log.info("REPLICATE %s from vm%s (%s)", name, vm, how)
@@ -416,6 +445,8 @@ class HydfsService:
             else:
                 log.info("DROP %s: no longer a replica, and every replica holds its %d "
                          "appends", name, len(held_ids(local[name])))
+        if len(manifests) == len(others):
+            self._mark_checked(set(local) - unsure, started)
         self.last_resync = time.monotonic()
         return done
 

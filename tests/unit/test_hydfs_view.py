@@ -538,3 +538,27 @@ def test_a_merged_views_plan_is_kept_until_the_base_changes(tmp_path, monkeypatc
     snap = st.snapshot("f")
     assert st.view(snap, ids, True).size == 6 and len(plans) == 4
     snap.close()
+
+
+def test_a_rejoined_replica_serves_no_get_until_a_round_has_checked_its_copy(hydfs, tmp_path):
+    """Regression (`make test`, two workers killed mid-job): a node restarted with its old
+    copy of DEST became the primary again and answered the next get with the rows it held
+    at its kill. Now the copies a node holds when it joins answer gets only once an
+    anti-entropy round has compared them with every other replica (and pulled what they
+    lacked); meanwhile the others answer."""
+    owners, other = roles(hydfs, "dest")
+    primary = hydfs[owners[0]]
+    hydfs[other].client.create_bytes("dest", b"rows|")
+    for vm in owners[1:]:              # appended while the primary was away
+        assert hydfs[vm].store.append("dest", "w", 1, time.time(), b"more|")
+    primary.service.on_membership([SimpleNamespace(kind="joined")])
+
+    out = tmp_path / "got"
+    for vm in (other, owners[0]):      # a client elsewhere, and the primary itself
+        got = hydfs[vm].client.get("dest", str(out))
+        assert got["replica"] != owners[0] and out.read_bytes() == b"rows|more|"
+    assert b"".join(hydfs[owners[0]].client.read_range("dest", 0, 100)) == b"rows|more|"
+
+    primary.service.resync()           # every member answered: pulled, then checked
+    got = hydfs[other].client.get("dest", str(out))
+    assert got["replica"] == owners[0] and out.read_bytes() == b"rows|more|"
