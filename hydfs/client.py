@@ -37,7 +37,7 @@ import uuid
 
 from cluster import wire
 from cluster.connection import Connection
-from cluster.errors import BAD_REQUEST, UNREACHABLE, CodedError
+from cluster.errors import BAD_REQUEST, UNREACHABLE, CodedError, HandlerError
 from cluster.rpc import (CLOSED_UNDER_US, REPLY_TIMEOUT, Peers, RemoteError, Slow, Unreachable,
                          check_reply)
 from hydfs import messages as m
@@ -304,14 +304,12 @@ class HydfsClient:
         (no copy here, not the first replica, behind, or corrupt: then quarantined, and
         the other replicas answer)."""
         store, vm = self.service.store, self.service.vm
-        st = store.get_state(name)
-        if st is None or not self.service.checked(name) or \
-                read_rules.read_order(self.owners(name))[:1] != [vm] or \
-                read_rules.is_behind(self._last_write.get(name), st.holds):
+        if store.get_state(name) is None or read_rules.read_order(self.owners(name))[:1] != [vm]:
             return None
         try:
+            self.service.check_get(name, self._last_write.get(name))
             snap = store.snapshot(name)
-        except NoSuchFile:
+        except (HandlerError, NoSuchFile):
             return None
         try:
             version, _, cached_from = cached[0] if cached is not None else (None, 0, None)

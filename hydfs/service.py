@@ -166,18 +166,27 @@ class HydfsService:
             raise HandlerError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
         return name, st
 
-    def handle_get(self, conn, msg: dict) -> None:
-        name, st = self._held(msg)
+    def check_get(self, name: str, must_hold) -> None:
+        """May our copy answer a get of a client whose last append to `name` is `must_hold`
+        (or None)? HandlerError (no_such_file, behind, bad_request) if not. The replica's
+        rule, for requests from elsewhere and for this node's own client alike."""
+        st = self.store.get_state(name)
+        if st is None:
+            raise HandlerError(m.NO_SUCH_FILE, f"no such file {name} in HyDFS")
         if not self.checked(name):
             raise HandlerError(m.BEHIND, f"behind: vm{self.vm} rejoined and has not yet "
                                          f"compared its copy of {name} with the others")
         try:
-            behind = is_behind(msg.get("must_hold"), st.holds)
+            behind = is_behind(must_hold, st.holds)
         except (TypeError, ValueError, IndexError):
             raise HandlerError(BAD_REQUEST, "bad must_hold append id") from None
         if behind:
             raise HandlerError(m.BEHIND, f"behind: vm{self.vm} does not hold your last append "
                                          f"to {name} yet")
+
+    def handle_get(self, conn, msg: dict) -> None:
+        name = m.file_name(msg)
+        self.check_get(name, msg.get("must_hold"))
         snap = self.store.snapshot(name)
         try:
             if msg.get("if_version") == snap.state_version:
