@@ -62,21 +62,12 @@ def piece_spans(f: BinaryIO, offset: int, size: int, crcs: list[int], per_block:
 
 def _early_block_spans(f, offset, size, crcs, lo, hi, part: int = PART):
     """Bytes [lo, hi) of a per-block piece in parts, each passed on as soon as it is read;
-    the part with byte hi - 1 only once its block's CRC matched."""
+    the part with byte hi - 1 only once its block's CRC matched: each block is read as a
+    record is, with its own CRC."""
     for k in range(lo // BLOCK, (hi - 1) // BLOCK + 1 if lo < hi else 0):
-        start, end = k * BLOCK, min((k + 1) * BLOCK, size)
-        crc, held = 0, None
-        for at in range(start, end, part):
-            data = _read(f, offset + at, min(part, end - at))
-            crc = zlib.crc32(data, crc)
-            if at < hi <= at + len(data):
-                held = _clip(f, offset, at, data, lo, hi)
-            elif lo < at + len(data) and at < hi:
-                yield _clip(f, offset, at, data, lo, hi)
-        if crc != crcs[k]:
-            raise CorruptReplica(f"{f.name}: block {k} fails its checksum")
-        if held is not None:
-            yield held
+        start = k * BLOCK
+        yield from _record_spans(f, offset + start, min(BLOCK, size - start), crcs[k],
+                                 lo - start, hi - start, part, f"block {k}")
 
 
 def read_piece(f: BinaryIO, offset: int, size: int, crcs: list[int], per_block: bool,
@@ -122,7 +113,9 @@ class CheckedBlocks:
         self._start, self._data = start, data
 
 
-def _record_spans(f, offset, size, expected_crc, lo, hi, window):
+def _record_spans(f, offset, size, expected_crc, lo, hi, window, what: str = ""):
+    """Spans of bytes [lo, hi) of one piece under one CRC (`what` it is, for the error),
+    read in windows; the window with byte hi - 1 only once the CRC matched."""
     crc, held = 0, None     # held: the window with byte hi-1, passed on once the CRC matched
     for start in range(0, size, window):
         data = _read(f, offset + start, min(window, size - start))
@@ -133,7 +126,7 @@ def _record_spans(f, offset, size, expected_crc, lo, hi, window):
         elif lo < end and start < hi:
             yield _clip(f, offset, start, data, lo, hi)
     if crc != expected_crc:
-        raise CorruptReplica(f"{f.name}: the record at {offset} fails its checksum")
+        raise CorruptReplica(f"{f.name}: {what or f'the record at {offset}'} fails its checksum")
     if held is not None:
         yield held
 
