@@ -48,7 +48,8 @@ class StreamConfig:
     batch_interval: float = 0.1       # at most this long between flushes (sooner when idle)
     state_flush_interval: float = 0.1
     source_window_mb: float = 64.0    # unacknowledged bytes a source task keeps in flight
-    chain: bool = True                # a stateless OP1 runs in its source tasks (no OP1 tasks)
+    chain: bool = True                # a stateless OP1 runs in its source tasks (no OP1 tasks),
+                                      # and a stateless OP2 after it (no OP2 tasks either)
 
 
 @dataclass(frozen=True)

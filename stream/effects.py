@@ -23,7 +23,8 @@ class AppendLog:
 
 @dataclass(frozen=True)
 class AppendDest:
-    """Append one commit's CSV rows to HYDFS_DEST under append id (this attempt, seq)."""
+    """Append CSV rows to HYDFS_DEST under append id (this attempt, seq): one commit's of
+    the last stage (seq: the commit's), or a sink's blocks (seq: the last block's key)."""
     seq: int
     rows: bytes
 

@@ -125,7 +125,8 @@ def listing(job: Job) -> dict:
 
 def task_docs(job: Job) -> list[dict]:
     """`job JOBID`'s tasks. An OP1 chained into its sources (`[stream] chain`) is listed as
-    its OP1 tasks too, each where its source runs, with `"chained": "source-N"`."""
+    its OP1 tasks too, each where its source runs, with `"chained": "source-N"`; so is an
+    OP2 that runs in them as well (a sink)."""
     tasks = []
     for task, runner, stats in (shown_tasks(job.core, job.templates) if job.core else ()):
         st = job.core.tasks[runner]

@@ -278,11 +278,14 @@ class JobCore:
     def totals(self) -> dict:
         def total(stage, key):
             return sum(st.stats.get(key, 0) for t, st in self.tasks.items() if t.stage == stage)
-        # a source that runs OP1 (chained) counts OP1's output, drops and errors itself
+        # a source that runs OP1 (chained) counts OP1's output, drops and errors itself,
+        # and OP2's as op2_* when it runs that too (a sink)
         return {"in": total(0, "in"), "op1_out": total(0, "out") + total(1, "out"),
-                "out": total(2, "out"),
-                "dropped": sum(total(stage, "dropped") for stage in ALL_STAGES),
-                "errors": sum(total(stage, "errors") for stage in ALL_STAGES)}
+                "out": total(2, "out") + total(0, "op2_out"),
+                "dropped": sum(total(stage, "dropped") for stage in ALL_STAGES)
+                + total(0, "op2_dropped"),
+                "errors": sum(total(stage, "errors") for stage in ALL_STAGES)
+                + total(0, "op2_errors")}
 
     # -- placing ----------------------------------------------------------------------------
 

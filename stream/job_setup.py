@@ -23,7 +23,7 @@ from stream.job import Job
 from stream.job_core import JobCore
 from stream.job_spec import JobSpec
 from stream.operators import AGGREGATE, OperatorError, load_operator
-from stream.scheduler import ALL_STAGES, CHAINED_STAGES, TaskId
+from stream.scheduler import ALL_STAGES, CHAINED_STAGES, SINK_STAGES, TaskId
 from stream.source_plan import (Partition, Segment, block_bytes_for, cut_segment,
                                 join_segments, plan_partitions, segment_target)
 from stream.succession import attempt_floor
@@ -83,12 +83,14 @@ class JobSetup:
              made: bool = False) -> None:
         """DEST, the tasks' logs (made at the same time as the snapshot of SRC and its
         partitions), their specs and first placement on `workers` (`made`: an earlier
-        leader may have made DEST and the logs, empty). `ops`: the loaded (OP1, OP2); a
-        stateless OP1 runs in the sources when `[stream] chain` is on."""
+        leader may have made DEST and the logs, empty). `ops`: the loaded (OP1, OP2). When
+        `[stream] chain` is on, a stateless OP1 runs in the sources, and so does OP2 after
+        it if it is stateless too (the sources then append to DEST: a sink)."""
         spec = job.spec
         op1, op2 = ops
         chained = self.config.stream.chain and op1.kind != AGGREGATE
-        stages = CHAINED_STAGES if chained else ALL_STAGES
+        sink = chained and op2.kind != AGGREGATE
+        stages = SINK_STAGES if sink else CHAINED_STAGES if chained else ALL_STAGES
         tasks = [TaskId(stage, i) for stage in stages for i in range(spec.num_tasks)]
         with ThreadPoolExecutor(max_workers=len(tasks) + 1) as pool:
             # DEST and the tasks' logs (empty), made while SRC's snapshot is taken and cut
@@ -108,13 +110,13 @@ class JobSetup:
                        stages=stages)
         for task in core.tasks:
             job.templates[task] = self._task_spec(ctx, job, task, op2, partitions, size, view,
-                                                  chained)
+                                                  chained, sink)
         job.core = core        # after the templates: `job JOBID` reads both (chained OP1s)
         placed = {st.vm for st in core.tasks.values()}
         ctx.emit(f"job {job.id}: {spec.op1} -> {spec.op2} over {spec.src} ({size} bytes"
                  f"{', following its appends' if spec.follow else ''}) into {spec.dest}, "
                  f"{spec.num_tasks} tasks per stage on {len(placed)} workers"
-                 f"{f' ({spec.op1} runs in the source tasks)' if chained else ''}")
+                 f"{_chained_note(spec, chained, sink)}")
 
     def partitions(self, spec: JobSpec, view) -> tuple[int, list]:
         """(SRC's snapshot size, its partitions). Cutting them reads the whole snapshot to
@@ -168,8 +170,9 @@ class JobSetup:
         return None if parts is None else (int(replies[0]["size"]), parts)
 
     def _task_spec(self, ctx, job: Job, task: TaskId, op2, partitions, size: int,
-                   view, chained: bool) -> TaskSpec:
-        """`chained`: the sources run OP1, and send to stage 2 themselves."""
+                   view, chained: bool, sink: bool) -> TaskSpec:
+        """`chained`: the sources run OP1, and send to stage 2 themselves; `sink`: they
+        run OP2 after it, and append to DEST themselves."""
         spec = job.spec
         runs_op1 = task.stage == 1 or (chained and task.stage == 0)
         operator, arg = [("", ""), (spec.op1, spec.op1_args), (spec.op2, spec.op2_args)][
@@ -180,6 +183,8 @@ class JobSetup:
             self.config.stream.batch_interval, self.config.stream.state_flush_interval,
             operator, arg, ctx.cwd, next_stateful=runs_op1 and op2.kind == AGGREGATE,
             next_reads_values=not runs_op1 or op2.reads_values, chained=chained,
+            sink=sink and source, last_operator=spec.op2 if sink and source else "",
+            last_arg=spec.op2_args if sink and source else "",
             partition=partitions[task.index] if source else None,
             block_bytes=block_bytes_for(size, spec.num_tasks),
             source_rate=spec.source_rate / spec.num_tasks, rate_origin=job.created,
@@ -187,6 +192,12 @@ class JobSetup:
             resend_after=self.resend_after, view=view.to_wire() if source else None,
             follow=spec.follow and source,
             window_bytes=int(self.config.stream.source_window_mb * (1 << 20)))
+
+
+def _chained_note(spec: JobSpec, chained: bool, sink: bool) -> str:
+    if sink:
+        return f" ({spec.op1} and {spec.op2} run in the source tasks)"
+    return f" ({spec.op1} runs in the source tasks)" if chained else ""
 
 
 def cut_partitions(client: HydfsClient, name: str, view, count: int,

@@ -10,7 +10,7 @@ answers for them (`jobs`, `job JOBID`, `stop JOBID`).
    specs (job_setup.py);
 3. run the job on a thread of its own: its control core (job_core.py) places the
    3 x NUM_TASKS tasks (2 x NUM_TASKS when a stateless OP1 runs inside the sources,
-   `[stream] chain`) on the live workers, and whenever one is not running (a start
+   `[stream] chain`, NUM_TASKS when a stateless OP2 does too) on the live workers, and whenever one is not running (a start
    failed, its worker failed, its process exited) starts it again, as a new attempt with a
    higher epoch, and sends every running task the schedule (who runs where, which attempt);
 4. meanwhile print progress and a rate-limited sample of the output to whoever waits for

@@ -32,16 +32,13 @@ Outputs awaiting acks are resent when their task moves, and when no ack came for
 
 from __future__ import annotations
 
-import csv
-import io
-
 from hydfs.fences import writer_of
 from hydfs.idset import IdSet
 from stream import delivery
 from stream import messages as m
 from stream import task_log, tuple_codec
 from stream.effects import AppendDest
-from stream.forwarding import apply_to_lines, block_messages, route_output
+from stream.forwarding import apply_to_lines, block_messages, csv_rows, route_output
 from stream.in_flight import InFlight
 from stream.scheduler import TaskId
 from stream.task_core import SAMPLE_ROWS, TaskCore
@@ -50,25 +47,6 @@ from stream.task_spec import TaskSpec
 
 COUNTERS = ("in", "out", "dropped", "errors")
 IDLE_FLUSHES_PER_INTERVAL = 5    # an idle task flushes at most this often per interval
-
-
-def csv_rows(keys: list, values: list) -> bytes:
-    """`key,value` rows, quoted by CSV rules only where needed. When no field holds a
-    character that needs quoting (the common case), they are joined directly: the same
-    bytes, three times faster than csv.writer (0.26 s of an App 2 job's 430k rows)."""
-    try:
-        blob = "\x1f".join(keys) + "\x1f" + "\x1f".join(values)
-    except TypeError:           # a field that is not a string: csv.writer decides
-        blob = ","
-    if not any(c in blob for c in CSV_SPECIAL):
-        rows = "\n".join(map(",".join, zip(keys, values)))
-        return (rows + "\n" if keys else rows).encode("utf-8")
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(zip(keys, values))
-    return out.getvalue().encode("utf-8")
-
-
-CSV_SPECIAL = (",", '"', "\r", "\n")    # what makes csv.writer quote a field
 
 
 class OperatorCore(TaskCore):

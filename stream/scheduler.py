@@ -1,7 +1,9 @@
 """Task placement: which worker runs which task, and where a failed worker's tasks go.
 
 A job has three stages (0 = source, 1 = OP1, 2 = OP2) of NUM_TASKS tasks each; when OP1 is
-stateless its sources run it (chained), and only stages 0 and 2 have tasks. The leader
+stateless its sources run it (chained), and only stages 0 and 2 have tasks; when OP2 is
+stateless too, the sources run both and append to DEST (a sink), and only stage 0 has tasks.
+The leader
 deals tasks out stage by stage to the live workers, always to the worker with the fewest
 tasks so far (ties broken by a rotating start), so every worker gets within one task of the
 same load and a stage's tasks land on different workers when there are enough of them. The
@@ -19,6 +21,7 @@ STAGES = 3
 STAGE_NAMES = ("source", "op1", "op2")
 ALL_STAGES = (0, 1, 2)
 CHAINED_STAGES = (0, 2)          # the sources run a stateless OP1 themselves (chained)
+SINK_STAGES = (0,)               # ... and a stateless OP2, appending to DEST (sink)
 
 
 @dataclass(frozen=True, order=True)

@@ -1,6 +1,7 @@
 """A source task's core: its partition of HYDFS_SRC, then (following) SRC's new appends,
 cut into blocks and fed to OP1: sent to OP1's tasks, or, when the job chains a stateless
-OP1 into its sources, run through OP1 here and its output sent to OP2's (pure).
+OP1 into its sources, run through OP1 here and its output sent to OP2's; when OP2 is
+stateless too, run through both here and appended to HYDFS_DEST (a *sink*) (pure).
 
 Reading. The job reads a snapshot of SRC: the create's content and the appends that were
 settled when the job began (the spec's `view`), in HyDFS's merge order, so every replica
@@ -29,6 +30,16 @@ task it went to acks it (in_flight.py): resent when the task moves, and when no 
 (`batch_interval` if longer), so a replacement skips them: nothing waits for these records
 (a block leaves memory once acked), so logging them more often would only add appends.
 
+A sink. A source that runs OP2 too keeps each block's rows until no more blocks are due
+to be released (or DEST_APPEND_BYTES wait), then appends them to DEST in one append whose
+seq is the last block's number + 1 (its key in done sets). Its appends are in block order
+and one at a time (effects run in order), so the highest seq of an attempt's appends that
+DEST's fence sealed is how far that attempt's output reached: a replacement fences DEST
+and counts the blocks below that (`dest_reach`) without appending them again; it logs no
+output, as its blocks' output is a function of their lines. A block is done (and logged as
+such, with both operators' counts) once the append holding its rows was made: the log
+record comes after that append among the effects.
+
 Stopping. When the job stops (the schedule says so, or the spec of a replacement), the
 source reads nothing new. In a following job every source still reads its partition, and
 the follower polls once more (so every append that returned before the stop is taken),
@@ -50,15 +61,17 @@ from __future__ import annotations
 
 from collections import deque
 
+from hydfs.fences import writer_of
 from hydfs.idset import IdSet
 from stream import messages as m
 from stream import task_log
-from stream.forwarding import apply_to_lines, block_messages, route_output
+from stream.effects import AppendDest
+from stream.forwarding import apply_to_lines, block_messages, csv_rows, route_output
 from stream.in_flight import InFlight
 from stream.partition import route_block, stage_salt
 from stream.scheduler import TaskId
 from stream.source_plan import cut_blocks
-from stream.task_core import TaskCore
+from stream.task_core import SAMPLE_ROWS, TaskCore
 from stream.task_log import Recovered
 from stream.task_spec import TaskSpec
 
@@ -67,15 +80,24 @@ SLOW_POLL = 5.0                   # a following source polls this often without 
 AWAIT_POLL_MAX = 1.0              # ... and at least this often while news is not settled
 FAILED_POLL_PAUSE = 1.0
 DONE_LOG_EVERY = 0.5              # acked blocks are logged as done this often
+DEST_APPEND_BYTES = 4 << 20       # a sink appends its rows once this many wait, at the latest
 
 
 class SourceCore(TaskCore):
     def __init__(self, spec: TaskSpec, recovered: Recovered, now: float, operator=None,
-                 rate_origin: float | None = None):
+                 rate_origin: float | None = None, last_operator=None,
+                 dest_sealed: IdSet | None = None):
         """`rate_origin`: when (on the caller's clock) the stream's first line was due,
-        under `source_rate`; now, if not given."""
+        under `source_rate`; now, if not given. A sink's `last_operator` is OP2, and
+        `dest_sealed` what DEST's fence sealed of earlier attempts' appends."""
         super().__init__(spec, recovered, now)
         self.op = operator                         # a chained OP1 (spec.chained), or None
+        self.last_op = last_operator               # a chained OP2 (spec.sink), or None
+        self.dest_reach = dest_reach(dest_sealed, spec.writer_key)
+        self.to_dest: list[bytes] = []             # a sink's rows not appended yet ...
+        self.to_dest_blocks: list[str] = []        # ... and the blocks they are of
+        self.to_dest_bytes = 0
+        self.sample: list[str] = []
         self.read_before = recovered.stats.get("in", 0)   # lines read by earlier attempts
         self.read = 0                                     # ... and by this one, from the start
         self.acked = recovered.completed
@@ -276,12 +298,24 @@ class SourceCore(TaskCore):
             bid, first, lines, block, _ = self.ready.popleft()
             self._count(lines)                  # `--rate` paces this: so do the counts
             self.ready_bytes -= len(block)
+            if self.last_op is not None:
+                self._to_dest(bid, first, lines, block)
+                if self.to_dest_bytes >= DEST_APPEND_BYTES:
+                    self._append_dest()
+                continue
             sends = self._messages(bid, first, lines, block)
             if not sends:                       # a chained OP1 put nothing out: done
                 self.newly_acked.append(bid)
                 continue
             for to, message, payload in self.unacked.add(now, bid, sends, len(block)):
                 self.send(to, message, payload)
+        if self.to_dest_blocks and not self._due_now(now):
+            self._append_dest()         # nothing more to release now: no reason to wait
+
+    def _due_now(self, now: float) -> bool:
+        """Is a block ready to be released now?"""
+        return bool(self.ready) and self.ready[0][4] <= now and \
+            self._window_takes(self.ready[0][3])
 
     def _messages(self, bid: str, first: int, lines: int, block: bytes) -> dict:
         """Block `bid`'s messages: the lines to their OP1 task, or a chained OP1's output
@@ -297,6 +331,39 @@ class SourceCore(TaskCore):
                                "dropped": result.dropped, "errors": result.errors}
         return block_messages(self.spec, bid,
                               route_output(self.spec, bid, result.keys, result.values))
+
+    # -- a sink: rows into HYDFS_DEST ------------------------------------------------------
+
+    def _to_dest(self, bid: str, first: int, lines: int, block: bytes) -> None:
+        """OP1 and OP2 on a block's lines; its rows wait for the next DEST append, unless an
+        earlier attempt's appends hold them (below `dest_reach`): then it is only counted."""
+        mid = apply_to_lines(self.op, block, first, self.spec.src)
+        out = self.last_op.apply(mid.keys, mid.values, None)
+        self.note_error(mid)
+        self.note_error(out)
+        self.op_counts[bid] = {"op1_in": lines, "out": len(mid.keys), "dropped": mid.dropped,
+                               "errors": mid.errors, "op2_out": len(out.keys),
+                               "op2_dropped": out.dropped, "op2_errors": out.errors}
+        if task_log.block_key(bid)[1] <= self.dest_reach:
+            self.newly_acked.append(bid)            # in DEST already: an attempt before
+            return
+        if out.keys:
+            rows = csv_rows(out.keys, out.values)
+            self.to_dest.append(rows)
+            self.to_dest_bytes += len(rows)
+            if len(self.sample) < SAMPLE_ROWS:
+                first_rows = rows.split(b"\n", SAMPLE_ROWS)[:SAMPLE_ROWS - len(self.sample)]
+                self.sample += [row.decode() for row in first_rows if row]
+        self.to_dest_blocks.append(bid)
+
+    def _append_dest(self) -> None:
+        """One DEST append for the rows waiting, named by their last block (`dest_reach`);
+        their blocks are done: the record that logs them comes after the append."""
+        if self.to_dest:
+            reach = task_log.block_key(self.to_dest_blocks[-1])[1]
+            self.emit(AppendDest(reach, b"".join(self.to_dest)))
+        self.newly_acked += self.to_dest_blocks
+        self.to_dest, self.to_dest_blocks, self.to_dest_bytes = [], [], 0
 
     def _count(self, lines: int) -> None:
         """Lines read (`in`): those sent, or done by an attempt before; exact after any
@@ -336,7 +403,8 @@ class SourceCore(TaskCore):
         if now >= self._next_commit:
             self._next_commit = now + self.commit_every
             self._commit()
-        if not self.done and self.fed_all and not self.ready and not self.unacked:
+        if not self.done and self.fed_all and not self.ready and not self.unacked \
+                and not self.to_dest_blocks:
             # Every block is safe downstream: the leader hears it before the last done
             # marks are logged, one append less before the job's end. They only spare a
             # replacement work, and a source the leader knows is done is not started again.
@@ -372,7 +440,8 @@ class SourceCore(TaskCore):
         if not self.boundaries:
             return None
         outstanding = [task_log.block_number(bid) for bid in self.unacked] + \
-            [task_log.block_number(entry[0]) for entry in self.ready]
+            [task_log.block_number(entry[0]) for entry in self.ready] + \
+            [task_log.block_number(bid) for bid in self.to_dest_blocks]
         lowest = min(outstanding, default=self.block_no)
         safe = None
         while self.boundaries and self.boundaries[0][1] <= lowest:
@@ -408,7 +477,23 @@ class SourceCore(TaskCore):
         return max(min(deadlines), now)
 
     def report_extras(self) -> dict:
-        return {"source_done": self.done, "blocks": self.block_no,
-                "in_flight": self.unacked.bytes, "window": self.spec.window_bytes,
-                "unacked": len(self.unacked)}
+        extras = {"source_done": self.done, "blocks": self.block_no,
+                  "in_flight": self.unacked.bytes + self.to_dest_bytes,
+                  "window": self.spec.window_bytes, "unacked": len(self.unacked)}
+        if self.sample:
+            extras["sample"], self.sample = self.sample, []
+        return extras
+
+
+def dest_reach(sealed: IdSet | None, key: str) -> int:
+    """How far the DEST appends of earlier attempts of sink `key` reached, as sealed: every
+    block whose key (number + 1) is at most the highest seq among them is in DEST (or put
+    out nothing). An attempt appends in block order, each append done before the next, so
+    only its last could be missing."""
+    reach = 0
+    for client, seq in (sealed or ()):
+        writer = writer_of(client)
+        if writer is not None and writer[0] == key:
+            reach = max(reach, seq)
+    return reach
 

@@ -4,7 +4,7 @@ The core decides; this module reads the inbox, the clock and the source partitio
 executes the core's effects (effects.py) in the order given, each done before the next:
 
     AppendLog   the task's log in HyDFS, append id (this attempt, record seq)
-    AppendDest  HYDFS_DEST, append id (this attempt, commit seq)
+    AppendDest  HYDFS_DEST, append id (this attempt, commit seq; a sink's: its reach)
     Route       the next sends to that task go to its new address
     Send        to a task's inbox, in order, across its moves (task_io.Sender)
     Report      to the leader, from a thread of its own (`Reporter`): a leader that is gone
@@ -14,7 +14,8 @@ executes the core's effects (effects.py) in the order given, each done before th
 
 Start-up fences before it reads (hydfs/fences.py), so that what it reads cannot grow behind
 its back: first the task's log, then it is read and replayed (task_log.py); the last stage
-then fences DEST, whose sealed set says which commits earlier attempts appended. A task's
+(or a source that is a sink) then fences DEST, whose sealed set says which commits earlier
+attempts appended (a sink's: how far their output reached). A task's
 first attempt (`spec.first`: the leader never started one before) skips all three: its log
 is empty and no earlier attempt can write; a later attempt's fence shuts it out.
 
@@ -159,11 +160,13 @@ class Reporter(threading.Thread):
 
 
 class TaskRunner:
-    def __init__(self, spec: TaskSpec, link: NodeLink, inbox: Inbox, operator=None):
+    def __init__(self, spec: TaskSpec, link: NodeLink, inbox: Inbox, operator=None,
+                 last_operator=None):
         self.spec = spec
         self.link = link
         self.inbox = inbox
         self.operator = operator
+        self.last_operator = last_operator       # OP2, run by a source that is a sink
         self.log_file = task_log.log_name(spec.job, spec.name)
         self.senders: dict = {}
         self.core: TaskCore | None = None
@@ -196,23 +199,25 @@ class TaskRunner:
                 self._watcher.stop()
             if self._local is not None:
                 self._local.close()
-            if self.operator is not None:
-                self.operator.close()
+            for operator in (self.operator, self.last_operator):
+                if operator is not None:
+                    operator.close()
         return self.reason
 
     def _start(self) -> TaskCore:
-        final = self.spec.final
+        writes_dest = self.spec.writes_dest
         if self.spec.first:        # no attempt before it: nothing to fence, nothing to redo
-            recovered, dest_sealed = task_log.recover(b""), IdSet() if final else None
+            recovered, dest_sealed = task_log.recover(b""), IdSet() if writes_dest else None
         else:
             recovered = task_log.recover(self._read_log(self._fence(self.log_file)))
-            dest_sealed = self._fence(self.spec.dest) if final else None
+            dest_sealed = self._fence(self.spec.dest) if writes_dest else None
         now = time.monotonic()
         if self.spec.task.stage == 0:
             # the stream's start on this clock: a replacement catches up on what fell due
             origin = now - max(0.0, time.time() - self.spec.rate_origin) \
                 if self.spec.rate_origin else None
-            return SourceCore(self.spec, recovered, now, self.operator, origin)
+            return SourceCore(self.spec, recovered, now, self.operator, origin,
+                              self.last_operator, dest_sealed)
         return OperatorCore(self.spec, recovered, now, self.operator, dest_sealed)
 
     def _read_log(self, sealed) -> bytes:

@@ -13,7 +13,9 @@ block ids, ``"<partition>:<block>"`` (see source_plan.py): every stage deduplica
                                                          ("dest" for the final stage)
      "stats": {"in": 0, "out": 0, "dropped": 0, "errors": 0},   running totals (a source
                                      that runs a chained OP1 also has "op1_in", the lines
-                                     OP1 took, and OP1's out, dropped and errors)
+                                     OP1 took, and OP1's out, dropped and errors; one that
+                                     runs OP2 too, a sink, "op2_out", "op2_dropped" and
+                                     "op2_errors")
      "tail": {"client": [[1, 40]]},  a following source's next batch of SRC's appends (IdSet)
      "end": 57,                      a stopped source's number of blocks: it cuts no more
      "resume": {"batches": 9, "block": 40, "line": 812}}   a follower's checkpoint: every
@@ -26,7 +28,8 @@ lines it reads after its partition, for every later attempt.
 
 A *stateless* task logs only "done" (and stats): replaying its input regenerates the same
 output. So does a source, OP1 chained into it or not: its blocks are the same lines after
-any restart. A *stateful* or *final* task logs "blocks", "state" and "out" before it sends
+any restart. A source that runs OP2 too and appends to DEST itself (a sink) logs no output
+either: which blocks' rows are in DEST its DEST appends' ids say (source_core.py). A *stateful* or *final* task logs "blocks", "state" and "out" before it sends
 anything (write-ahead), because its output depends on state that later input changes; a
 replacement resends the logged output instead of recomputing it, and the final stage
 appends a commit's rows to DEST again unless DEST's fence shows an earlier attempt did.

@@ -43,9 +43,10 @@ def main() -> int:
     secret = setup.get("secret", "")
     inbox = Inbox(setup["node"][0], wire.secret_key(secret))
     link = NodeLink(tuple(setup["node"]), tuple(setup["leader"]), secret)
-    # a source runs an operator only when it is chained into it (spec.chained)
+    # a source runs OP1 only when it is chained into it (spec.chained), OP2 too when a sink
     operator = load_operator(spec.operator, spec.arg, spec.cwd) if spec.operator else None
-    runner = TaskRunner(spec, link, inbox, operator)
+    last = load_operator(spec.last_operator, spec.last_arg, spec.cwd) if spec.sink else None
+    runner = TaskRunner(spec, link, inbox, operator, last)
     print(f"READY {inbox.address}", flush=True)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     runner.run()

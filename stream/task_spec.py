@@ -3,7 +3,7 @@
 A spec names the job and the task (stage, index), the attempt's `epoch` (every start or
 restart of a task gets a higher one: the fence of its log and DEST, fences.py), the files,
 the timings, the operator for stages 1 and 2 (and for a source that runs OP1 itself,
-`chained`), and a source's partition of the job's
+`chained`, and OP2 as well, `sink`: it appends to DEST), and a source's partition of the job's
 snapshot of SRC (`view`: the appends it holds, see hydfs `read_view`), whether the job
 follows SRC's later appends (`follow`, a `--follow` job: its last source reads them) and
 whether the job is being stopped (`stopping`: a replacement started after `stop` reads
@@ -53,6 +53,10 @@ class TaskSpec:
     rate_origin: float = 0.0     # unix time the stream began (`source_rate`): the job's start
     chained: bool = False        # the job's sources run its stateless OP1 (`operator`) and
                                  # send to stage 2: there are no OP1 tasks
+    sink: bool = False           # ... and its stateless OP2 (`last_operator`) too, appending
+                                 # to DEST themselves: there are no OP1 or OP2 tasks
+    last_operator: str = ""      # OP2's spec, for a source that runs it (`sink`)
+    last_arg: str = ""
 
     @property
     def name(self) -> str:
@@ -77,6 +81,11 @@ class TaskSpec:
     def final(self) -> bool:
         return self.task.stage == 2
 
+    @property
+    def writes_dest(self) -> bool:
+        """Does this task append to DEST (the last stage, or a source that runs it)?"""
+        return self.final or (self.sink and self.task.stage == 0)
+
     def to_wire(self) -> dict:
         return {"job": self.job, "task": self.task.to_wire(), "num_tasks": self.num_tasks,
                 "src": self.src, "dest": self.dest, "batch_interval": self.batch_interval,
@@ -88,7 +97,8 @@ class TaskSpec:
                 "epoch": self.epoch, "lease": self.lease, "resend_after": self.resend_after,
                 "view": self.view, "follow": self.follow, "stopping": self.stopping,
                 "window_bytes": self.window_bytes, "leader_epoch": self.leader_epoch,
-                "first": self.first, "chained": self.chained,
+                "first": self.first, "chained": self.chained, "sink": self.sink,
+                "last_operator": self.last_operator, "last_arg": self.last_arg,
                 "rate_origin": self.rate_origin}
 
     @classmethod
@@ -112,5 +122,8 @@ class TaskSpec:
         spec.leader_epoch = int(d.get("leader_epoch", 0))
         spec.first = bool(d.get("first"))
         spec.chained = bool(d.get("chained"))
+        spec.sink = bool(d.get("sink"))
+        spec.last_operator = str(d.get("last_operator", ""))
+        spec.last_arg = str(d.get("last_arg", ""))
         spec.rate_origin = float(d.get("rate_origin", 0.0))
         return spec

@@ -48,7 +48,7 @@ from stream.job_core import Done, Fail, JobCore, Say, SendSchedule, StartTask, S
 from stream.messages import SCHEDULE, STOP
 from stream.operator_core import OperatorCore
 from stream.operators import load_operator
-from stream.scheduler import ALL_STAGES, CHAINED_STAGES, TaskId
+from stream.scheduler import ALL_STAGES, CHAINED_STAGES, SINK_STAGES, TaskId
 from stream.source_core import SourceCore
 from stream.source_plan import plan_partitions
 from stream.succession import attempt_floor
@@ -122,6 +122,7 @@ class Knobs:
     leader_fail_at: float = 0.0   # the leader fails then (0: never); a successor takes over
     leader_zombie: float = 0.0    # ... and the old one acts on this long, deposed
     chained: bool = False         # the sources run OP1 (`[stream] chain`): no OP1 tasks
+    sink: bool = False            # ... and a stateless OP2 (App 1's), appending to DEST
 
 
 @dataclass
@@ -164,7 +165,7 @@ def knobs_for(rng: random.Random) -> Knobs:
                  leader_drop=rng.choice([0.0, 0.0, 0.05]), exit_drop=rng.choice([0.0, 0.0, 0.1]),
                  leader_fail_at=rng.choice([0.0, 0.0, rng.uniform(0.02, 1.5)]),
                  leader_zombie=rng.choice([0.0, rng.uniform(0.1, 3.0)]),
-                 chained=rng.random() < 0.5)
+                 chained=rng.random() < 0.5, sink=rng.random() < 0.8)
 
 
 def follow_knobs_for(rng: random.Random) -> Knobs:
@@ -214,7 +215,10 @@ class World:
         op1, op2, arg = APPS[self.k.app]
         self.ops = (op1, op2, arg)
         self.leader_epoch = 1
-        self.stages = CHAINED_STAGES if self.k.chained else ALL_STAGES
+        # App 1's OP2 is stateless: chained sources may run it too, as job_setup decides
+        self.sinks = self.k.chained and self.k.sink and self.k.app == 1
+        self.stages = SINK_STAGES if self.sinks else CHAINED_STAGES if self.k.chained \
+            else ALL_STAGES
         self.core = JobCore(self.k.num_tasks, list(self.live), 0.0, stall_timeout=60.0,
                             silence=5.0, following=self.k.follow,
                             epoch_floor=attempt_floor(self.leader_epoch), stages=self.stages)
@@ -288,11 +292,12 @@ class World:
             errors.append(f"sources read {total(0, 'in')} lines of {lines}")
         if self.k.chained and total(0, "op1_in") != total(0, "in"):
             errors.append(f"OP1 took {total(0, 'op1_in')} lines of {total(0, 'in')} read")
-        if total(0, "out") + total(1, "out") != total(2, "in"):
+        if not self.sinks and total(0, "out") + total(1, "out") != total(2, "in"):
             errors.append(f"OP1 put out {total(0, 'out') + total(1, 'out')}, "
                           f"OP2 took {total(2, 'in')}")
-        if total(2, "out") != rows:
-            errors.append(f"OP2 put out {total(2, 'out')}, DEST has {rows} rows")
+        op2_out = total(2, "out") + total(0, "op2_out")        # a sink's OP2 counts as op2_*
+        if op2_out != rows:
+            errors.append(f"OP2 put out {op2_out}, DEST has {rows} rows")
         return errors
 
     def _taken(self) -> list:
@@ -350,7 +355,8 @@ class World:
         for task in self.core.tasks:
             runs_op1 = task.stage == 1 or (self.k.chained and task.stage == 0)
             operator, op_arg = [("", ""), (op1, arg), (op2, "")][1 if runs_op1 else task.stage]
-            specs[task] = dict(
+            sink = self.sinks and task.stage == 0
+            specs[task] = dict(sink=sink, last_operator=op2 if sink else "",
                 job=JOB, task=task, num_tasks=self.k.num_tasks, src=SRC, dest=DEST,
                 batch_interval=0.1, state_flush_interval=0.1, operator=operator, arg=op_arg,
                 next_stateful=runs_op1 and self.k.app == 2, chained=self.k.chained,
@@ -450,7 +456,7 @@ class World:
     # -- attempts ---------------------------------------------------------------------------
 
     def begin(self, a: Attempt) -> None:
-        """As task.py starts: fence the log, read it, fence DEST (last stage), build; a
+        """As task.py starts: fence the log, read it, fence DEST (last stage or sink), build; a
         first attempt does none of it."""
         spec = a.spec
         log_file = task_log.log_name(JOB, spec.name)
@@ -460,13 +466,15 @@ class World:
             recovered = task_log.recover(b"" if spec.first else self.hydfs.read(log_file))
             if spec.first and self.hydfs.read(log_file):
                 raise AssertionError(f"{a.address}: a first attempt found a log")
+            sealed = (IdSet() if spec.first else
+                      self.hydfs.fence(DEST, spec.writer_key, spec.epoch)) \
+                if spec.writes_dest else None
             if spec.task.stage == 0:
                 operator = load_operator(spec.operator, spec.arg) if spec.chained else None
-                a.core = SourceCore(spec, recovered, self.now, operator, rate_origin=0.0)
+                last = load_operator(spec.last_operator, "") if spec.sink else None
+                a.core = SourceCore(spec, recovered, self.now, operator, rate_origin=0.0,
+                                    last_operator=last, dest_sealed=sealed)
             else:
-                sealed = (IdSet() if spec.first else
-                          self.hydfs.fence(DEST, spec.writer_key, spec.epoch)) \
-                    if spec.final else None
                 operator = load_operator(spec.operator, spec.arg)
                 a.core = OperatorCore(spec, recovered, self.now, operator, sealed)
         except Fenced:

@@ -193,3 +193,33 @@ def test_a_chained_op1_is_listed_as_its_tasks_where_its_sources_run():
     assert (op1["records_in"], op1["records_out"], op1["chained"]) == (20, 7, "source-1")
     assert op1["vm"] == source["vm"] and op1["state"] == source["state"]
     assert op1["rate"] == 2.0 and source["rate"] == 5.0
+
+
+@pytest.mark.timeout(30)
+def test_a_sinks_op1_and_op2_are_listed_as_their_tasks_and_counted_in_the_totals():
+    """A stateless OP2 runs in the sources too (a sink): op2-N is shown like op1-N, with
+    what OP1 put out as its input and OP2's own counters, in `job JOBID` and the metrics."""
+    from cluster.metrics import Registry
+    from stream.job import Job, summary, task_docs
+    from stream.job_core import JobCore
+    from stream.job_spec import parse_job
+    from stream.metrics import job_metrics
+    from stream.scheduler import SINK_STAGES, TaskId
+    from stream.task_spec import TaskSpec
+    spec = parse_job(["grep", "signs_select", "s", "d", "2"])
+    job = Job("j1", spec, core=JobCore(2, ["02", "03"], 0.0, 60.0, stages=SINK_STAGES))
+    for task in job.core.tasks:
+        job.templates[task] = TaskSpec("j1", task, 2, "s", "d", 0.1, 0.1, chained=True,
+                                       sink=True, last_operator="signs_select")
+    job.core.tasks[TaskId(0, 1)].stats = {"in": 20, "op1_in": 20, "out": 7, "op2_out": 6,
+                                          "op2_errors": 1}
+    docs = {d["task"]: d for d in task_docs(job)}
+    assert list(docs) == ["source-0", "source-1", "op1-0", "op1-1", "op2-0", "op2-1"]
+    op2 = docs["op2-1"]
+    assert (op2["records_in"], op2["records_out"], op2["chained"]) == (7, 6, "source-1")
+    assert op2["vm"] == docs["source-1"]["vm"]
+    assert summary(job)["records_out"] == 6 and summary(job)["errors"] == 1
+    registry = Registry()
+    registry.collect(lambda: job_metrics([job], 0.0))
+    text = registry.render()
+    assert 'rainstorm_stream_task_records_out_total{job="j1",stage="op2",task="1"} 6' in text

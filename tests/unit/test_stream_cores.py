@@ -377,6 +377,83 @@ def test_a_chained_job_has_no_op1_tasks_and_counts_op1_at_the_sources():
     assert core.totals() == {"in": 20, "op1_out": 6, "out": 4, "dropped": 0, "errors": 0}
 
 
+# -- a source that runs OP2 too, appending to DEST (a sink) ------------------------------------
+
+UPPER = 'KIND = "transform"\n\ndef process(key, value, arg):\n    return key, value.upper()\n'
+
+
+def sink_source(tmp_path, op1: str = "grep", arg: str = "line", epoch: int = 1,
+                log: bytes = b"", sealed: IdSet | None = None) -> SourceCore:
+    (tmp_path / "upper.py").write_text(UPPER)
+    op2 = str(tmp_path / "upper.py")
+    s = TaskSpec("j", TaskId(0, 0), 1, "src", "dest", 0.1, 0.1, op1, arg,
+                 partition=Partition(0, 0, len(LINES), 1), block_bytes=90, epoch=epoch,
+                 chained=True, sink=True, last_operator=op2)
+    return SourceCore(s, task_log.recover(log), 0.0, load_operator(op1, arg),
+                      last_operator=load_operator(op2, ""), dest_sealed=sealed or IdSet())
+
+
+def dest_rows(effects) -> list[str]:
+    return [row for e in of(effects, AppendDest) for row in e.rows.decode().splitlines()]
+
+
+def test_a_sink_runs_both_operators_and_appends_to_dest_named_by_its_last_block(tmp_path):
+    core = sink_source(tmp_path, arg="line 1")       # line 1, 10..19: 11 of 40 lines
+    effects = core.feed(0.0, LINES, last=True)
+    assert not of(effects, Send)
+    (append,) = of(effects, AppendDest)              # nothing more due: one append, at once
+    assert dest_rows(effects) == ["src:1,LINE 1"] + [f"src:{i},LINE {i}" for i in range(10, 20)]
+    assert append.seq == core.block_no               # the key of the last block it holds
+    effects = core.tick(0.1)                         # every block is in DEST: done
+    kinds = [type(e) for e in effects if isinstance(e, AppendLog) or
+             (isinstance(e, Report) and e.fields.get("source_done"))]
+    assert kinds[:2] == [Report, AppendLog]          # the leader hears first, then the log
+    (log,) = of(effects, AppendLog)
+    assert len(IdSet(log.record["done"])) == core.block_no
+    assert log.record["stats"] == {"in": 40, "op1_in": 40, "out": 11, "dropped": 0,
+                                   "errors": 0, "op2_out": 11, "op2_dropped": 0,
+                                   "op2_errors": 0}
+
+
+def test_a_sinks_done_marks_follow_the_dest_append_that_holds_their_rows(tmp_path):
+    core = sink_source(tmp_path)
+    effects = core.feed(0.0, LINES[:200], last=False) + core.tick(0.6)
+    order = [type(e) for e in effects if isinstance(e, (AppendDest, AppendLog))]
+    assert order == [AppendDest, AppendLog]
+    (log,) = of(effects, AppendLog)
+    (append,) = of(effects, AppendDest)
+    assert max(n for _, spans in IdSet(log.record["done"]).to_wire().items()
+               for _, n in spans) == append.seq
+
+
+def test_a_replaced_sink_counts_the_blocks_its_predecessors_appended_and_appends_the_rest(
+        tmp_path):
+    """Attempt 1 appended the rows of its first blocks and logged nothing: attempt 2 finds
+    how far they reached in DEST's seal, appends only the blocks after, and counts all."""
+    first = sink_source(tmp_path)
+    first.spec.block_bytes = 90
+    rows1 = dest_rows(first.feed(0.0, LINES[:100], last=False))
+    reach = first.block_no
+    sealed = IdSet.of([(writer_client("j/source-0", 1), reach),
+                       (writer_client("j/op2-0", 1), 99)])     # another writer: not counted
+    again = sink_source(tmp_path, epoch=2, sealed=sealed)
+    effects = again.feed(1.0, LINES, last=True) + again.tick(1.1)
+    rows2 = dest_rows(effects)
+    assert sorted(rows1 + rows2) == sorted(f"src:{i},LINE {i}" for i in range(1, 41))
+    assert all(e.seq > reach for e in of(effects, AppendDest))
+    (log,) = of(effects, AppendLog)
+    assert log.record["stats"]["in"] == 40 and log.record["stats"]["op2_out"] == 40
+
+
+def test_a_sink_job_has_only_source_tasks_and_counts_op2_at_them():
+    core = JobCore(2, ["02", "03"], 0.0, stall_timeout=30.0, stages=(0,))
+    assert sorted(core.tasks) == [TaskId(0, 0), TaskId(0, 1)]
+    for task in core.tasks:
+        core.tasks[task].stats = {"in": 10, "op1_in": 10, "out": 3, "op2_out": 2,
+                                  "op2_errors": 1}
+    assert core.totals() == {"in": 20, "op1_out": 6, "out": 4, "dropped": 0, "errors": 2}
+
+
 # -- an operator ----------------------------------------------------------------------------
 
 def block(bid: str, lines: list[str], epoch: int = 1) -> tuple[dict, bytes]:

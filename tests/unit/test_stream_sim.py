@@ -7,8 +7,9 @@ while the old one acts on, deposed), both classic applications give exactly the 
 output and every job ends. A failing seed prints its transcript; replay it with
 `python -m tests.stream_sim SEED`.
 
-The simulator has teeth: with fencing, the DEST check of a replacement's redo, or resends
-taken out, it finds failing seeds (the last tests), so a pass means something.
+The simulator has teeth: with fencing, the DEST check of a replacement's redo, a sink's
+DEST reach, or resends taken out, or a sink that logs blocks done before their DEST append,
+it finds failing seeds (the last tests), so a pass means something.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import random
 import pytest
 
 from hydfs.fences import Fences
-from stream import delivery, operator_core, source_core
+from stream import delivery, operator_core, source_core, task_log
+from stream.effects import AppendDest
 from tests import stream_sim
 
 SEEDS = int(os.environ.get("RAINSTORM_SIM_SEEDS", "10000"))
@@ -59,6 +61,28 @@ def test_without_fences_zombies_double_the_output(monkeypatch):
 def test_without_the_dest_check_a_replacement_appends_a_commit_twice(monkeypatch):
     monkeypatch.setattr(operator_core, "_sealed_seqs", lambda sealed, key: set())
     assert failing_seeds(1000)
+
+
+@pytest.mark.timeout(120)
+def test_without_its_dest_reach_a_replaced_sink_appends_its_predecessors_blocks_twice(
+        monkeypatch):
+    monkeypatch.setattr(source_core, "dest_reach", lambda sealed, key: 0)
+    assert failing_seeds(1000)
+
+
+@pytest.mark.timeout(120)
+def test_a_sink_that_logs_blocks_done_before_their_dest_append_loses_them(monkeypatch):
+    """A crash between the done record and the DEST append: the replacement skips blocks
+    whose rows never landed."""
+    def done_first(self):
+        bids, rows = list(self.to_dest_blocks), b"".join(self.to_dest)
+        self.newly_acked += bids
+        self._commit()
+        if rows:
+            self.emit(AppendDest(task_log.block_key(bids[-1])[1], rows))
+        self.to_dest, self.to_dest_blocks, self.to_dest_bytes = [], [], 0
+    monkeypatch.setattr(source_core.SourceCore, "_append_dest", done_first)
+    assert failing_seeds(1500)
 
 
 @pytest.mark.timeout(120)
@@ -155,6 +179,15 @@ def test_a_chained_source_that_takes_one_ack_for_all_its_destinations_loses_outp
 def test_chained_jobs_are_half_of_the_simulated_schedules():
     chained = sum(stream_sim.knobs_for(random.Random(seed)).chained for seed in range(200))
     assert 60 <= chained <= 140, chained
+
+
+@pytest.mark.timeout(30)
+def test_sinks_are_most_of_the_chained_app1_schedules():
+    """App 1's OP2 is stateless: chained, its sources usually run it too (a sink)."""
+    worlds = [stream_sim.World(seed) for seed in range(400)]
+    chained_app1 = [w for w in worlds if w.k.chained and w.k.app == 1]
+    sinks = sum(w.sinks for w in chained_app1)
+    assert 0.6 * len(chained_app1) <= sinks < len(chained_app1), (sinks, len(chained_app1))
 
 
 def stopped_early(seed: int) -> stream_sim.World:

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from stream import task_log
-from stream.operator_core import csv_rows
+from stream.forwarding import csv_rows
 from stream.task_core import upstream_of
 
 pytestmark = pytest.mark.timeout(30)
